@@ -1,0 +1,218 @@
+"""Tether settings. Every knob comes from the environment; see README.md for the list."""
+
+import os
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from project.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+_DEV_SECRET = "insecure-dev-only-secret-key-set-SECRET_KEY-in-production"
+SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET)
+if SECRET_KEY == _DEV_SECRET and env_bool("TETHER_PRODUCTION", False):
+    raise ImproperlyConfigured("SECRET_KEY must be set when TETHER_PRODUCTION=1")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "channels",
+    "sessions_app",
+    "realtime",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's static files from daphne without a separate web server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+ASGI_APPLICATION = "project.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several server threads write the event log at once; wait for the lock instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    DATABASES["default"]["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = str(
+        BASE_DIR / f"{env_str('TEST_DB_NAME', 'test-db')}.sqlite3"
+    )
+elif os.environ.get("TEST_DB_NAME"):
+    # Lets several test runs share one PostgreSQL server without clashing.
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ["TEST_DB_NAME"]
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+# The admin's assets are served from the installed apps when collectstatic has not run.
+WHITENOISE_USE_FINDERS = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# --- Redis and the channel layer -------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# A prefix isolates several deployments (or test runs) sharing one Redis.
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "tether")
+# The pool raises (it does not wait) at its cap; a connect storm must not turn into 500s.
+REALTIME_REDIS_MAX_CONNECTIONS = env_int("REALTIME_REDIS_MAX_CONNECTIONS", 2000)
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    # redis-py 8 defaults to a 5 s socket timeout, which kills the layer's
+                    # blocking receive on an idle consumer (1011 after ~5 s).
+                    "socket_timeout": None,
+                    "socket_connect_timeout": 5,
+                    "max_connections": REALTIME_REDIS_MAX_CONNECTIONS,
+                    "health_check_interval": 30,
+                }
+            ],
+            "prefix": f"{REDIS_KEY_PREFIX}:layer:",
+            "capacity": env_int("REALTIME_LAYER_CAPACITY", 1000),
+            "expiry": 60,
+            "group_expiry": 86400,
+        },
+    }
+}
+
+# The project's own Redis calls (rate limits, node registry) fail after this many seconds.
+REALTIME_REDIS_TIMEOUT = env_float("REALTIME_REDIS_TIMEOUT", 2.0)
+# A node that has not refreshed its registry entry for this long is dead: its connections
+# are closed and its runs released by the surviving nodes.
+REALTIME_NODE_TTL = env_float("REALTIME_NODE_TTL", 15.0)
+REALTIME_NODE_REAP_INTERVAL = env_float("REALTIME_NODE_REAP_INTERVAL", 5.0)
+
+# Rate limits: (events, per seconds). Shared by all nodes through Redis unless noted.
+def _limit(name: str, default: str) -> tuple[int, float]:
+    count, _, seconds = env_str(name, default).partition("/")
+    return int(count), float(seconds)
+
+
+REALTIME_RATE_CONNECT_USER = _limit("REALTIME_RATE_CONNECT_USER", "30/60")
+REALTIME_RATE_CONNECT_IP = _limit("REALTIME_RATE_CONNECT_IP", "120/60")
+REALTIME_RATE_MESSAGES = _limit("REALTIME_RATE_MESSAGES", "30/60")  # per conversation
+REALTIME_RATE_FRAMES = _limit("REALTIME_RATE_FRAMES", "60/10")  # per connection, in memory
+REALTIME_MAX_CONNECTIONS_PER_USER = env_int("REALTIME_MAX_CONNECTIONS_PER_USER", 20)
+# Frames over the limit get an error; this many more in a row and the socket is closed 4429.
+REALTIME_FRAME_OVERRUN_CLOSE = env_int("REALTIME_FRAME_OVERRUN_CLOSE", 20)
+# Addresses of proxies whose X-Forwarded-For is believed (comma-separated IPs).
+REALTIME_TRUSTED_PROXIES = env_list("REALTIME_TRUSTED_PROXIES", [])
+
+# --- REST and tokens --------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": env_int("API_PAGE_SIZE", 100),
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("ACCESS_TOKEN_LIFETIME", 300)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=env_int("REFRESH_TOKEN_LIFETIME", 86400)),
+    "ROTATE_REFRESH_TOKENS": env_bool("ROTATE_REFRESH_TOKENS", True),
+    "BLACKLIST_AFTER_ROTATION": env_bool("BLACKLIST_AFTER_ROTATION", True),
+    "UPDATE_LAST_LOGIN": False,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": env_str("JWT_SIGNING_KEY", SECRET_KEY),
+}
+
+# --- The realtime protocol ----------------------------------------------------------------
+REALTIME_NODE_ID = env_str("REALTIME_NODE_ID", f"{socket.gethostname()}-{os.getpid()}")
+REALTIME_PUBLIC_WS_URL = env_str("REALTIME_PUBLIC_WS_URL", "ws://127.0.0.1:8000/ws/v1/")
+REALTIME_MAX_FRAME_BYTES = env_int("REALTIME_MAX_FRAME_BYTES", 64 * 1024)
+REALTIME_MAX_MESSAGE_CHARS = env_int("REALTIME_MAX_MESSAGE_CHARS", 16000)
+REALTIME_CONNECT_TIMEOUT = env_float("REALTIME_CONNECT_TIMEOUT", 10.0)
+REALTIME_HEARTBEAT_INTERVAL_MS = env_int("REALTIME_HEARTBEAT_INTERVAL_MS", 25000)
+REALTIME_HEARTBEAT_TIMEOUT = env_float(
+    "REALTIME_HEARTBEAT_TIMEOUT", 2 * REALTIME_HEARTBEAT_INTERVAL_MS / 1000
+)
+REALTIME_TOKEN_WARNING = env_float("REALTIME_TOKEN_WARNING", 60.0)
+REALTIME_BAD_FRAME_LIMIT = env_int("REALTIME_BAD_FRAME_LIMIT", 10)
+REALTIME_BAD_FRAME_WINDOW = env_float("REALTIME_BAD_FRAME_WINDOW", 60.0)
+REALTIME_REPLAY_BATCH = env_int("REALTIME_REPLAY_BATCH", 500)
+# How often a connection re-reads the conversation's highest seq to catch a fan-out
+# message the at-most-once layer dropped.
+REALTIME_RESYNC_INTERVAL = env_float("REALTIME_RESYNC_INTERVAL", 10.0)
+# Origins allowed for browser sockets (those that send Origin); default: ALLOWED_HOSTS.
+REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", [])
+
+# Retention of the event log (see `manage.py prune_events`).
+REALTIME_RETENTION_ACKED_DAYS = env_float("REALTIME_RETENTION_ACKED_DAYS", 7)
+REALTIME_RETENTION_UNACKED_DAYS = env_float("REALTIME_RETENTION_UNACKED_DAYS", 30)
+
+# --- Agents ------------------------------------------------------------------------------
+REALTIME_AGENT = env_str("REALTIME_AGENT", "realtime.agents.demo.DemoAgent")
+REALTIME_DEMO_AGENT_DELAY_MS = env_int("REALTIME_DEMO_AGENT_DELAY_MS", 40)
+REALTIME_DELTA_COALESCE_MS = env_int("REALTIME_DELTA_COALESCE_MS", 50)
+REALTIME_RUN_LEASE_SECONDS = env_float("REALTIME_RUN_LEASE_SECONDS", 5.0)
+REALTIME_RUN_SWEEP_INTERVAL = env_float("REALTIME_RUN_SWEEP_INTERVAL", 1.0)
+REALTIME_RUN_TIMEOUT = env_float("REALTIME_RUN_TIMEOUT", 300.0)
+REALTIME_RUN_AGENTS_IN_SERVER = env_bool("REALTIME_RUN_AGENTS_IN_SERVER", True)
+REALTIME_MAX_CONCURRENT_RUNS = env_int("REALTIME_MAX_CONCURRENT_RUNS", 200)
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
+OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
+OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
+OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 60.0)
+
+TEST_RUNNER = "project.test_runner.PytestRunner"

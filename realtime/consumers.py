@@ -1,0 +1,450 @@
+"""The /ws/v1/ consumer: the socket side of a conversation. Thin by design: frames are parsed
+by realtime.protocol, writes go through sessions_app.services, agent work happens in the
+node's RunSupervisor (never inside this consumer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from channels.consumer import get_handler_name
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from realtime import protocol as p
+from realtime import ratelimit, tokens
+from realtime.auth import InvalidToken, verify_access_token
+from realtime.db import db
+from realtime.fanout import group_name, publish
+from sessions_app import services
+
+log = logging.getLogger(__name__)
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class ConversationConsumer(AsyncWebsocketConsumer):
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def dispatch(self, message: dict) -> None:
+        """Channels' dispatch hops to the shared sync thread before every message to close
+        stale DB connections: at thousands of events per second that hop is the bottleneck.
+        This consumer never touches the ORM on its own thread (realtime.db does, and closes
+        its connections itself), so it dispatches directly."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def connect(self) -> None:
+        self.node = self.scope["tether_node"]
+        self.phase = p.Phase.AWAITING_CONNECT
+        self.cursor = p.DeliveryCursor()
+        self.budget = p.BadFrameBudget(settings.REALTIME_BAD_FRAME_LIMIT, settings.REALTIME_BAD_FRAME_WINDOW)
+        self.conversation_id: str | None = None
+        self.connection_id: str | None = None
+        self.user_id: str | None = None
+        self.access_expires_at = 0
+        self.expiry_warned = False
+        self.joined_group: str | None = None
+        self.cleaned_up = False
+        self.deliver_lock = asyncio.Lock()
+        self.frame_bucket = ratelimit.LocalBucket(ratelimit.rule("REALTIME_RATE_FRAMES"))
+        self.frame_overruns = 0
+        self.slot: str | None = None
+        self.remote_addr = client_address(self.scope)
+        loop = asyncio.get_running_loop()
+        self.opened_at = self.last_frame_at = self.last_resync_at = self.last_touch_at = loop.time()
+        await self.accept()
+        self.node.connections.add(self)
+        self.watchdog = asyncio.create_task(self._watch())
+        if self.remote_addr:
+            await self._limit(f"ip:{self.remote_addr}", "REALTIME_RATE_CONNECT_IP")
+
+    async def disconnect(self, code: int) -> None:
+        await self._cleanup(code, "client_closed" if code in (1000, 1001) else "connection_lost")
+
+    # --- inbound frames -------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.last_frame_at = asyncio.get_running_loop().time()
+        if self.phase is p.Phase.CLOSED:
+            return
+        verdict = self.frame_bucket.take()
+        if not verdict.allowed:
+            self.frame_overruns += 1
+            if self.frame_overruns > settings.REALTIME_FRAME_OVERRUN_CLOSE:
+                await self._terminate(p.CLOSE_RATE_LIMITED, "rate_limited", "too many frames",
+                                      retry_after_ms=verdict.retry_after_ms)
+            else:
+                await self._send(p.error_frame("rate_limited", "too many frames; slow down",
+                                               retry_after_ms=verdict.retry_after_ms))
+            return
+        self.frame_overruns = 0
+        try:
+            obj = p.decode_frame(text_data, bytes_data, settings.REALTIME_MAX_FRAME_BYTES)
+            frame = p.parse_frame(obj, settings.REALTIME_MAX_MESSAGE_CHARS)
+            p.check_phase(self.phase, frame)
+        except p.ProtocolError as err:
+            await self._refuse(err)
+            return
+        try:
+            await self._dispatch(frame)
+        except p.ProtocolError as err:
+            await self._refuse(err)
+
+    async def _dispatch(self, frame: p.ClientFrame) -> None:
+        if isinstance(frame, p.Ping):
+            await self._send({"type": "pong", "id": frame.id})
+        elif isinstance(frame, p.Ack):
+            await db(services.record_ack)(self.connection_id, self.conversation_id, frame.seq)
+        elif isinstance(frame, p.SendMessage):
+            await self._on_message(frame)
+        elif isinstance(frame, p.Connect):
+            await self._on_connect(frame)
+        elif isinstance(frame, p.AuthRefresh):
+            await self._on_auth_refresh(frame)
+        elif isinstance(frame, p.Cancel):
+            await self._on_cancel(frame)
+
+    async def _refuse(self, err: p.ProtocolError) -> None:
+        if err.close_code is not None:
+            await self._terminate(err.close_code, err.code, err.detail)
+            return
+        await self._send(err.frame())
+        if err.code in ("bad_frame", "too_long") and not self.budget.spend(time.monotonic()):
+            await self._terminate(
+                p.CLOSE_BAD_FRAMES, "bad_frame", f"more than {self.budget.limit} bad frames in {self.budget.window:g} s"
+            )
+
+    async def _on_connect(self, frame: p.Connect) -> None:
+        try:
+            identity = verify_access_token(frame.token)
+        except InvalidToken as exc:
+            code = "token_expired" if tokens.is_expired_but_genuine(frame.token) else "unauthenticated"
+            await self._terminate(p.CLOSE_UNAUTHENTICATED, code, f"access token refused: {exc}")
+            return
+        self.user_id = identity.user_id
+        self.access_expires_at = identity.expires_at
+        if not await self._limit(f"user:{identity.user_id}", "REALTIME_RATE_CONNECT_USER"):
+            return
+        if not await self._take_slot(frame.client_id):
+            return
+        # Join the live feed before reading where the log stands, so an event committed
+        # between the read and the join cannot fall between the replay and the live feed.
+        if frame.conversation_id is not None:
+            await self._join(frame.conversation_id)
+        try:
+            opened = await db(services.open_session)(
+                user_id=identity.user_id,
+                conversation_id=frame.conversation_id,
+                client_id=frame.client_id,
+                channel_name=self.channel_name,
+                node=self.node.node_id,
+                remote_addr=self.remote_addr,
+                resumed_from_seq=frame.last_seq,
+            )
+        except services.ServiceError as exc:
+            close = {
+                "not_found": p.CLOSE_NOT_FOUND,
+                "forbidden": p.CLOSE_FORBIDDEN,
+            }.get(exc.code, p.CLOSE_UNAUTHENTICATED)
+            await self._terminate(close, exc.code, str(exc))
+            return
+        self.conversation_id = opened.conversation_id
+        self.connection_id = opened.connection_id
+        if self.joined_group is None:
+            await self._join(opened.conversation_id)
+        for channel in opened.replaced_channels:
+            await self.channel_layer.send(channel, {"type": "conn.replaced"})
+
+        plan = p.plan_resume(frame.last_seq, opened.last_seq, opened.first_kept_seq, opened.created)
+        await self._send(
+            {
+                "type": "ready",
+                "conversation_id": opened.conversation_id,
+                "resumed": plan.resumed,
+                "last_seq": opened.last_seq,
+                "replay_count": plan.replay_count,
+                "heartbeat_interval_ms": settings.REALTIME_HEARTBEAT_INTERVAL_MS,
+                "access_expires_at": self.access_expires_at,
+                "node": self.node.node_id,
+            }
+        )
+        self.cursor.sent_seq = plan.replay_from
+        async with self.deliver_lock:
+            await self._fill(opened.last_seq)
+        self.phase = p.Phase.READY
+        self.watchdog_wake()
+
+    async def _on_message(self, frame: p.SendMessage) -> None:
+        verdict = await _check(ratelimit.hit(f"conv:{self.conversation_id}", ratelimit.rule("REALTIME_RATE_MESSAGES")))
+        if not verdict.allowed:
+            await self._send(p.error_frame("rate_limited", "too many messages in this conversation",
+                                           frame.client_msg_id, retry_after_ms=verdict.retry_after_ms))
+            return
+        posted = await db(services.post_user_message)(self.conversation_id, frame.client_msg_id, frame.text)
+        await publish(self.conversation_id, posted.events)
+        ack = {"type": "message.ack", "client_msg_id": frame.client_msg_id, "seq": posted.seq}
+        await self._send({**ack, "duplicate": posted.duplicate})
+        if not posted.duplicate:
+            self.node.kick(self.conversation_id)
+
+    async def _on_cancel(self, frame: p.Cancel) -> None:
+        try:
+            outcome, events = await db(services.request_cancel)(self.conversation_id, frame.run_id)
+        except services.ConversationNotFound:
+            await self._send(p.error_frame("not_found", "no such run in this conversation", frame.run_id))
+            return
+        await publish(self.conversation_id, events)
+        if outcome == "cancelling":
+            self.node.cancel_local_run(frame.run_id)
+
+    async def _on_auth_refresh(self, frame: p.AuthRefresh) -> None:
+        try:
+            if frame.refresh is not None:
+                renewed = await db(tokens.rotate_refresh_token)(frame.refresh, self.user_id)
+            else:
+                renewed = tokens.accept_new_access_token(frame.access, self.user_id)
+        except tokens.RefreshRefused as exc:
+            await self._send(p.error_frame("refresh_failed", str(exc)))
+            return
+        self.access_expires_at = renewed.access_expires_at
+        self.expiry_warned = False
+        reply: dict[str, Any] = {"type": "auth.refreshed", "access_expires_at": renewed.access_expires_at}
+        if renewed.access is not None:
+            reply["access"] = renewed.access
+            reply["refresh"] = renewed.refresh
+        await self._send(reply)
+        self.watchdog_wake()
+
+    # --- outbound events ------------------------------------------------------------------
+
+    async def conv_events(self, message: dict) -> None:
+        """Group message from the layer: committed events (or just their highest seq)."""
+        if self.phase is not p.Phase.READY:
+            return
+        async with self.deliver_lock:
+            events = message.get("events")
+            if events is None:
+                await self._fill(message["upto"])
+                return
+            for event in events:
+                arrival = self.cursor.classify(event["seq"])
+                if arrival is p.Arrival.DUPLICATE:
+                    continue
+                if arrival is p.Arrival.GAP:
+                    # The layer lost or reordered something: the log has it.
+                    await self._fill(event["seq"] - 1)
+                await self._send(event)
+                self.cursor.advance(event["seq"])
+
+    async def conn_replaced(self, message: dict) -> None:
+        await self._terminate(p.CLOSE_REPLACED, "replaced", "a newer connection of this client took over")
+
+    async def node_draining(self, message: dict) -> None:
+        await self._terminate(
+            p.CLOSE_GOING_AWAY, "going_away", "server is restarting", frame_type="reconnect",
+            retry_after_ms=message.get("retry_after_ms", 0),
+        )
+
+    async def _fill(self, upto: int) -> None:
+        """Sends every logged event in (sent_seq, upto] in order. Caller holds deliver_lock."""
+        while self.cursor.sent_seq < upto:
+            batch = await db(services.events_after)(
+                self.conversation_id, self.cursor.sent_seq, upto, settings.REALTIME_REPLAY_BATCH
+            )
+            if not batch or batch[0]["seq"] != self.cursor.sent_seq + 1:
+                # Pruned under our feet: the client must reload; nothing else can be honest.
+                await self._terminate(p.CLOSE_GOING_AWAY, "going_away", "event log moved on; resume again")
+                return
+            for event in batch:
+                await self._send(event)
+                self.cursor.advance(event["seq"])
+
+    async def _limit(self, bucket: str, setting: str) -> bool:
+        """Connection-attempt limits; over them: rate_limited error, then 4429."""
+        verdict = await _check(ratelimit.hit(bucket, ratelimit.rule(setting)))
+        if verdict.allowed:
+            return True
+        await self._terminate(p.CLOSE_RATE_LIMITED, "rate_limited", "too many connection attempts",
+                              retry_after_ms=verdict.retry_after_ms)
+        return False
+
+    async def _take_slot(self, client_id: str) -> bool:
+        """Concurrent connections per user, counted per client_id across all nodes; the slot's
+        lease is renewed at every resync, so slots of crashed nodes free themselves."""
+        verdict = await _check(ratelimit.take_slot(
+            f"user:{self.user_id}", client_id, settings.REALTIME_MAX_CONNECTIONS_PER_USER, self._slot_lease()))
+        if verdict.allowed:
+            self.slot = client_id
+            return True
+        await self._terminate(p.CLOSE_RATE_LIMITED, "rate_limited", "too many open connections for this user",
+                              retry_after_ms=verdict.retry_after_ms)
+        return False
+
+    @staticmethod
+    def _slot_lease() -> float:
+        return 3 * settings.REALTIME_RESYNC_INTERVAL + settings.REALTIME_HEARTBEAT_TIMEOUT
+
+    async def _send(self, frame: dict) -> None:
+        await self.send(text_data=_dumps(frame))
+
+    async def _join(self, conversation_id: str) -> None:
+        self.joined_group = group_name(conversation_id)
+        await self.channel_layer.group_add(self.joined_group, self.channel_name)
+
+    # --- ending ---------------------------------------------------------------------------
+
+    async def _terminate(
+        self, close_code: int, code: str, detail: str, frame_type: str = "error", **extra: Any
+    ) -> None:
+        """Every server-side close: explanatory frame first (daphne drops close reasons)."""
+        if self.phase is p.Phase.CLOSED:
+            return
+        self.phase = p.Phase.CLOSED
+        try:
+            if frame_type == "error":
+                await self._send(p.error_frame(code, detail, **extra))
+            else:
+                await self._send({"type": frame_type, "reason": detail, **extra})
+            await self.close(code=close_code)
+        except Exception:  # noqa: BLE001 - the peer may already be gone
+            log.debug("close of %s failed", self.channel_name, exc_info=True)
+        await self._cleanup(close_code, code)
+
+    async def _cleanup(self, close_code: int | None, reason: str) -> None:
+        """Releases everything the connection held. Idempotent: every ending path calls it."""
+        if self.cleaned_up:
+            return
+        self.cleaned_up = True
+        self.phase = p.Phase.CLOSED
+        self.node.connections.discard(self)
+        if self.watchdog is not asyncio.current_task():
+            self.watchdog.cancel()
+        if self.slot is not None:
+            await _check(ratelimit.release_slot(f"user:{self.user_id}", self.slot))
+        if self.joined_group is not None:
+            try:
+                await self.channel_layer.group_discard(self.joined_group, self.channel_name)
+            except Exception:  # noqa: BLE001 - group membership also expires in Redis
+                log.warning("group_discard failed for %s", self.channel_name, exc_info=True)
+        if self.connection_id is not None:
+            try:
+                await db(services.close_connection)(self.connection_id, close_code, reason, self.cursor.sent_seq)
+            except Exception:  # noqa: BLE001 - the node reaper closes rows left open
+                log.warning("closing connection row %s failed", self.connection_id, exc_info=True)
+
+    # --- watchdog: connect timeout, heartbeat, token expiry, resync --------------------------
+
+    def watchdog_wake(self) -> None:
+        """Deadlines moved: let the watchdog recompute its sleep."""
+        wake = getattr(self, "_wake", None)
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.phase is not p.Phase.CLOSED:
+                now = loop.time()
+                deadline = await self._check_deadlines(now)
+                if deadline is None:
+                    return
+                self._wake = loop.create_future()
+                try:
+                    await asyncio.wait_for(self._wake, max(0.01, deadline - loop.time()))
+                except TimeoutError:
+                    pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a watchdog bug must not leave a zombie behind
+            log.exception("watchdog of %s failed; closing", self.channel_name)
+            await self._terminate(p.CLOSE_GOING_AWAY, "going_away", "internal error; resume")
+
+    async def _check_deadlines(self, now: float) -> float | None:
+        """Acts on every deadline that passed; returns the next one (None once closed)."""
+        if self.phase is p.Phase.AWAITING_CONNECT:
+            deadline = self.opened_at + settings.REALTIME_CONNECT_TIMEOUT
+            if now >= deadline:
+                await self._terminate(
+                    p.CLOSE_UNAUTHENTICATED, "unauthenticated",
+                    f"no 'connect' frame within {settings.REALTIME_CONNECT_TIMEOUT:g} s",
+                )
+                return None
+            return deadline
+        heartbeat_deadline = self.last_frame_at + settings.REALTIME_HEARTBEAT_TIMEOUT
+        if now >= heartbeat_deadline:
+            await self._terminate(
+                p.CLOSE_HEARTBEAT, "heartbeat_timeout",
+                f"no frame for {settings.REALTIME_HEARTBEAT_TIMEOUT:g} s",
+            )
+            return None
+        deadlines = [heartbeat_deadline]
+
+        wall = time.time()
+        expires_in = self.access_expires_at - wall
+        if expires_in <= 0:
+            await self._terminate(p.CLOSE_UNAUTHENTICATED, "token_expired", "access token expired; refresh it")
+            return None
+        warn_in = expires_in - settings.REALTIME_TOKEN_WARNING
+        if warn_in <= 0 and not self.expiry_warned:
+            self.expiry_warned = True
+            await self._send({"type": "auth.expiring", "access_expires_at": self.access_expires_at})
+        deadlines.append(now + expires_in if self.expiry_warned else now + max(warn_in, 0))
+
+        resync_at = self.last_resync_at + settings.REALTIME_RESYNC_INTERVAL
+        if now >= resync_at:
+            self.last_resync_at = now
+            await self._resync()
+            resync_at = now + settings.REALTIME_RESYNC_INTERVAL
+        deadlines.append(resync_at)
+        return min(deadlines)
+
+    async def _resync(self) -> None:
+        """Catches fan-out the layer dropped (it is at-most-once) and notices a connection
+        row closed by someone else (replaced, or reaped by another node)."""
+        if self.phase is not p.Phase.READY:
+            return
+        state = await db(services.touch_connection)(self.connection_id, self.cursor.sent_seq)
+        if state == "closed":
+            await self._terminate(p.CLOSE_REPLACED, "replaced", "this connection was closed by the server")
+            return
+        if state == "inactive":
+            await self._terminate(p.CLOSE_UNAUTHENTICATED, "unauthenticated", "user is deactivated")
+            return
+        if self.slot is not None:
+            await _check(ratelimit.take_slot(
+                f"user:{self.user_id}", self.slot, settings.REALTIME_MAX_CONNECTIONS_PER_USER, self._slot_lease()))
+        last_seq = await db(services.conversation_last_seq)(self.conversation_id)
+        if last_seq > self.cursor.sent_seq:
+            async with self.deliver_lock:
+                if self.phase is p.Phase.READY:
+                    await self._fill(last_seq)
+
+
+def client_address(scope: dict) -> str:
+    """The peer's address; X-Forwarded-For only when the peer is a trusted proxy."""
+    client = scope.get("client")
+    peer = str(client[0]) if client else ""
+    if peer and peer in settings.REALTIME_TRUSTED_PROXIES:
+        for name, value in scope.get("headers", []):
+            if name == b"x-forwarded-for":
+                # The right-most address not belonging to our proxies is the client.
+                hops = [h.strip() for h in value.decode("latin1").split(",") if h.strip()]
+                for hop in reversed(hops):
+                    if hop not in settings.REALTIME_TRUSTED_PROXIES:
+                        return hop[:64]
+    return peer
+
+
+async def _check(call: Any) -> Any:
+    """Rate limits fail open: with Redis unreachable the service degrades, it does not stop."""
+    try:
+        return await call
+    except Exception:  # noqa: BLE001 - Redis down or slow
+        log.warning("rate limit check failed; allowing", exc_info=True)
+        return ratelimit.Verdict(True)

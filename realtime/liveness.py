@@ -1,0 +1,97 @@
+"""Node liveness and discovery in Redis.
+
+Every node keeps `<prefix>:node:<id>` (its public URL and whether it drains) alive with a
+TTL and its heartbeat time in the `<prefix>:nodes` sorted set. A node that stops refreshing
+(SIGKILL, machine loss) is noticed by any live node within REALTIME_NODE_TTL plus one reap
+interval: its open connection rows are closed and its runs' leases expired, so the runs are
+taken over at once instead of after their own lease.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from realtime.db import db
+from realtime.redis_client import get_redis, key
+from sessions_app import services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node: str
+    ws_url: str
+    draining: bool
+    heartbeat_at: float
+
+
+async def announce(node_id: str, ws_url: str, draining: bool = False) -> None:
+    """Registers (or refreshes) this node; called every TTL/3 while it runs."""
+    now = time.time()
+    body = json.dumps({"node": node_id, "ws_url": ws_url, "draining": draining, "heartbeat_at": now})
+    ttl_ms = int(settings.REALTIME_NODE_TTL * 1000)
+    redis = get_redis()
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key("node", node_id), body, px=ttl_ms)
+        pipe.zadd(key("nodes"), {node_id: now})
+        await pipe.execute()
+
+
+async def withdraw(node_id: str) -> None:
+    """Leaves discovery at once (graceful shutdown); the rows are closed by the node itself."""
+    redis = get_redis()
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(key("node", node_id))
+        pipe.zrem(key("nodes"), node_id)
+        await pipe.execute()
+
+
+async def live_nodes(include_draining: bool = False) -> list[NodeInfo]:
+    redis = get_redis()
+    ids = await redis.zrange(key("nodes"), 0, -1)
+    if not ids:
+        return []
+    bodies = await redis.mget([key("node", i) for i in ids])
+    nodes = []
+    for body in bodies:
+        if body is None:
+            continue
+        info = json.loads(body)
+        if info.get("draining") and not include_draining:
+            continue
+        nodes.append(NodeInfo(info["node"], info["ws_url"], bool(info.get("draining")), float(info["heartbeat_at"])))
+    return sorted(nodes, key=lambda n: n.node)
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    dead_nodes: list[str]
+    connections_closed: int
+    runs_released: int
+
+
+async def reap_dead_nodes(self_node: str | None = None) -> ReapResult:
+    """Closes what nodes that stopped heartbeating left behind. Idempotent; any node may run it."""
+    redis = get_redis()
+    cutoff = time.time() - settings.REALTIME_NODE_TTL
+    stale = [n for n in await redis.zrangebyscore(key("nodes"), "-inf", cutoff) if n != self_node]
+    live = set(await redis.zrange(key("nodes"), 0, -1)) - set(stale)
+    # Rows of nodes that never registered (or whose entry is long gone) count as dead too,
+    # once they are older than the TTL, so that a node starting up is not reaped.
+    orphans = await db(services.open_connection_nodes_not_in)(live, settings.REALTIME_NODE_TTL)
+    dead = sorted(set(stale) | set(orphans))
+    closed = released = 0
+    for node in dead:
+        c, r = await db(services.release_node)(node)
+        closed += c
+        released += r
+        log.warning("node %s is gone: closed %s connections, released %s runs", node, c, r)
+    if stale:
+        await redis.zrem(key("nodes"), *stale)
+    return ReapResult(dead_nodes=dead, connections_closed=closed, runs_released=released)

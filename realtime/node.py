@@ -1,0 +1,153 @@
+"""One server node's long-lived parts: its identity, its run supervisor, its open sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from realtime import liveness
+from realtime.runs import RunSupervisor
+
+log = logging.getLogger(__name__)
+
+# Agent workers listen here, so a web node without a supervisor can hand a new run over at
+# once instead of waiting for a worker's next sweep.
+RUN_KICK_GROUP = "tether.runs.kick"
+
+
+class NodeRuntime:
+    def __init__(
+        self,
+        node_id: str | None = None,
+        *,
+        run_agents: bool | None = None,
+        ws_url: str | None = None,
+        register: bool = True,
+        **supervisor_options: Any,
+    ):
+        self.node_id = node_id or settings.REALTIME_NODE_ID
+        self.ws_url = ws_url or settings.REALTIME_PUBLIC_WS_URL
+        self.register = register
+        self.draining = False
+        # Checked before every announce: a heartbeat stuck in a thread-bound DB call may outlive
+        # its cancellation, and one late announce would keep a dead node in discovery.
+        self._stopped = False
+        run_agents = settings.REALTIME_RUN_AGENTS_IN_SERVER if run_agents is None else run_agents
+        self.supervisor = RunSupervisor(self.node_id, **supervisor_options) if run_agents else None
+        # Weak so a consumer that vanished without cleanup (killed app instance) is not kept alive.
+        self.connections: weakref.WeakSet = weakref.WeakSet()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._kick_listener: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+
+    def ensure_started(self) -> None:
+        """Starts background work in the running loop; idempotent (daphne has no lifespan)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        self._loop = loop
+        if self.supervisor is not None:
+            self.supervisor.start()
+        if self.register:
+            self._heartbeat = loop.create_task(self._keep_alive())
+
+    async def _keep_alive(self) -> None:
+        """Announces this node every TTL/3 and reaps nodes that stopped announcing."""
+        last_reap = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopped:
+            try:
+                await liveness.announce(self.node_id, self.ws_url, self.draining)
+                if loop.time() - last_reap >= settings.REALTIME_NODE_REAP_INTERVAL:
+                    last_reap = loop.time()
+                    result = await liveness.reap_dead_nodes(self.node_id)
+                    if result.runs_released and self.supervisor is not None:
+                        self.supervisor.sweep_now()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - Redis or DB blip: retry at the next beat
+                log.warning("node heartbeat failed", exc_info=True)
+            await asyncio.sleep(min(settings.REALTIME_NODE_TTL / 3, settings.REALTIME_NODE_REAP_INTERVAL))
+
+    def kick(self, conversation_id: str) -> None:
+        if self.supervisor is not None:
+            self.supervisor.kick(conversation_id)
+            return
+        task = asyncio.get_running_loop().create_task(self._kick_workers(conversation_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _kick_workers(self, conversation_id: str) -> None:
+        try:
+            await get_channel_layer().group_send(
+                RUN_KICK_GROUP, {"type": "runs.kick", "conversation_id": conversation_id}
+            )
+        except Exception:  # noqa: BLE001 - the workers' sweep finds the run anyway
+            log.warning("kicking agent workers failed", exc_info=True)
+
+    def listen_for_kicks(self) -> None:
+        """For agent workers: claim runs as soon as a web node announces them."""
+        if self.supervisor is not None and self._kick_listener is None:
+            self._kick_listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        layer = get_channel_layer()
+        # The default prefix shares the process-wide receive loop; another prefix would starve
+        # behind the consumers' blocking receive.
+        channel = await layer.new_channel()
+        await layer.group_add(RUN_KICK_GROUP, channel)
+        try:
+            while True:
+                try:
+                    message = await layer.receive(channel)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - Redis blip: back off, the sweep covers the gap
+                    log.warning("run kick listener failed", exc_info=True)
+                    await asyncio.sleep(1)
+                    await layer.group_add(RUN_KICK_GROUP, channel)
+                    continue
+                if message.get("type") == "runs.kick" and self.supervisor is not None:
+                    self.supervisor.kick(str(message["conversation_id"]))
+        finally:
+            try:
+                await asyncio.shield(layer.group_discard(RUN_KICK_GROUP, channel))
+            except Exception:  # noqa: BLE001 - group membership expires in Redis
+                pass
+
+    def cancel_local_run(self, run_id: str) -> None:
+        if self.supervisor is not None:
+            self.supervisor.cancel_local_run(run_id)
+
+    async def stop(self, *, abandon: bool = False, grace: float = 0.0) -> None:
+        """`abandon` stops like a crash (nothing is written, leases and the registry entry
+        lapse); otherwise the node leaves discovery first and releases what it held."""
+        self._stopped = True
+        if self._heartbeat is not None:
+            await _cancel(self._heartbeat)
+            self._heartbeat = None
+            if not abandon:
+                try:
+                    await liveness.withdraw(self.node_id)
+                except Exception:  # noqa: BLE001 - the entry expires by itself
+                    log.warning("leaving discovery failed", exc_info=True)
+        if self._kick_listener is not None:
+            await _cancel(self._kick_listener)
+            self._kick_listener = None
+        if self.supervisor is not None:
+            await self.supervisor.stop(abandon=abandon, grace=grace)
+
+
+async def _cancel(task: asyncio.Task, timeout: float = 2.0) -> None:
+    """Cancels a background task; a Redis call that ignores cancellation must not hold
+    shutdown hostage, so the wait is bounded."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        log.warning("background task %s did not stop within %ss", task.get_name(), timeout)

@@ -1,0 +1,267 @@
+"""Agent runs that outlive sockets.
+
+A RunSupervisor lives as long as its node (server process or `manage.py run_agents` worker),
+not as long as any socket. It claims runs through the database (one at a time per
+conversation, earliest message first), holds each with a lease it renews, and appends deltas
+only while its fencing token is current, so a paused or partitioned node can never write
+after another node took the run over. A run left by a dead node is claimed again once its
+lease lapses and continues from the text it had committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+
+from realtime.agents.base import Agent, AgentContext, load_agent
+from realtime.db import db
+from realtime.fanout import publish
+from sessions_app import services
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+_CANCEL = object()
+
+
+class AgentFailure(Exception):
+    pass
+
+
+class RunSupervisor:
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        agent_factory: Callable[[], Agent] = load_agent,
+        lease_seconds: float | None = None,
+        sweep_interval: float | None = None,
+        coalesce_ms: int | None = None,
+        max_concurrent: int | None = None,
+        run_timeout: float | None = None,
+    ):
+        self.node_id = node_id
+        self.agent_factory = agent_factory
+        self.lease_seconds = lease_seconds or settings.REALTIME_RUN_LEASE_SECONDS
+        self.sweep_interval = sweep_interval or settings.REALTIME_RUN_SWEEP_INTERVAL
+        self.coalesce = (settings.REALTIME_DELTA_COALESCE_MS if coalesce_ms is None else coalesce_ms) / 1000
+        self.max_concurrent = max_concurrent or settings.REALTIME_MAX_CONCURRENT_RUNS
+        self.run_timeout = run_timeout or settings.REALTIME_RUN_TIMEOUT
+        self.drivers: dict[str, asyncio.Task] = {}
+        self.executing: dict[str, asyncio.Queue] = {}
+        self._claims: dict[str, services.ClaimedRun] = {}
+        self._rekick: set[str] = set()
+        self._sweeper: asyncio.Task | None = None
+        self._sweep_wake = asyncio.Event()
+        self.stopping = False
+
+    # --- control ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    def sweep_now(self) -> None:
+        """Runs were released (a dead node was reaped): look for them now, not at the next sweep."""
+        self._sweep_wake.set()
+
+    def kick(self, conversation_id: str) -> None:
+        """Something became claimable in this conversation: try now rather than at the next sweep."""
+        if self.stopping:
+            return
+        if conversation_id in self.drivers:
+            self._rekick.add(conversation_id)
+            return
+        self.drivers[conversation_id] = asyncio.get_running_loop().create_task(self._drive(conversation_id))
+
+    def cancel_local_run(self, run_id: str) -> bool:
+        queue = self.executing.get(run_id)
+        if queue is None:
+            return False
+        queue.put_nowait(_CANCEL)
+        return True
+
+    async def stop(self, *, abandon: bool = False, grace: float = 0.0) -> None:
+        """Stops claiming. `abandon` drops everything at once, as a crash would (leases lapse
+        and other nodes take over); otherwise runs get `grace` seconds to finish and the rest
+        have their leases released so another node continues them at once."""
+        self.stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        drivers = list(self.drivers.values())
+        if not abandon and drivers and grace > 0:
+            await asyncio.wait(drivers, timeout=grace)
+        claims = list(self._claims.values())
+        for task in drivers:
+            task.cancel()
+        await asyncio.gather(*drivers, return_exceptions=True)
+        if not abandon:
+            for claim in claims:
+                try:
+                    await db(services.release_run)(claim.run_id, claim.fencing_token)
+                except Exception:  # noqa: BLE001 - the lease lapses anyway
+                    log.warning("releasing run %s failed", claim.run_id, exc_info=True)
+
+    # --- claiming ---------------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while not self.stopping:
+            try:
+                for conversation_id in await db(services.claimable_conversations)():
+                    if len(self.executing) >= self.max_concurrent:
+                        break
+                    self.kick(conversation_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a database blip must not stop the sweeper
+                log.warning("run sweep failed", exc_info=True)
+            try:
+                await asyncio.wait_for(self._sweep_wake.wait(), self.sweep_interval)
+            except TimeoutError:
+                pass
+            self._sweep_wake.clear()
+
+    async def _drive(self, conversation_id: str) -> None:
+        try:
+            while not self.stopping and len(self.executing) < self.max_concurrent:
+                self._rekick.discard(conversation_id)
+                claim = await db(services.claim_next_run)(conversation_id, self.node_id, self.lease_seconds)
+                if claim is None:
+                    if conversation_id in self._rekick:
+                        continue
+                    break
+                await self._execute(claim)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the sweeper retries the conversation
+            log.exception("driving runs of %s failed", conversation_id)
+        finally:
+            self.drivers.pop(conversation_id, None)
+
+    # --- executing --------------------------------------------------------------------------
+
+    async def _execute(self, claim: services.ClaimedRun) -> None:
+        conversation_id, run_id, token = claim.conversation_id, claim.run_id, claim.fencing_token
+        await publish(conversation_id, claim.events)
+        queue: asyncio.Queue = asyncio.Queue()
+        self.executing[run_id] = queue
+        self._claims[run_id] = claim
+        producer: asyncio.Task | None = None
+        renewer = asyncio.get_running_loop().create_task(self._renew(claim, queue))
+        try:
+            context = await db(services.load_run_context)(run_id)
+            if context.cancel_requested:
+                raise services.RunCancelled("cancel requested")
+            agent_context = AgentContext(
+                conversation_id=conversation_id,
+                history=context.history,
+                memory=context.memory,
+                partial_text=context.partial_text,
+            )
+            producer = asyncio.get_running_loop().create_task(self._produce(agent_context, queue))
+            async with asyncio.timeout(self.run_timeout):
+                await self._pump(claim, queue)
+            events = await db(services.complete_run)(conversation_id, run_id, token, agent_context.memory)
+            await publish(conversation_id, events)
+        except services.LeaseLost:
+            log.warning("run %s: lease lost; another node continues it", run_id)
+        except services.RunCancelled:
+            await self._end(claim, "cancelled", cancelled=True)
+        except TimeoutError:
+            await self._end(claim, f"agent did not finish within {self.run_timeout:g} s")
+        except AgentFailure as exc:
+            await self._end(claim, str(exc) or "agent failed")
+        finally:
+            self.executing.pop(run_id, None)
+            self._claims.pop(run_id, None)
+            renewer.cancel()
+            if producer is not None:
+                producer.cancel()
+
+    async def _end(self, claim: services.ClaimedRun, error: str, cancelled: bool = False) -> None:
+        try:
+            events = await db(services.fail_run)(
+                claim.conversation_id, claim.run_id, claim.fencing_token, error, cancelled
+            )
+        except services.LeaseLost:
+            return
+        await publish(claim.conversation_id, events)
+
+    async def _produce(self, context: AgentContext, queue: asyncio.Queue) -> None:
+        try:
+            async for delta in self.agent_factory().stream(context):
+                if delta:
+                    queue.put_nowait(delta)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as agent.failed
+            log.warning("agent failed: %s", exc, exc_info=True)
+            queue.put_nowait(AgentFailure(f"{type(exc).__name__}: {exc}"))
+            return
+        queue.put_nowait(_DONE)
+
+    async def _pump(self, claim: services.ClaimedRun, queue: asyncio.Queue) -> None:
+        """Moves deltas from the agent to the log. At most one event per coalescing window:
+        a delta is written at once if the previous write is a window old, otherwise it waits
+        for the window to end together with whatever else arrives meanwhile, so per-event
+        costs do not grow with the token rate and a slow stream pays no added delay."""
+        loop = asyncio.get_running_loop()
+        pending: list[str] = []
+        next_flush_at = 0.0
+        while True:
+            try:
+                if pending:
+                    item = await asyncio.wait_for(queue.get(), max(0.0, next_flush_at - loop.time()))
+                else:
+                    item = await queue.get()
+            except TimeoutError:
+                next_flush_at = loop.time() + self.coalesce
+                await self._flush(claim, pending)
+                continue
+            if isinstance(item, str):
+                pending.append(item)
+                # Whatever queued up while the last write ran goes into the next one.
+                while not queue.empty() and isinstance(queue._queue[0], str):  # noqa: SLF001
+                    pending.append(queue.get_nowait())
+                # The window is measured from a write's start; from its end, every write's
+                # duration would add to the delay of the next delta.
+                if loop.time() >= next_flush_at:
+                    next_flush_at = loop.time() + self.coalesce
+                    await self._flush(claim, pending)
+                continue
+            await self._flush(claim, pending)
+            if item is _DONE:
+                return
+            if item is _CANCEL:
+                raise services.RunCancelled("cancelled")
+            raise item  # AgentFailure or LeaseLost
+
+    async def _flush(self, claim: services.ClaimedRun, pending: list[str]) -> None:
+        if not pending:
+            return
+        text = "".join(pending)
+        pending.clear()
+        events = await db(services.append_run_delta)(
+            claim.conversation_id, claim.run_id, claim.fencing_token, text, self.lease_seconds
+        )
+        await publish(claim.conversation_id, events)
+
+    async def _renew(self, claim: services.ClaimedRun, queue: asyncio.Queue) -> None:
+        """Keeps the lease while the agent thinks between deltas; reports loss or cancel."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                state = await db(services.renew_run_lease)(claim.run_id, claim.fencing_token, self.lease_seconds)
+            except Exception:  # noqa: BLE001 - try again; the lease has slack for a blip
+                log.warning("renewing run %s failed", claim.run_id, exc_info=True)
+                continue
+            if state == "cancel":
+                queue.put_nowait(_CANCEL)
+                return
+            if state == "lost":
+                queue.put_nowait(services.LeaseLost("lease lost"))
+                return
+

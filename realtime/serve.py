@@ -1,0 +1,41 @@
+"""Production entry point: `python -m realtime.serve` runs daphne with this project's
+WebSocket settings (protocol pings, frame limits) taken from the environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from project.env import env_int, env_str
+
+
+def daphne_args(argv: list[str] | None = None) -> list[str]:
+    max_frame = env_int("REALTIME_MAX_FRAME_BYTES", 64 * 1024)
+    args = [
+        "--bind", env_str("BIND", "127.0.0.1"),
+        "--port", str(env_int("PORT", 8000)),
+        # Protocol-level pings find dead peers even when a client library never sends frames.
+        "--ping-interval", str(env_int("DAPHNE_PING_INTERVAL", 20)),
+        "--ping-timeout", str(env_int("DAPHNE_PING_TIMEOUT", 30)),
+        # Frames up to twice the app limit reach the app, which answers with an error frame
+        # and 4413; anything larger is cut by daphne itself with 1009.
+        "--websocket-max-message-size", str(2 * max_frame),
+        "--application-close-timeout", str(env_int("DAPHNE_APPLICATION_CLOSE_TIMEOUT", 10)),
+        "--websocket_connect_timeout", "10",
+    ]
+    if env_str("DAPHNE_PROXY_HEADERS", "0") in ("1", "true", "yes"):
+        args.append("--proxy-headers")
+    args.extend(argv or [])
+    args.append("project.asgi:application")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    from daphne.cli import CommandLineInterface
+
+    CommandLineInterface().run(daphne_args(argv if argv is not None else sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

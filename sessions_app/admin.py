@@ -1,0 +1,115 @@
+"""Operators' view: conversations, the event log ("queued messages"), runs, connections.
+Everything that carries seq or ownership state is read-only: editing it would break the
+invariants the protocol relies on."""
+
+from django.contrib import admin
+from django.db.models import Max, OuterRef, Subquery
+
+from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fields = ["seq", "role", "text", "client_msg_id", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["-seq"]
+    max_num = 0
+
+
+class RunInline(admin.TabularInline):
+    model = AgentRun
+    fields = ["id", "status", "node", "claims", "next_index", "created_at", "finished_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ["id", "title", "owner", "last_seq", "acked_seq", "updated_at"]
+    list_filter = ["updated_at"]
+    search_fields = ["id", "title", "owner__username"]
+    readonly_fields = ["id", "owner", "last_seq", "acked_seq", "created_at", "updated_at"]
+    inlines = [MessageInline, RunInline]
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = ["conversation", "seq", "role", "short_text", "client_msg_id", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["conversation__id", "text", "client_msg_id"]
+
+    @admin.display(description="text")
+    def short_text(self, obj: Message) -> str:
+        return obj.text[:80]
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["conversation", "seq", "type", "created_at", "delivered", "acknowledged"]
+    list_filter = ["type"]
+    search_fields = ["conversation__id", "run_id"]
+    list_select_related = ["conversation"]
+
+    def get_queryset(self, request):
+        delivered = (
+            Connection.objects.filter(conversation=OuterRef("conversation"))
+            .values("conversation")
+            .annotate(m=Max("delivered_seq"))
+            .values("m")
+        )
+        return super().get_queryset(request).annotate(max_delivered=Subquery(delivered))
+
+    @admin.display(boolean=True)
+    def delivered(self, obj: Event) -> bool:
+        return obj.seq <= (obj.max_delivered or 0)
+
+    @admin.display(boolean=True)
+    def acknowledged(self, obj: Event) -> bool:
+        return obj.seq <= obj.conversation.acked_seq
+
+
+Event._meta.verbose_name = "queued message / event"
+Event._meta.verbose_name_plural = "queued messages / events"
+
+
+@admin.register(AgentRun)
+class AgentRunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "conversation", "status", "node", "lease_expires_at", "fencing_token", "claims",
+                    "next_index", "created_at", "started_at", "finished_at"]
+    list_filter = ["status", "node"]
+    search_fields = ["id", "conversation__id", "node"]
+
+
+class OpenFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("open", "open"), ("closed", "closed")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(closed_at__isnull=True)
+        if self.value() == "closed":
+            return queryset.filter(closed_at__isnull=False)
+        return queryset
+
+
+@admin.register(Connection)
+class ConnectionAdmin(ReadOnlyAdmin):
+    list_display = ["user", "conversation", "client_id", "node", "opened_at", "last_seen_at", "closed_at",
+                    "close_code", "close_reason", "delivered_seq", "acked_seq"]
+    list_filter = [OpenFilter, "node", "close_code", "close_reason"]
+    search_fields = ["client_id", "user__username", "conversation__id", "remote_addr"]

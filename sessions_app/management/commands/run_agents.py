@@ -1,0 +1,39 @@
+import asyncio
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from realtime.node import NodeRuntime
+
+
+class Command(BaseCommand):
+    help = "Runs agent work on this process (set REALTIME_RUN_AGENTS_IN_SERVER=0 on web nodes)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--grace", type=float, default=10.0, help="seconds for runs to finish on SIGTERM")
+
+    def handle(self, *args, grace: float, **options) -> None:
+        asyncio.run(self._run(grace))
+
+    async def _run(self, grace: float) -> None:
+        node = NodeRuntime(f"{settings.REALTIME_NODE_ID}-agents", run_agents=True, register=False)
+        node.ensure_started()
+        node.listen_for_kicks()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal() -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                raise SystemExit(1)  # a second signal forces the exit
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        self.stdout.write(f"agent worker {node.node_id} running")
+        await stop.wait()
+        await node.stop(grace=grace)
+        self.stdout.write("agent worker stopped")

@@ -1,0 +1,159 @@
+"""The source of truth. Every write goes through sessions_app.services."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    agent_memory = models.JSONField(default=dict, blank=True)
+    # Highest seq ever assigned; incremented under the row lock in the same transaction
+    # that inserts the event, which is what makes seq gapless across processes.
+    last_seq = models.BigIntegerField(default=0)
+    # Highest seq any client of the conversation acknowledged (cumulative acks).
+    acked_seq = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or str(self.id)
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    text = models.TextField()
+    client_msg_id = models.UUIDField(null=True, blank=True)
+    # The seq of the event that announced this message (message.created or agent.completed).
+    seq = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation", "seq"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_msg_id"], name="uniq_message_client_msg_id"
+            ),
+        ]
+        indexes = [models.Index(fields=["conversation", "seq"])]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:60]}"
+
+
+class Event(models.Model):
+    """One entry of a conversation's durable, gapless log: what clients are sent."""
+
+    id = models.BigAutoField(primary_key=True)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="events")
+    seq = models.BigIntegerField()
+    type = models.CharField(max_length=32)
+    # The frame without its "type" and "seq" keys.
+    payload = models.JSONField()
+    run_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "seq"], name="uniq_event_seq"),
+        ]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id}#{self.seq} {self.type}"
+
+    def as_frame(self) -> dict:
+        return {"type": self.type, "seq": self.seq, **self.payload}
+
+
+class AgentRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="runs")
+    # One user message, one run: the database enforces it, not the callers.
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="run")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    node = models.CharField(max_length=128, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Incremented at every claim; appends must present the current value.
+    fencing_token = models.BigIntegerField(default=0)
+    claims = models.IntegerField(default=0)
+    # What the run has committed so far: deltas are appended with these in one transaction.
+    text = models.TextField(blank=True, default="")
+    next_index = models.IntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["conversation", "created_at"]
+        indexes = [
+            models.Index(fields=["status", "lease_expires_at"]),
+            models.Index(fields=["conversation", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.id} ({self.status})"
+
+
+class Connection(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="realtime_connections"
+    )
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="connections"
+    )
+    client_id = models.CharField(max_length=64)
+    channel_name = models.CharField(max_length=200)
+    node = models.CharField(max_length=128)
+    remote_addr = models.CharField(max_length=64, blank=True, default="")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    close_code = models.IntegerField(null=True, blank=True)
+    close_reason = models.CharField(max_length=64, blank=True, default="")
+    resumed_from_seq = models.BigIntegerField(null=True, blank=True)
+    delivered_seq = models.BigIntegerField(default=0)
+    acked_seq = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        indexes = [
+            models.Index(fields=["node", "closed_at"]),
+            models.Index(fields=["conversation", "client_id", "closed_at"]),
+            models.Index(fields=["close_code"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.node} {self.client_id}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None

@@ -1,0 +1,557 @@
+"""Every write to the models goes through here (sync; async callers wrap with realtime.db).
+
+Invariant that makes seq gapless across processes: each write path starts by locking the
+conversation row (SELECT ... FOR UPDATE on PostgreSQL; SQLite serialises writers with
+IMMEDIATE transactions), then allocates seq from `Conversation.last_seq` and inserts the
+events in the same transaction. A rollback rolls back the allocation too, so no seq is
+ever skipped, and commits happen in seq order, so the committed log is always a prefix.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F, Min, Q
+from django.db.models.functions import Greatest, Least
+from django.utils import timezone
+
+from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
+
+User = get_user_model()
+
+
+class ServiceError(Exception):
+    """Base for expected refusals; `code` is the protocol's error code."""
+
+    code = "error"
+
+
+class ConversationNotFound(ServiceError):
+    code = "not_found"
+
+
+class ConversationForbidden(ServiceError):
+    code = "forbidden"
+
+
+class UserInactive(ServiceError):
+    code = "unauthenticated"
+
+
+class LeaseLost(ServiceError):
+    """The run's fencing token moved on: another node owns it now."""
+
+    code = "lease_lost"
+
+
+class RunCancelled(ServiceError):
+    code = "cancelled"
+
+
+# --- conversations ------------------------------------------------------------------------
+
+
+def create_conversation(user_id: int, title: str = "") -> Conversation:
+    return Conversation.objects.create(owner_id=user_id, title=title[:200])
+
+
+def get_active_user(user_id: Any) -> Any:
+    try:
+        user = User.objects.get(pk=user_id)
+    except (User.DoesNotExist, ValueError, TypeError):
+        raise UserInactive("unknown user") from None
+    if not user.is_active:
+        raise UserInactive("user is deactivated")
+    return user
+
+
+def get_owned_conversation(user_id: Any, conversation_id: Any) -> Conversation:
+    try:
+        conversation = Conversation.objects.get(pk=conversation_id)
+    except (Conversation.DoesNotExist, ValueError, TypeError, ValidationError):
+        raise ConversationNotFound("no such conversation") from None
+    if str(conversation.owner_id) != str(user_id):
+        raise ConversationForbidden("not your conversation")
+    return conversation
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    """What a socket needs after `connect`: the conversation and where the log stands."""
+
+    conversation_id: str
+    created: bool
+    last_seq: int
+    # Lowest seq still kept; events below it were pruned.
+    first_kept_seq: int
+    connection_id: str
+    replaced_channels: list[str]
+
+
+def open_session(
+    *,
+    user_id: Any,
+    conversation_id: str | None,
+    client_id: str,
+    channel_name: str,
+    node: str,
+    remote_addr: str = "",
+    resumed_from_seq: int | None = None,
+) -> OpenedSession:
+    """Authorises the user, opens or creates the conversation and records the connection.
+
+    Older open connections of the same (conversation, client_id) are closed here with 4409;
+    their channel names are returned so the caller can tell those sockets to go.
+    """
+    get_active_user(user_id)
+    with transaction.atomic():
+        if conversation_id is None:
+            conversation = create_conversation(user_id)
+            created = True
+        else:
+            conversation = get_owned_conversation(user_id, conversation_id)
+            created = False
+        now = timezone.now()
+        stale = Connection.objects.select_for_update().filter(
+            conversation=conversation, client_id=client_id, closed_at__isnull=True
+        )
+        replaced = list(stale.values_list("channel_name", flat=True))
+        if replaced:
+            stale.update(closed_at=now, close_code=4409, close_reason="replaced")
+        connection = Connection.objects.create(
+            user_id=user_id,
+            conversation=conversation,
+            client_id=client_id,
+            channel_name=channel_name,
+            node=node,
+            remote_addr=remote_addr[:64],
+            resumed_from_seq=resumed_from_seq,
+        )
+    first_kept = first_kept_seq(conversation.pk, conversation.last_seq)
+    return OpenedSession(
+        conversation_id=str(conversation.pk),
+        created=created,
+        last_seq=conversation.last_seq,
+        first_kept_seq=first_kept,
+        connection_id=str(connection.pk),
+        replaced_channels=replaced,
+    )
+
+
+def first_kept_seq(conversation_id: Any, last_seq: int) -> int:
+    """Lowest seq still in the log (last_seq + 1 when the log is empty)."""
+    lowest = Event.objects.filter(conversation_id=conversation_id).aggregate(m=Min("seq"))["m"]
+    return lowest if lowest is not None else last_seq + 1
+
+
+def events_after(conversation_id: Any, after_seq: int, upto_seq: int | None = None, limit: int = 500) -> list[dict]:
+    qs = Event.objects.filter(conversation_id=conversation_id, seq__gt=after_seq)
+    if upto_seq is not None:
+        qs = qs.filter(seq__lte=upto_seq)
+    return [{"type": t, "seq": s, **p} for t, s, p in qs.order_by("seq").values_list("type", "seq", "payload")[:limit]]
+
+
+def conversation_last_seq(conversation_id: Any) -> int:
+    return Conversation.objects.values_list("last_seq", flat=True).get(pk=conversation_id)
+
+
+# --- the event log ------------------------------------------------------------------------
+
+
+def _lock_conversation(conversation_id: Any) -> Conversation:
+    return Conversation.objects.select_for_update().get(pk=conversation_id)
+
+
+def _append(conversation: Conversation, entries: list[tuple[str, dict, Any]]) -> list[Event]:
+    """Appends events to a conversation locked by the caller's transaction."""
+    first = conversation.last_seq + 1
+    conversation.last_seq += len(entries)
+    Conversation.objects.filter(pk=conversation.pk).update(last_seq=conversation.last_seq, updated_at=timezone.now())
+    events = [
+        Event(conversation_id=conversation.pk, seq=first + i, type=kind, payload=payload, run_id=run_id)
+        for i, (kind, payload, run_id) in enumerate(entries)
+    ]
+    Event.objects.bulk_create(events)
+    return events
+
+
+def append_event(conversation_id: Any, kind: str, payload: dict, run_id: Any = None) -> Event:
+    """Appends one server-side event (for operators, tests and integrations)."""
+    with transaction.atomic():
+        return _append(_lock_conversation(conversation_id), [(kind, payload, run_id)])[0]
+
+
+def message_payload(message: Message) -> dict:
+    body = {"id": str(message.id), "role": message.role, "text": message.text}
+    if message.client_msg_id is not None:
+        body["client_msg_id"] = str(message.client_msg_id)
+    return body
+
+
+@dataclass(frozen=True)
+class PostedMessage:
+    seq: int
+    duplicate: bool
+    message_id: str
+    run_id: str | None
+    events: list[dict]
+
+
+def post_user_message(conversation_id: Any, client_msg_id: Any, text: str) -> PostedMessage:
+    """Idempotent on (conversation, client_msg_id): a resend returns the original seq.
+
+    The message, its `message.created` event and its queued run are created in one
+    transaction, so a message never exists without exactly one run.
+    """
+    client_msg_id = uuid.UUID(str(client_msg_id))
+    existing = _existing_message(conversation_id, client_msg_id)
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            conversation = _lock_conversation(conversation_id)
+            # Re-check under the lock: a concurrent sender may have won the race.
+            existing = _existing_message(conversation_id, client_msg_id)
+            if existing is not None:
+                return existing
+            seq = conversation.last_seq + 1
+            message = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.USER,
+                text=text,
+                client_msg_id=client_msg_id,
+                seq=seq,
+            )
+            (event,) = _append(conversation, [("message.created", {"message": message_payload(message)}, None)])
+            run = AgentRun.objects.create(conversation=conversation, message=message)
+    except IntegrityError:
+        # SQLite without row locks can still lose the race at the unique constraint.
+        existing = _existing_message(conversation_id, client_msg_id)
+        if existing is None:
+            raise
+        return existing
+    return PostedMessage(
+        seq=event.seq, duplicate=False, message_id=str(message.id), run_id=str(run.id), events=[event.as_frame()]
+    )
+
+
+def _existing_message(conversation_id: Any, client_msg_id: uuid.UUID) -> PostedMessage | None:
+    row = (
+        Message.objects.filter(conversation_id=conversation_id, client_msg_id=client_msg_id)
+        .values_list("id", "seq", "run__id")
+        .first()
+    )
+    if row is None:
+        return None
+    message_id, seq, run_id = row
+    return PostedMessage(
+        seq=seq, duplicate=True, message_id=str(message_id), run_id=str(run_id) if run_id else None, events=[]
+    )
+
+
+def record_ack(connection_id: Any, conversation_id: Any, seq: int) -> None:
+    """Cumulative ack; never moves backwards and never beyond the log's end."""
+    Connection.objects.filter(pk=connection_id).update(
+        acked_seq=Greatest(F("acked_seq"), seq), last_seen_at=timezone.now()
+    )
+    Conversation.objects.filter(pk=conversation_id).update(
+        acked_seq=Greatest(F("acked_seq"), Least(seq, F("last_seq")))
+    )
+
+
+def close_connection(connection_id: Any, code: int | None, reason: str, delivered_seq: int) -> bool:
+    """Closes the connection row once; returns False when it was already closed."""
+    updated = Connection.objects.filter(pk=connection_id, closed_at__isnull=True).update(
+        closed_at=timezone.now(),
+        close_code=code,
+        close_reason=reason[:64],
+        delivered_seq=Greatest(F("delivered_seq"), delivered_seq),
+        last_seen_at=timezone.now(),
+    )
+    if not updated:
+        Connection.objects.filter(pk=connection_id).update(delivered_seq=Greatest(F("delivered_seq"), delivered_seq))
+    return bool(updated)
+
+
+def touch_connection(connection_id: Any, delivered_seq: int) -> str:
+    """Marks a connection alive. Returns "closed" if it was closed meanwhile (replaced,
+    reaped), "inactive" if its user was deactivated, else "ok"."""
+    updated = Connection.objects.filter(pk=connection_id, closed_at__isnull=True, user__is_active=True).update(
+        last_seen_at=timezone.now(), delivered_seq=Greatest(F("delivered_seq"), delivered_seq)
+    )
+    if updated:
+        return "ok"
+    if Connection.objects.filter(pk=connection_id, closed_at__isnull=True).exists():
+        return "inactive"
+    return "closed"
+
+
+def close_node_connections(node: str, code: int = 1006, reason: str = "node_lost") -> int:
+    return Connection.objects.filter(node=node, closed_at__isnull=True).update(
+        closed_at=timezone.now(), close_code=code, close_reason=reason
+    )
+
+
+def open_connection_nodes_not_in(live_nodes: set[str], older_than_seconds: float) -> list[str]:
+    """Nodes holding open connection rows that are not in the live set (grace for new nodes)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    return sorted(
+        set(
+            Connection.objects.filter(closed_at__isnull=True, opened_at__lt=cutoff)
+            .exclude(node__in=live_nodes)
+            .values_list("node", flat=True)
+            .distinct()
+        )
+    )
+
+
+def release_node(node: str) -> tuple[int, int]:
+    """Everything a dead node held: its open connection rows are closed (1006, node_lost) and
+    its running runs' leases expire now so a live node continues them at its next sweep."""
+    closed = close_node_connections(node)
+    released = AgentRun.objects.filter(node=node, status=AgentRun.Status.RUNNING).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    return closed, released
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    acked_deleted: int
+    unacked_deleted: int
+
+
+def prune_events(
+    now: datetime | None = None, acked_days: float | None = None, unacked_days: float | None = None
+) -> PruneResult:
+    """Deletes acknowledged events older than the acked window, and any event older than the
+    (longer) unacked window. The seq counter lives on the conversation, so pruning never
+    lets a seq be reused."""
+    now = now or timezone.now()
+    acked_days = settings.REALTIME_RETENTION_ACKED_DAYS if acked_days is None else acked_days
+    unacked_days = settings.REALTIME_RETENTION_UNACKED_DAYS if unacked_days is None else unacked_days
+    acked_cutoff = now - timedelta(days=acked_days)
+    unacked_cutoff = now - timedelta(days=unacked_days)
+    acked_deleted, _ = Event.objects.filter(created_at__lt=acked_cutoff, seq__lte=F("conversation__acked_seq")).delete()
+    unacked_deleted, _ = Event.objects.filter(created_at__lt=unacked_cutoff).delete()
+    return PruneResult(acked_deleted=acked_deleted, unacked_deleted=unacked_deleted)
+
+
+# --- agent runs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    run_id: str
+    conversation_id: str
+    fencing_token: int
+    takeover: bool
+    events: list[dict]
+
+
+def claimable_conversations(now: datetime | None = None, limit: int = 100) -> list[str]:
+    """Conversations with a run nobody is executing: queued, or running on a lapsed lease."""
+    now = now or timezone.now()
+    ids = (
+        AgentRun.objects.filter(
+            Q(status=AgentRun.Status.QUEUED) | Q(status=AgentRun.Status.RUNNING, lease_expires_at__lt=now)
+        )
+        .values_list("conversation_id", flat=True)
+        .distinct()[:limit]
+    )
+    return [str(i) for i in ids]
+
+
+def claim_next_run(conversation_id: Any, node: str, lease_seconds: float | None = None) -> ClaimedRun | None:
+    """Claims the conversation's earliest unfinished run if nobody holds a live lease on it.
+
+    Only the earliest unfinished run is ever claimable, which is what keeps the runs of one
+    conversation strictly sequential across all nodes.
+    """
+    lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        run = (
+            AgentRun.objects.select_for_update()
+            .filter(conversation=conversation, status__in=AgentRun.ACTIVE)
+            .order_by("message__seq")
+            .first()
+        )
+        now = timezone.now()
+        if run is None:
+            return None
+        if run.status == AgentRun.Status.RUNNING and run.lease_expires_at and run.lease_expires_at > now:
+            return None
+        takeover = run.status == AgentRun.Status.RUNNING
+        run.status = AgentRun.Status.RUNNING
+        run.node = node
+        run.fencing_token += 1
+        run.claims += 1
+        run.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        run.started_at = run.started_at or now
+        run.save(update_fields=["status", "node", "fencing_token", "claims", "lease_expires_at", "started_at"])
+        events: list[Event] = []
+        if run.claims == 1:
+            events = _append(
+                conversation,
+                [("agent.started", {"run_id": str(run.id), "in_reply_to": str(run.message_id)}, run.id)],
+            )
+    return ClaimedRun(
+        run_id=str(run.id),
+        conversation_id=str(conversation_id),
+        fencing_token=run.fencing_token,
+        takeover=takeover,
+        events=[e.as_frame() for e in events],
+    )
+
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: str
+    conversation_id: str
+    history: list[dict]
+    memory: dict
+    partial_text: str
+    next_index: int
+    cancel_requested: bool
+
+
+def load_run_context(run_id: Any) -> RunContext:
+    run = AgentRun.objects.select_related("conversation", "message").get(pk=run_id)
+    history = [
+        {"role": role, "text": text}
+        for role, text in Message.objects.filter(conversation_id=run.conversation_id, seq__lte=run.message.seq)
+        .order_by("seq")
+        .values_list("role", "text")
+    ]
+    return RunContext(
+        run_id=str(run.id),
+        conversation_id=str(run.conversation_id),
+        history=history,
+        memory=dict(run.conversation.agent_memory or {}),
+        partial_text=run.text,
+        next_index=run.next_index,
+        cancel_requested=run.cancel_requested,
+    )
+
+
+def _owned_run(conversation: Conversation, run_id: Any, fencing_token: int) -> AgentRun:
+    run = (
+        AgentRun.objects.select_for_update()
+        .filter(pk=run_id, conversation=conversation, fencing_token=fencing_token, status=AgentRun.Status.RUNNING)
+        .first()
+    )
+    if run is None:
+        raise LeaseLost(f"run {run_id} is no longer held with token {fencing_token}")
+    return run
+
+
+def append_run_delta(
+    conversation_id: Any, run_id: Any, fencing_token: int, text: str, lease_seconds: float | None = None
+) -> list[dict]:
+    """Appends one agent.delta if the caller still holds the run; renews the lease."""
+    lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        run = _owned_run(conversation, run_id, fencing_token)
+        if run.cancel_requested:
+            raise RunCancelled("cancel requested")
+        index = run.next_index
+        run.text += text
+        run.next_index = index + 1
+        run.lease_expires_at = timezone.now() + timedelta(seconds=lease_seconds)
+        run.save(update_fields=["text", "next_index", "lease_expires_at"])
+        events = _append(conversation, [("agent.delta", {"run_id": str(run.id), "index": index, "text": text}, run.id)])
+    return [e.as_frame() for e in events]
+
+
+def renew_run_lease(run_id: Any, fencing_token: int, lease_seconds: float | None = None) -> str:
+    """Extends the lease. Returns "ok", "cancel" (held, but a cancel was asked) or "lost"."""
+    lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    held = AgentRun.objects.filter(pk=run_id, fencing_token=fencing_token, status=AgentRun.Status.RUNNING)
+    if held.filter(cancel_requested=False).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)):
+        return "ok"
+    return "cancel" if held.exists() else "lost"
+
+
+def release_run(run_id: Any, fencing_token: int) -> bool:
+    """Gives a running run up (graceful shutdown): its lease lapses now, so another node
+    continues it from the committed text at its next sweep instead of after the full lease."""
+    return bool(
+        AgentRun.objects.filter(pk=run_id, fencing_token=fencing_token, status=AgentRun.Status.RUNNING).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+    )
+
+
+def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: dict | None) -> list[dict]:
+    """Creates the assistant message from the committed deltas; the text therefore equals
+    their concatenation by construction, whichever nodes produced them."""
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        run = _owned_run(conversation, run_id, fencing_token)
+        message = Message.objects.create(
+            conversation=conversation, role=Message.Role.ASSISTANT, text=run.text, seq=conversation.last_seq + 1
+        )
+        events = _append(
+            conversation,
+            [("agent.completed", {"run_id": str(run.id), "message": message_payload(message)}, run.id)],
+        )
+        if memory is not None:
+            conversation.agent_memory = memory
+            conversation.save(update_fields=["agent_memory"])
+        _finish(run, AgentRun.Status.COMPLETED, "")
+    return [e.as_frame() for e in events]
+
+
+def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False) -> list[dict]:
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        run = _owned_run(conversation, run_id, fencing_token)
+        events = _append(conversation, [("agent.failed", _failed_payload(run, error, cancelled), run.id)])
+        _finish(run, AgentRun.Status.CANCELLED if cancelled else AgentRun.Status.FAILED, error)
+    return [e.as_frame() for e in events]
+
+
+def _failed_payload(run: AgentRun, error: str, cancelled: bool) -> dict:
+    payload: dict[str, Any] = {"run_id": str(run.id), "error": error[:500]}
+    if cancelled:
+        payload["cancelled"] = True
+    return payload
+
+
+def _finish(run: AgentRun, status: str, error: str) -> None:
+    run.status = status
+    run.error = error[:2000]
+    run.finished_at = timezone.now()
+    run.lease_expires_at = None
+    run.save(update_fields=["status", "error", "finished_at", "lease_expires_at"])
+
+
+def request_cancel(conversation_id: Any, run_id: Any) -> tuple[str, list[dict]]:
+    """A queued run is cancelled at once; a running one is flagged and its owner stops it
+    at its next append or lease renewal. Returns (outcome, events appended now)."""
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        run = AgentRun.objects.select_for_update().filter(pk=run_id, conversation=conversation).first()
+        if run is None:
+            raise ConversationNotFound("no such run in this conversation")
+        if run.status == AgentRun.Status.QUEUED:
+            events = _append(conversation, [("agent.failed", _failed_payload(run, "cancelled", True), run.id)])
+            _finish(run, AgentRun.Status.CANCELLED, "cancelled")
+            return "cancelled", [e.as_frame() for e in events]
+        if run.status == AgentRun.Status.RUNNING:
+            run.cancel_requested = True
+            run.save(update_fields=["cancel_requested"])
+            return "cancelling", []
+        return "finished", []

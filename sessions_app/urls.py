@@ -1,0 +1,16 @@
+from django.urls import path
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from sessions_app import api
+
+urlpatterns = [
+    path("api/auth/token/", TokenObtainPairView.as_view(), name="token_obtain"),
+    path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
+    path("api/conversations/", api.ConversationList.as_view(), name="conversations"),
+    path("api/conversations/<uuid:conversation_id>/", api.ConversationDetail.as_view(), name="conversation"),
+    path("api/conversations/<uuid:conversation_id>/messages/", api.MessageList.as_view(), name="messages"),
+    path("api/conversations/<uuid:conversation_id>/events/", api.EventList.as_view(), name="events"),
+    path("api/realtime/nodes/", api.NodeList.as_view(), name="nodes"),
+    path("healthz", api.healthz, name="healthz"),
+    path("readyz", api.readyz, name="readyz"),
+]

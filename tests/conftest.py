@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from channels.layers import channel_layers
+from django.conf import settings
+from django.core.asgi import get_asgi_application
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+from realtime.node import NodeRuntime
+from realtime.routing import build_application
+from tests.support.ws import close_all_clients
+
+TEST_PREFIX = f"tether-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_infrastructure():
+    """Own Redis keyspace for this run; no persistent DB connections in worker threads
+    (PostgreSQL refuses to drop the test database while they linger)."""
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    settings.REDIS_KEY_PREFIX = TEST_PREFIX
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{TEST_PREFIX}:layer:"
+    channel_layers.backends = {}
+    yield
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    stale = list(client.scan_iter(match=f"{TEST_PREFIX}*", count=1000))
+    if stale:
+        client.delete(*stale)
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username=f"u{uuid.uuid4().hex[:8]}", password="pw-123456")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username=f"o{uuid.uuid4().hex[:8]}", password="pw-123456")
+
+
+def access_for(user) -> str:
+    return str(AccessToken.for_user(user))
+
+
+def refresh_for(user) -> str:
+    return str(RefreshToken.for_user(user))
+
+
+@pytest.fixture
+def token(user) -> str:
+    return access_for(user)
+
+
+@pytest.fixture
+async def cluster():
+    """Builds node applications sharing the database and Redis, as separate server
+    processes would; every node is stopped at teardown."""
+    nodes: list[NodeRuntime] = []
+    http_app = get_asgi_application()
+
+    def make(node_id: str | None = None, **options):
+        node = NodeRuntime(node_id or f"node-{len(nodes) + 1}", **options)
+        nodes.append(node)
+        return node, build_application(http_app, node)
+
+    yield make
+    await close_all_clients()
+    for node in nodes:
+        await node.stop(abandon=True)
+
+
+@pytest.fixture
+async def node_app(cluster):
+    _, app = cluster("node-1")
+    return app
+
+
+def pytest_collection_modifyitems(config, items):
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(skip)
