@@ -49,6 +49,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.user_id: str | None = None
         self.access_expires_at = 0
         self.expiry_warned = False
+        self.refresh_jti = ""
         self.joined_group: str | None = None
         self.cleaned_up = False
         self.deliver_lock = asyncio.Lock()
@@ -210,8 +211,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             else:
                 renewed = tokens.accept_new_access_token(frame.access, self.user_id)
         except tokens.RefreshRefused as exc:
+            # The socket keeps its current expiry: a failed renewal is not a reason to drop it.
+            await db(services.record_auth_refresh)(self.connection_id, refused=str(exc))
             await self._send(p.error_frame("refresh_failed", str(exc)))
             return
+        await db(services.record_auth_refresh)(self.connection_id, refresh_jti=renewed.refresh_jti)
+        if renewed.refresh_jti:
+            self.refresh_jti = renewed.refresh_jti
         self.access_expires_at = renewed.access_expires_at
         self.expiry_warned = False
         reply: dict[str, Any] = {"type": "auth.refreshed", "access_expires_at": renewed.access_expires_at}
@@ -409,12 +415,15 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         row closed by someone else (replaced, or reaped by another node)."""
         if self.phase is not p.Phase.READY:
             return
-        state = await db(services.touch_connection)(self.connection_id, self.cursor.sent_seq)
+        state = await db(services.touch_connection)(self.connection_id, self.cursor.sent_seq, self.refresh_jti)
         if state == "closed":
             await self._terminate(p.CLOSE_REPLACED, "replaced", "this connection was closed by the server")
             return
         if state == "inactive":
             await self._terminate(p.CLOSE_UNAUTHENTICATED, "unauthenticated", "user is deactivated")
+            return
+        if state == "revoked":
+            await self._terminate(p.CLOSE_UNAUTHENTICATED, "unauthenticated", "refresh token was revoked")
             return
         if self.slot is not None:
             await _check(ratelimit.take_slot(

@@ -29,6 +29,7 @@ class Renewed:
     access_expires_at: int
     access: str | None = None
     refresh: str | None = None
+    refresh_jti: str = ""
 
 
 def is_expired_but_genuine(raw: str) -> bool:
@@ -82,4 +83,10 @@ def rotate_refresh_token(raw: str, user_id: str | None) -> Renewed:
         log.warning("auth.refresh refused for user %s: %s", user_id, exc)
         raise RefreshRefused("refresh token refused") from None
     identity = verify_access_token(data["access"])
-    return Renewed(access_expires_at=identity.expires_at, access=data["access"], refresh=data.get("refresh", raw))
+    refresh = data.get("refresh", raw)
+    return Renewed(
+        access_expires_at=identity.expires_at,
+        access=data["access"],
+        refresh=refresh,
+        refresh_jti=str(RefreshToken(refresh, verify=False)["jti"]),
+    )

@@ -3,7 +3,7 @@ Everything that carries seq or ownership state is read-only: editing it would br
 invariants the protocol relies on."""
 
 from django.contrib import admin
-from django.db.models import Max, OuterRef, Subquery
+from django.db.models import Count, Max, OuterRef, Subquery
 
 from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
 
@@ -107,9 +107,38 @@ class OpenFilter(admin.SimpleListFilter):
         return queryset
 
 
+class AuthRefusalFilter(admin.SimpleListFilter):
+    title = "token refusals"
+    parameter_name = "refusals"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "refused at least once")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(auth_refusals__gt=0)
+        return queryset
+
+
 @admin.register(Connection)
 class ConnectionAdmin(ReadOnlyAdmin):
     list_display = ["user", "conversation", "client_id", "node", "opened_at", "last_seen_at", "closed_at",
-                    "close_code", "close_reason", "delivered_seq", "acked_seq"]
-    list_filter = [OpenFilter, "node", "close_code", "close_reason"]
-    search_fields = ["client_id", "user__username", "conversation__id", "remote_addr"]
+                    "close_code", "close_reason", "delivered_seq", "acked_seq", "auth_refreshes", "auth_refusals"]
+    list_filter = [OpenFilter, AuthRefusalFilter, "node", "close_code", "close_reason"]
+    search_fields = ["client_id", "user__username", "conversation__id", "remote_addr", "last_auth_refusal"]
+    change_list_template = "admin/sessions_app/connection/change_list.html"
+
+    def changelist_view(self, request, extra_context=None):
+        # Aggregates over the whole table (not the page): why sockets end and where they live.
+        summary = {
+            "open_per_node": list(
+                Connection.objects.filter(closed_at__isnull=True)
+                .values("node").annotate(n=Count("id")).order_by("node")
+            ),
+            "closed_per_code": list(
+                Connection.objects.filter(closed_at__isnull=False)
+                .values("close_code", "close_reason").annotate(n=Count("id")).order_by("-n")[:20]
+            ),
+            "refused_refreshes": Connection.objects.filter(auth_refusals__gt=0).count(),
+        }
+        return super().changelist_view(request, {**(extra_context or {}), "summary": summary})

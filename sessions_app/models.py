@@ -142,6 +142,15 @@ class Connection(models.Model):
     resumed_from_seq = models.BigIntegerField(null=True, blank=True)
     delivered_seq = models.BigIntegerField(default=0)
     acked_seq = models.BigIntegerField(default=0)
+    # Token renewals over this socket; refusals are kept so an operator sees a reused
+    # (stolen?) refresh token or a cross-user attempt without reading logs.
+    auth_refreshes = models.IntegerField(default=0)
+    auth_refusals = models.IntegerField(default=0)
+    last_auth_refusal = models.CharField(max_length=200, blank=True, default="")
+    last_auth_refusal_at = models.DateTimeField(null=True, blank=True)
+    # The newest refresh token this socket rotated to: if it is blacklisted (logout,
+    # operator revocation) the socket is closed at its next resync.
+    refresh_jti = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         ordering = ["-opened_at"]

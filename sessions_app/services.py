@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Min, Q
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
 from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
 
@@ -280,17 +281,35 @@ def close_connection(connection_id: Any, code: int | None, reason: str, delivere
     return bool(updated)
 
 
-def touch_connection(connection_id: Any, delivered_seq: int) -> str:
+def touch_connection(connection_id: Any, delivered_seq: int, refresh_jti: str = "") -> str:
     """Marks a connection alive. Returns "closed" if it was closed meanwhile (replaced,
-    reaped), "inactive" if its user was deactivated, else "ok"."""
+    reaped), "inactive" if its user was deactivated, "revoked" if the refresh token it
+    rotated to was blacklisted since, else "ok"."""
     updated = Connection.objects.filter(pk=connection_id, closed_at__isnull=True, user__is_active=True).update(
         last_seen_at=timezone.now(), delivered_seq=Greatest(F("delivered_seq"), delivered_seq)
     )
     if updated:
+        if refresh_jti and BlacklistedToken.objects.filter(token__jti=refresh_jti).exists():
+            return "revoked"
         return "ok"
     if Connection.objects.filter(pk=connection_id, closed_at__isnull=True).exists():
         return "inactive"
     return "closed"
+
+
+def record_auth_refresh(connection_id: Any, *, refused: str | None = None, refresh_jti: str = "") -> None:
+    """Counts a renewal over the socket, or a refusal with its reason for the admin."""
+    if refused is None:
+        changes: dict[str, Any] = {"auth_refreshes": F("auth_refreshes") + 1}
+        if refresh_jti:
+            changes["refresh_jti"] = refresh_jti
+    else:
+        changes = {
+            "auth_refusals": F("auth_refusals") + 1,
+            "last_auth_refusal": refused[:200],
+            "last_auth_refusal_at": timezone.now(),
+        }
+    Connection.objects.filter(pk=connection_id).update(**changes)
 
 
 def close_node_connections(node: str, code: int = 1006, reason: str = "node_lost") -> int:

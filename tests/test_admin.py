@@ -43,3 +43,26 @@ def test_log_rows_cannot_be_added_or_edited(admin_client_with_data):
     response = client.post(f"/admin/sessions_app/event/{event.pk}/change/", {"seq": 99})
     assert response.status_code == 403
     assert Event.objects.get(pk=event.pk).seq == 1
+
+
+def test_connection_list_summarises_close_codes_open_nodes_and_refusals(admin_user):
+    conversation = services.create_conversation(admin_user.pk, "ops")
+    opened = [
+        services.open_session(user_id=admin_user.pk, conversation_id=str(conversation.pk), client_id=f"c{i}",
+                              channel_name=f"specific.x!{i}", node=node)
+        for i, node in enumerate(["node-a", "node-a", "node-b", "node-b", "node-b"])
+    ]
+    services.close_connection(opened[0].connection_id, 4408, "heartbeat_timeout", 0)
+    services.close_connection(opened[2].connection_id, 4408, "heartbeat_timeout", 0)
+    services.close_connection(opened[3].connection_id, 4409, "replaced", 0)
+    services.record_auth_refresh(opened[4].connection_id, refused="refresh token refused: blacklisted")
+    client = Client()
+    client.force_login(admin_user)
+    html = client.get("/admin/sessions_app/connection/").content.decode()
+    assert '<tr class="open-node"><td>node-a</td><td>1</td></tr>' in html
+    assert '<tr class="open-node"><td>node-b</td><td>1</td></tr>' in html
+    assert '<tr class="close-code"><td>4408</td><td>heartbeat_timeout</td><td>2</td></tr>' in html
+    assert '<tr class="close-code"><td>4409</td><td>replaced</td><td>1</td></tr>' in html
+    refused = client.get("/admin/sessions_app/connection/?refusals=yes").content.decode()
+    assert "1 connection" in refused or "c4" in refused
+    assert Connection.objects.get(pk=opened[4].connection_id).last_auth_refusal.startswith("refresh token refused")

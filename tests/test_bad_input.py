@@ -1,11 +1,14 @@
 """Every bad input gets its documented error frame and close code, and writes nothing."""
 
+import base64
 import json
 import uuid
 from datetime import timedelta
 
+import jwt
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
@@ -155,6 +158,33 @@ async def test_bad_token_closes_4401(node_app, token):
         await c.drop()
     else:
         await _closed_with(c, 4401, "unauthenticated")
+    await _assert_nothing_written()
+
+
+def _forged_tokens(user) -> dict[str, str]:
+    """Tokens an attacker could build: claims of a real user without the server's key."""
+    genuine = AccessToken.for_user(user)
+    claims = dict(genuine.payload)
+    header, payload, signature = str(genuine).split(".")
+    other_claims = {**claims, "user_id": str(int(claims["user_id"]) + 1)}
+    tampered_payload = base64.urlsafe_b64encode(json.dumps(other_claims).encode()).rstrip(b"=").decode()
+    return {
+        "alg-none": jwt.encode(claims, key=None, algorithm="none"),
+        "wrong-key": jwt.encode(claims, "not-the-server-key-0123456789abcdef", algorithm="HS256"),
+        "tampered-claims": f"{header}.{tampered_payload}.{signature}",
+        "hs512-confusion": jwt.encode(claims, "not-the-server-key-0123456789abcdef", algorithm="HS512"),
+        "no-token-type": jwt.encode({k: v for k, v in claims.items() if k != "token_type"},
+                                    settings.SIMPLE_JWT.get("SIGNING_KEY") or settings.SECRET_KEY, algorithm="HS256"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["alg-none", "wrong-key", "tampered-claims", "hs512-confusion", "no-token-type"])
+async def test_forged_tokens_close_4401(node_app, user, kind):
+    forged = _forged_tokens(user)[kind]
+    c = WSClient(node_app)
+    await c.open()
+    await c.send(connect_frame(forged))
+    await _closed_with(c, 4401, "unauthenticated")
     await _assert_nothing_written()
 
 
