@@ -140,6 +140,8 @@ REALTIME_REDIS_TIMEOUT = env_float("REALTIME_REDIS_TIMEOUT", 2.0)
 # are closed and its runs released by the surviving nodes.
 REALTIME_NODE_TTL = env_float("REALTIME_NODE_TTL", 15.0)
 REALTIME_NODE_REAP_INTERVAL = env_float("REALTIME_NODE_REAP_INTERVAL", 5.0)
+# On SIGTERM, agent runs get this long to finish before they are handed to another node.
+REALTIME_DRAIN_GRACE = env_float("REALTIME_DRAIN_GRACE", 20.0)
 
 # Rate limits: (events, per seconds). Shared by all nodes through Redis unless noted.
 def _limit(name: str, default: str) -> tuple[int, float]:

@@ -60,6 +60,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         loop = asyncio.get_running_loop()
         self.opened_at = self.last_frame_at = self.last_resync_at = self.last_touch_at = loop.time()
         await self.accept()
+        if self.node.draining:
+            # Accept-then-close so the client reads why and retries elsewhere at once
+            # (a refused handshake would only be an HTTP 403 to it).
+            self.watchdog = None
+            await self.node_draining({})
+            return
         self.node.connections.add(self)
         self.watchdog = asyncio.create_task(self._watch())
         if self.remote_addr:
@@ -329,7 +335,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.cleaned_up = True
         self.phase = p.Phase.CLOSED
         self.node.connections.discard(self)
-        if self.watchdog is not asyncio.current_task():
+        if self.watchdog is not None and self.watchdog is not asyncio.current_task():
             self.watchdog.cancel()
         if self.slot is not None:
             await _check(ratelimit.release_slot(f"user:{self.user_id}", self.slot))

@@ -32,8 +32,16 @@ def daphne_args(argv: list[str] | None = None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-    from daphne.cli import CommandLineInterface
+    import django
 
+    django.setup()
+    from daphne.cli import CommandLineInterface  # installs the asyncio reactor
+    from django.conf import settings
+
+    from project.asgi import node
+    from realtime.drain import install_on_daphne
+
+    install_on_daphne(node, grace=settings.REALTIME_DRAIN_GRACE)
     CommandLineInterface().run(daphne_args(argv if argv is not None else sys.argv[1:]))
 
 

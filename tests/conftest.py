@@ -62,6 +62,9 @@ async def cluster():
     processes would; every node is stopped at teardown."""
     nodes: list[NodeRuntime] = []
     http_app = get_asgi_application()
+    # A fresh layer per test (each test has its own event loop): a test that failed half-way
+    # can leave channels_redis' receive lock bound to its dead loop.
+    channel_layers.backends = {}
 
     def make(node_id: str | None = None, **options):
         node = NodeRuntime(node_id or f"node-{len(nodes) + 1}", **options)

@@ -1,0 +1,99 @@
+"""Graceful drain of a daphne node on SIGTERM.
+
+Daphne on SIGTERM cancels every application instance without `disconnect()`; clients see
+1006 and must guess. Instead, the first SIGTERM: leaves discovery and turns /readyz red,
+refuses new sockets (`reconnect` frame then 4012), tells every open socket to reconnect
+elsewhere (`reconnect` then 4012), lets agent runs finish for up to the grace period and
+releases the rest so another node continues them at once, then stops the reactor. A second
+SIGTERM (or SIGINT) or the grace period running out forces the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import realtime.node
+from realtime import liveness
+from realtime.node import NodeRuntime
+
+log = logging.getLogger(__name__)
+
+
+class Drainer:
+    def __init__(self, node: NodeRuntime, grace: float, stop_server: Any, close_timeout: float = 5.0):
+        self.node = node
+        self.grace = grace
+        self.stop_server = stop_server  # reactor.stop: daphne then cancels what is left
+        self.close_timeout = close_timeout
+        self.task: asyncio.Task | None = None
+        self.started_at: float | None = None
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Replaces Twisted's handlers; must run inside the reactor's running loop."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.on_signal, sig)
+
+    def on_signal(self, sig: int) -> None:
+        if self.task is None:
+            log.warning("%s: draining (grace %.0f s); send it again to force the exit",
+                        signal.Signals(sig).name, self.grace)
+            self.task = asyncio.get_running_loop().create_task(self.drain())
+            return
+        log.warning("%s during drain: exiting now", signal.Signals(sig).name)
+        self.force_exit()
+
+    def force_exit(self) -> None:
+        self.stop_server()
+        # If the reactor cannot stop (an instance that ignores cancellation), do not hang.
+        asyncio.get_running_loop().call_later(self.close_timeout, os._exit, 1)
+
+    async def drain(self) -> None:
+        self.started_at = time.monotonic()
+        deadline = asyncio.get_running_loop().time() + self.grace
+        self.node.draining = True
+        realtime.node.DRAINING = True
+        try:
+            try:
+                await asyncio.wait_for(
+                    liveness.announce(self.node.node_id, self.node.ws_url, draining=True), self.close_timeout
+                )
+            except Exception:  # noqa: BLE001 - Redis down: the entry lapses by its TTL anyway
+                log.warning("could not mark the node draining in discovery", exc_info=True)
+            closed = await self.close_sockets()
+            log.warning("drain: told %d sockets to reconnect after %.2f s", closed,
+                        time.monotonic() - self.started_at)
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            await self.node.stop(grace=remaining)
+            log.warning("drain: done after %.2f s", time.monotonic() - self.started_at)
+        except Exception:  # noqa: BLE001 - whatever failed, the process must still exit
+            log.exception("drain failed; exiting")
+        self.stop_server()
+
+    async def close_sockets(self) -> int:
+        """Every open socket gets `reconnect` then 4012, its row closed; bounded in time."""
+        consumers = list(self.node.connections)
+        if not consumers:
+            return 0
+        pending = [asyncio.ensure_future(c.node_draining({})) for c in consumers]
+        done, not_done = await asyncio.wait(pending, timeout=self.close_timeout)
+        for task in not_done:
+            task.cancel()
+        return len(done)
+
+
+def install_on_daphne(node: NodeRuntime, grace: float) -> None:
+    """Called before daphne's Server.run(): hooks the drain into the reactor once it runs,
+    and starts the node (discovery registration, run supervisor) without waiting for a socket."""
+    from twisted.internet import reactor
+
+    def in_running_loop() -> None:
+        loop = asyncio.get_running_loop()
+        Drainer(node, grace, reactor.stop).install(loop)
+        node.ensure_started()
+
+    reactor.callWhenRunning(lambda: reactor._asyncioEventloop.call_soon(in_running_loop))

@@ -1,0 +1,100 @@
+"""Path 4, in-process: a draining node tells every socket to reconnect (`reconnect` then
+4012), refuses new sockets the same way, leaves discovery and readiness, closes its rows,
+lets runs finish within the grace period and hands the rest over."""
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import Client
+
+import realtime.node
+from realtime import liveness
+from realtime.drain import Drainer
+from sessions_app.models import AgentRun, Connection
+from tests.support.waiting import eventually
+from tests.support.ws import WSClient, run_text
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def not_draining_after():
+    yield
+    realtime.node.DRAINING = False
+
+
+async def test_drain_moves_sockets_and_hands_runs_over(settings, cluster, user, token):
+    settings.REALTIME_DEMO_AGENT_DELAY_MS = 30
+    a, app_a = cluster("node-a")
+    b, app_b = cluster("node-b")
+    b.ensure_started()
+    stopped = []
+    drainer = Drainer(a, grace=0.3, stop_server=lambda: stopped.append(True))
+
+    streaming = WSClient(app_a)
+    ready = await streaming.connect(token)
+    await streaming.message("count 100")  # ~3 s: longer than the grace, so it is handed over
+    before = await streaming.recv_until(lambda f: f["type"] == "agent.delta")
+    idle = WSClient(app_a)
+    await idle.connect(token)
+    assert "node-a" in [n.node for n in await liveness.live_nodes()]
+
+    await drainer.drain()
+
+    for client in (streaming, idle):
+        frames, code = await client.expect_close(timeout=5)
+        assert code == 4012
+        assert frames[-1]["type"] == "reconnect" and frames[-1]["retry_after_ms"] == 0
+    assert stopped == [True]
+    assert "node-a" not in [n.node for n in await liveness.live_nodes()]
+    readyz = await database_sync_to_async(Client().get)("/readyz")
+    assert readyz.status_code == 503 and "draining" in readyz.json()["failed"]
+
+    late = WSClient(app_a)
+    await late.open()
+    frames, code = await late.expect_close(timeout=5)
+    assert (code, frames[-1]["type"]) == (4012, "reconnect")
+
+    rows = await database_sync_to_async(lambda: list(Connection.objects.filter(node="node-a")))()
+    assert sorted((r.close_code, r.close_reason) for r in rows) == [(4012, "going_away")] * 2
+
+    # The client resumes on node-b, which continues the released run from its committed text.
+    applied = max(f["seq"] for f in streaming.frames if "seq" in f)
+    moved = WSClient(app_b)
+    resumed = await moved.connect(token, conversation_id=ready["conversation_id"], last_seq=applied)
+    assert resumed["resumed"] is True
+    rest = await moved.recv_until(lambda f: f["type"] == "agent.completed", timeout=20)
+    whole = streaming.frames + rest
+    run_id = before[-1]["run_id"]
+    assert run_text(whole, run_id) == rest[-1]["message"]["text"] == " ".join(f"w{i}" for i in range(1, 101))
+    run = await database_sync_to_async(AgentRun.objects.get)(pk=run_id)
+    assert (run.status, run.node, run.claims) == ("completed", "node-b", 2)
+    await moved.drop()
+
+
+async def test_drain_lets_short_runs_finish_within_grace(settings, cluster, token):
+    settings.REALTIME_DEMO_AGENT_DELAY_MS = 10
+    a, app_a = cluster("node-a")
+    drainer = Drainer(a, grace=10, stop_server=lambda: None)
+    client = WSClient(app_a)
+    await client.connect(token)
+    await client.message("count 30")  # ~0.3 s: finishes inside the grace on the draining node
+    started = await client.recv_until(lambda f: f["type"] == "agent.started")
+    await drainer.drain()
+    run = await database_sync_to_async(AgentRun.objects.get)(pk=started[-1]["run_id"])
+    assert (run.status, run.node, run.claims) == ("completed", "node-a", 1)
+
+
+async def test_second_signal_forces_exit(cluster, monkeypatch):
+    a, _ = cluster("node-a")
+    stops = []
+    drainer = Drainer(a, grace=30, stop_server=lambda: stops.append(True), close_timeout=60)
+    exits = []
+    monkeypatch.setattr("realtime.drain.os._exit", exits.append)
+    drainer.on_signal(15)
+    drainer.on_signal(15)
+    assert stops == [True]
+    await eventually(lambda: _done(drainer), timeout=5, what="drain finished")
+
+
+async def _done(drainer):
+    return drainer.task.done()
