@@ -1,0 +1,76 @@
+"""Async Python client for the Tether realtime protocol v1."""
+
+from tether_client.backoff import Backoff
+from tether_client.client import TetherClient, TokenProvider
+from tether_client.close_rules import Action, Decision, decide
+from tether_client.errors import AuthError, MessageRejected, TetherClosed, TetherError
+from tether_client.events import (
+    AgentCompleted,
+    AgentDelta,
+    AgentFailed,
+    AgentStarted,
+    Connected,
+    Connecting,
+    ConnectionEvent,
+    Disconnected,
+    Event,
+    Message,
+    MessageAcked,
+    MessageCreated,
+    Reconnecting,
+    ReloadRequired,
+    SequencedEvent,
+    SequencedEventType,
+    ServerError,
+    UnknownEvent,
+    parse_event,
+)
+from tether_client.outbox import Outbox, PendingMessage
+from tether_client.rest import Node, TokenPair, fetch_events, fetch_messages, fetch_nodes, obtain_token, refresh_access
+from tether_client.state import Arrival, ReadyOutcome, ResumeState
+
+__all__ = [
+    "Action",
+    "AgentCompleted",
+    "AgentDelta",
+    "AgentFailed",
+    "AgentStarted",
+    "Arrival",
+    "AuthError",
+    "Backoff",
+    "Connected",
+    "Connecting",
+    "ConnectionEvent",
+    "Decision",
+    "Disconnected",
+    "Event",
+    "Message",
+    "MessageAcked",
+    "MessageCreated",
+    "MessageRejected",
+    "Node",
+    "Outbox",
+    "PendingMessage",
+    "ReadyOutcome",
+    "Reconnecting",
+    "ReloadRequired",
+    "ResumeState",
+    "SequencedEvent",
+    "SequencedEventType",
+    "ServerError",
+    "TetherClient",
+    "TetherClosed",
+    "TetherError",
+    "TokenPair",
+    "TokenProvider",
+    "UnknownEvent",
+    "decide",
+    "fetch_events",
+    "fetch_messages",
+    "fetch_nodes",
+    "obtain_token",
+    "parse_event",
+    "refresh_access",
+]
+
+__version__ = "0.1.0"

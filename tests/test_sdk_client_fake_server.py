@@ -1,0 +1,383 @@
+"""TetherClient against a tiny in-process fake protocol server (websockets.serve, no Django)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+from tether_client import (
+    AgentCompleted,
+    AgentDelta,
+    Backoff,
+    Connected,
+    Disconnected,
+    MessageCreated,
+    Reconnecting,
+    ReloadRequired,
+    SequencedEvent,
+    TetherClient,
+    TetherError,
+)
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+CONV = "5b0c0d6e-8a2f-4c43-9a43-5d1f7d0b2a11"
+RUN = "9d4c1b7e-0f3a-4f55-8a1e-2b6c7d8e9f00"
+MSG_ID = "a1a1a1a1-0000-4000-8000-000000000001"
+FAR_FUTURE = int(time.time()) + 3600
+
+
+def ready(node: str, **fields) -> dict:
+    frame = {
+        "type": "ready",
+        "conversation_id": CONV,
+        "resumed": False,
+        "last_seq": 0,
+        "replay_count": 0,
+        "heartbeat_interval_ms": 25000,
+        "access_expires_at": FAR_FUTURE,
+        "node": node,
+    }
+    frame.update(fields)
+    return frame
+
+
+def delta(seq: int, index: int, text: str) -> dict:
+    return {"type": "agent.delta", "seq": seq, "run_id": RUN, "index": index, "text": text}
+
+
+class Conn:
+    """One accepted socket of the fake server; records every frame it reads."""
+
+    def __init__(self, ws: ServerConnection, number: int):
+        self.ws = ws
+        self.number = number
+        self.frames: list[dict] = []
+
+    async def recv(self, kind: str) -> dict:
+        while True:
+            frame = json.loads(await self.ws.recv())
+            self.frames.append(frame)
+            if frame.get("type") == kind:
+                return frame
+
+    async def send(self, *frames: dict) -> None:
+        for frame in frames:
+            await self.ws.send(json.dumps(frame))
+
+    async def drain(self) -> None:
+        """Reads until the client goes away."""
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in self.ws:
+                self.frames.append(json.loads(raw))
+
+
+Script = Callable[[Conn], Awaitable[None]]
+
+
+class FakeServer:
+    def __init__(self, scripts: list[Script]):
+        self.scripts = scripts
+        self.conns: list[Conn] = []
+        self.url = ""
+
+    async def handler(self, ws: ServerConnection) -> None:
+        conn = Conn(ws, len(self.conns))
+        self.conns.append(conn)
+        script = self.scripts[min(conn.number, len(self.scripts) - 1)]
+        with contextlib.suppress(ConnectionClosed):
+            await script(conn)
+
+    def connects(self) -> list[dict]:
+        return [f for conn in self.conns for f in conn.frames if f["type"] == "connect"]
+
+
+@pytest.fixture
+async def fake_server():
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(*scripts: Script) -> FakeServer:
+            server = FakeServer(list(scripts))
+            ws_server = await stack.enter_async_context(serve(server.handler, "127.0.0.1", 0))
+            port = ws_server.sockets[0].getsockname()[1]
+            server.url = f"ws://127.0.0.1:{port}/ws/v1/"
+            return server
+
+        yield start
+
+
+@pytest.fixture
+async def clients():
+    made: list[TetherClient] = []
+
+    def make(*args, **kwargs) -> TetherClient:
+        kwargs.setdefault("backoff", Backoff(base=0.01, cap=0.05))
+        client = TetherClient(*args, **kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+async def collect(client: TetherClient, until: Callable[[object], bool], timeout: float = 5.0) -> list:
+    events: list = []
+    async with asyncio.timeout(timeout):
+        async for event in client.events():
+            events.append(event)
+            if until(event):
+                break
+    return events
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def free_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"ws://127.0.0.1:{port}/ws/v1/"
+
+
+# --- the main scenario: 4012 mid-stream ---------------------------------------------------
+
+
+async def test_reconnects_at_once_after_4012_resumes_resends_and_delivers_each_event_once(fake_server, clients):
+    async def first_socket(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send(ready("fake-1", resumed=False, last_seq=0))
+        message = await conn.recv("message")
+        stored = {"id": "m1", "role": "user", "text": message["text"], "client_msg_id": message["client_msg_id"]}
+        # Stored, but the ack is "lost": the client must resend it after the reconnect.
+        await conn.send(
+            {"type": "message.created", "seq": 1, "message": stored},
+            {"type": "agent.started", "seq": 2, "run_id": RUN, "in_reply_to": "m1"},
+            delta(3, 0, "Nice "),
+            delta(4, 1, "to meet you, "),
+            {"type": "reconnect", "reason": "server is restarting", "retry_after_ms": 0},
+        )
+        await conn.ws.close(4012, "going away")
+
+    async def second_socket(conn: Conn) -> None:
+        connect = await conn.recv("connect")
+        await conn.send(
+            ready("fake-2", resumed=True, last_seq=connect["last_seq"] + 3, replay_count=3),
+            delta(4, 1, "to meet you, "),  # a duplicate: must not reach the application
+            delta(5, 2, "Ada. I will "),
+            delta(6, 3, "remember your name."),
+        )
+        resent = await conn.recv("message")
+        await conn.send(
+            {"type": "message.ack", "client_msg_id": resent["client_msg_id"], "seq": 1, "duplicate": True},
+            delta(5, 2, "Ada. I will "),  # another duplicate
+            {"type": "agent.completed", "seq": 7, "run_id": RUN,
+             "message": {"id": "b2", "role": "assistant", "text": "Nice to meet you, Ada. I will remember your name."}},
+        )
+        await conn.drain()
+
+    server = await fake_server(first_socket, second_socket)
+    client = clients([server.url], token="access-1")
+    msg_id = await client.send("my name is Ada", client_msg_id=MSG_ID)
+    events = await collect(client, lambda e: isinstance(e, AgentCompleted))
+
+    sequenced = [e for e in events if isinstance(e, SequencedEvent)]
+    assert [e.seq for e in sequenced] == [1, 2, 3, 4, 5, 6, 7]  # each exactly once, in order
+    assert isinstance(sequenced[0], MessageCreated) and sequenced[0].message.client_msg_id == msg_id
+    deltas = [e for e in sequenced if isinstance(e, AgentDelta)]
+    assert [d.index for d in deltas] == [0, 1, 2, 3]
+    assert "".join(d.text for d in deltas) == sequenced[-1].message.text
+
+    # reconnected immediately, to the same single endpoint, resuming after seq 4
+    reconnecting = [e for e in events if isinstance(e, Reconnecting)]
+    assert len(reconnecting) == 1 and reconnecting[0].delay == 0.0 and reconnecting[0].attempt == 1
+    disconnected = [e for e in events if isinstance(e, Disconnected)]
+    assert [(d.code, d.final) for d in disconnected] == [(4012, False)]
+    assert [e.resumed for e in events if isinstance(e, Connected)] == [False, True]
+    first, second = server.connects()
+    assert (first["conversation_id"], first["last_seq"], first["token"]) == (None, None, "access-1")
+    assert (second["conversation_id"], second["last_seq"]) == (CONV, 4)
+    assert second["client_id"] == first["client_id"] == client.client_id
+    assert len(client.resume_latencies) == 1 and client.resume_latencies[0] < 1.0
+
+    # the unacked message was resent with the same id, and acked as a duplicate
+    sent = [[f["client_msg_id"] for f in conn.frames if f["type"] == "message"] for conn in server.conns]
+    assert sent == [[MSG_ID], [MSG_ID]]
+    ack = await client.wait_acked(msg_id, timeout=5)
+    assert (ack.seq, ack.duplicate) == (1, True)
+    assert client.pending_messages == []
+    assert client.last_seq == 7
+
+    await client.close()
+    await eventually(lambda: any(f == {"type": "ack", "seq": 7} for f in server.conns[1].frames))
+
+
+# --- failover, liveness, auth, stops -----------------------------------------------------
+
+
+async def serve_forever(conn: Conn) -> None:
+    await conn.recv("connect")
+    await conn.send(ready("live"))
+    await conn.drain()
+
+
+async def test_fails_over_to_the_next_endpoint(fake_server, clients):
+    server = await fake_server(serve_forever)
+    dead = free_port_url()
+    client = clients([dead, server.url], token="t")
+    events = await collect(client, lambda e: isinstance(e, Connected))
+    connected = events[-1]
+    assert connected.endpoint == server.url
+    assert any(isinstance(e, Reconnecting) and "connect to" in e.reason for e in events)
+    assert client.resume_latencies == []  # a first connection is not a resume
+
+
+async def test_discovery_supplies_the_endpoints(fake_server, clients):
+    server = await fake_server(serve_forever)
+    seen_auth = []
+
+    def nodes(request: httpx.Request) -> httpx.Response:
+        seen_auth.append(request.headers.get("authorization"))
+        return httpx.Response(200, json={"nodes": [{"node": "n1", "ws_url": server.url}]})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(nodes))
+    client = clients(discovery_url="http://tether.test/api/realtime/nodes/", token="t", http_client=http)
+    await client.wait_connected(timeout=5)
+    assert client.endpoints == [server.url]
+    assert seen_auth == ["Bearer t"]
+    await http.aclose()
+
+
+async def test_a_silent_server_is_declared_dead_and_the_client_resumes(fake_server, clients):
+    async def silent(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send(ready("mute"), {"type": "message.created", "seq": 1,
+                                        "message": {"id": "m1", "role": "user", "text": "hi"}})
+        await conn.ws.wait_closed()  # never answers a ping
+
+    server = await fake_server(silent, serve_forever)
+    client = clients([server.url], token="t", heartbeat_interval=0.05, heartbeat_timeout=0.3)
+    events = await collect(client, lambda e: isinstance(e, Connected) and e.node == "live")
+    lost = [e for e in events if isinstance(e, Disconnected)]
+    assert len(lost) == 1 and "no frame from the server" in lost[0].reason
+    assert server.connects()[1]["last_seq"] == 1
+    await eventually(lambda: any(f["type"] == "ping" for f in server.conns[1].frames))
+
+
+async def test_4401_renews_the_token_via_the_provider_and_auth_expiring_refreshes_in_place(fake_server, clients):
+    tokens = iter(["t1", "t2", "t3"])
+
+    async def provider() -> str:
+        return next(tokens)
+
+    async def expired(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send({"type": "error", "code": "token_expired", "detail": "expired"})
+        await conn.ws.close(4401)
+
+    async def good(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send(ready("n"), {"type": "auth.expiring", "access_expires_at": FAR_FUTURE})
+        refresh = await conn.recv("auth.refresh")
+        assert refresh == {"type": "auth.refresh", "access": "t3"}
+        await conn.send({"type": "auth.refreshed", "access_expires_at": FAR_FUTURE + 300})
+        await conn.drain()
+
+    server = await fake_server(expired, good)
+    client = clients([server.url], token_provider=provider)
+    await client.wait_connected(timeout=5)
+    assert [c["token"] for c in server.connects()] == ["t1", "t2"]
+    await eventually(lambda: client.access_token == "t3")
+
+
+async def test_refresh_token_is_used_over_the_socket(fake_server, clients):
+    async def rotate(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send(ready("n"), {"type": "auth.expiring", "access_expires_at": FAR_FUTURE})
+        refresh = await conn.recv("auth.refresh")
+        assert refresh == {"type": "auth.refresh", "refresh": "r1"}
+        await conn.send({"type": "auth.refreshed", "access": "a2", "refresh": "r2", "access_expires_at": FAR_FUTURE})
+        await conn.drain()
+
+    server = await fake_server(rotate)
+    client = clients([server.url], token="a1", refresh_token="r1")
+    await client.wait_connected(timeout=5)
+    await eventually(lambda: (client.access_token, client.refresh_token) == ("a2", "r2"))
+
+
+async def test_forbidden_stops_and_surfaces_the_error(fake_server, clients):
+    async def forbidden(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send({"type": "error", "code": "forbidden", "detail": "not your conversation"})
+        await conn.ws.close(4403)
+
+    server = await fake_server(forbidden)
+    client = clients([server.url], token="t", conversation_id=CONV)
+    events = await collect(client, lambda e: False)  # the stream ends by itself
+    assert isinstance(events[-1], Disconnected)
+    assert (events[-1].code, events[-1].final, events[-1].error_code) == (4403, True, "forbidden")
+    assert isinstance(client.error, TetherError) and client.closed
+    assert len(server.conns) == 1
+    with pytest.raises(TetherError):
+        await client.send("hello")
+
+
+async def test_rate_limited_waits_retry_after_ms(fake_server, clients):
+    async def limited(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send({"type": "error", "code": "rate_limited", "detail": "slow down", "retry_after_ms": 120})
+        await conn.ws.close(4429)
+
+    server = await fake_server(limited, serve_forever)
+    client = clients([server.url], token="t")
+    events = await collect(client, lambda e: isinstance(e, Connected))
+    assert [e.delay for e in events if isinstance(e, Reconnecting)] == [0.12]
+
+
+async def test_resumed_false_asks_the_application_to_reload(fake_server, clients):
+    async def pruned(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send(
+            ready("n", resumed=False, last_seq=50),
+            {"type": "agent.started", "seq": 50, "run_id": RUN, "in_reply_to": "m"},  # already in the reload
+            {"type": "agent.started", "seq": 51, "run_id": RUN, "in_reply_to": "m"},
+        )
+        await conn.drain()
+
+    server = await fake_server(pruned)
+    client = clients([server.url], token="t", conversation_id=CONV, last_seq=10)
+    events = await collect(client, lambda e: isinstance(e, SequencedEvent))
+    reload = [e for e in events if isinstance(e, ReloadRequired)]
+    assert reload == [ReloadRequired(conversation_id=CONV, after_seq=10, server_last_seq=50)]
+    assert events[-1].seq == 51
+    assert server.connects()[0]["last_seq"] == 10
+
+
+async def test_a_gap_triggers_a_resume_from_the_last_applied_seq(fake_server, clients):
+    async def holey(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send(ready("n"), delta(1, 0, "a"), delta(3, 2, "c"))
+        await conn.drain()
+
+    async def whole(conn: Conn) -> None:
+        connect = await conn.recv("connect")
+        assert connect["last_seq"] == 1
+        await conn.send(ready("m", resumed=True, last_seq=3, replay_count=2), delta(2, 1, "b"), delta(3, 2, "c"))
+        await conn.drain()
+
+    server = await fake_server(holey, whole)
+    client = clients([server.url], token="t")
+    events = await collect(client, lambda e: isinstance(e, SequencedEvent) and e.seq == 3)
+    assert [e.seq for e in events if isinstance(e, SequencedEvent)] == [1, 2, 3]
+    assert [e.delay for e in events if isinstance(e, Reconnecting)] == [0.0]
