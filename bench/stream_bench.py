@@ -170,7 +170,7 @@ def main() -> None:
     env = {
         "DATABASE_URL": os.environ["DATABASE_URL"], "DB_CONN_MAX_AGE": "60", "REDIS_KEY_PREFIX": prefix,
         "REALTIME_AGENT": "bench.agents.TickAgent", "BENCH_RATE": str(args.rate), "BENCH_SECONDS": str(args.seconds),
-        "REALTIME_DELTA_COALESCE_MS": str(args.coalesce_ms), "LOG_LEVEL": "WARNING",
+        "REALTIME_DELTA_COALESCE_MS": str(args.coalesce_ms), "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "REALTIME_MAX_CONCURRENT_RUNS": str(args.streams + 10), "PYTHONPATH": str(ROOT),
     }
     os.environ.update({"REDIS_KEY_PREFIX": prefix})

@@ -18,7 +18,7 @@ from realtime import protocol as p
 from realtime import ratelimit, tokens
 from realtime.auth import InvalidToken, verify_access_token
 from realtime.db import db
-from realtime.fanout import group_name, publish
+from realtime.fanout import FanoutUnavailable, publish
 from sessions_app import services
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.expiry_warned = False
         self.refresh_jti = ""
         self.joined_group: str | None = None
+        self.early_upto = 0
         self.cleaned_up = False
         self.deliver_lock = asyncio.Lock()
         self.frame_bucket = ratelimit.LocalBucket(ratelimit.rule("REALTIME_RATE_FRAMES"))
@@ -142,8 +143,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         # Join the live feed before reading where the log stands, so an event committed
         # between the read and the join cannot fall between the replay and the live feed.
-        if frame.conversation_id is not None:
-            await self._join(frame.conversation_id)
+        if frame.conversation_id is not None and not await self._join(frame.conversation_id):
+            return
         try:
             opened = await db(services.open_session)(
                 user_id=identity.user_id,
@@ -163,8 +164,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.conversation_id = opened.conversation_id
         self.connection_id = opened.connection_id
-        if self.joined_group is None:
-            await self._join(opened.conversation_id)
+        if self.joined_group is None and not await self._join(opened.conversation_id):
+            return
         for channel in opened.replaced_channels:
             await self.channel_layer.send(channel, {"type": "conn.replaced"})
 
@@ -184,7 +185,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.cursor.sent_seq = plan.replay_from
         async with self.deliver_lock:
             await self._fill(opened.last_seq)
-        self.phase = p.Phase.READY
+            # Live events announced while the backlog was read: the log has them too.
+            while self.early_upto > self.cursor.sent_seq and self.phase is not p.Phase.CLOSED:
+                await self._fill(self.early_upto)
+            if self.phase is p.Phase.CLOSED:
+                return
+            self.phase = p.Phase.READY
         self.watchdog_wake()
 
     async def _on_message(self, frame: p.SendMessage) -> None:
@@ -236,10 +242,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     # --- outbound events ------------------------------------------------------------------
 
     async def conv_events(self, message: dict) -> None:
-        """Group message from the layer: committed events (or just their highest seq)."""
+        """From the node's fan-out: committed events (or just their highest seq)."""
+        if self.phase is p.Phase.CLOSED:
+            return
         if self.phase is not p.Phase.READY:
+            # Joined but still replaying: remember how far the log goes, never drop.
+            self.early_upto = max(self.early_upto, message["upto"])
             return
         async with self.deliver_lock:
+            if self.phase is not p.Phase.READY:
+                return
             events = message.get("events")
             if events is None:
                 await self._fill(message["upto"])
@@ -253,6 +265,15 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                     await self._fill(event["seq"] - 1)
                 await self._send(event)
                 self.cursor.advance(event["seq"])
+
+    async def catch_up(self) -> None:
+        """The fan-out lost messages (Redis reconnected): read the log up to its end."""
+        if self.phase is not p.Phase.READY:
+            return
+        last_seq = await db(services.conversation_last_seq)(self.conversation_id)
+        async with self.deliver_lock:
+            if self.phase is p.Phase.READY and last_seq > self.cursor.sent_seq:
+                await self._fill(last_seq)
 
     async def conn_replaced(self, message: dict) -> None:
         await self._terminate(p.CLOSE_REPLACED, "replaced", "a newer connection of this client took over")
@@ -305,9 +326,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def _send(self, frame: dict) -> None:
         await self.send(text_data=_dumps(frame))
 
-    async def _join(self, conversation_id: str) -> None:
-        self.joined_group = group_name(conversation_id)
-        await self.channel_layer.group_add(self.joined_group, self.channel_name)
+    async def _join(self, conversation_id: str) -> bool:
+        try:
+            await self.node.fanout.join(conversation_id, self)
+        except FanoutUnavailable as exc:
+            log.warning("live feed unavailable for %s: %s", conversation_id, exc)
+            await self._terminate(p.CLOSE_GOING_AWAY, "going_away", "live feed unavailable; reconnect",
+                                  retry_after_ms=1000)
+            return False
+        self.joined_group = conversation_id
+        return True
 
     # --- ending ---------------------------------------------------------------------------
 
@@ -337,13 +365,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.node.connections.discard(self)
         if self.watchdog is not None and self.watchdog is not asyncio.current_task():
             self.watchdog.cancel()
-        if self.slot is not None:
+        # Slots are counted per client_id: a replaced socket's slot now belongs to the socket
+        # of the same client that replaced it, so releasing it would free that one's slot.
+        if self.slot is not None and reason != "replaced":
             await _check(ratelimit.release_slot(f"user:{self.user_id}", self.slot))
         if self.joined_group is not None:
-            try:
-                await self.channel_layer.group_discard(self.joined_group, self.channel_name)
-            except Exception:  # noqa: BLE001 - group membership also expires in Redis
-                log.warning("group_discard failed for %s", self.channel_name, exc_info=True)
+            await self.node.fanout.leave(self.joined_group, self)
         if self.connection_id is not None:
             try:
                 await db(services.close_connection)(self.connection_id, close_code, reason, self.cursor.sent_seq)

@@ -1,20 +1,47 @@
-"""Live fan-out through the channel layer. The layer is at-most-once and not durable: it only
-tells consumers that committed events exist; they fill any gap from the event log."""
+"""Live fan-out of committed events through Redis pub/sub, one subscription per node.
+
+Pub/sub is at-most-once and not durable, like the channel layer: it only tells consumers
+that committed events exist; they fill any gap from the event log, and a periodic resync
+catches whatever a Redis outage swallowed.
+
+Why not a channel-layer group per conversation: channels_redis delivers to each consumer
+through the process's channel, one BZPOPMIN round trip per message per socket; at a few
+hundred events/s that queue grew without bound (measured: 1,000 messages waiting, seconds
+of delay). A node-level subscription gets a pushed stream with no per-message round trip
+and hands each message to the sockets of that conversation in this process.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from realtime.redis_client import get_redis, key
 
 log = logging.getLogger(__name__)
 
 # Events larger than this travel as a bare notification; the consumer reads them from the log.
 INLINE_LIMIT_BYTES = 16 * 1024
+SUBSCRIBE_TIMEOUT = 5.0
 
 
-def group_name(conversation_id: str) -> str:
-    return f"conv.{conversation_id}"
+class Listener(Protocol):
+    async def conv_events(self, message: dict) -> None: ...
+
+    async def catch_up(self) -> None: ...
+
+
+class FanoutUnavailable(Exception):
+    """The live feed cannot be joined now (Redis unreachable): the client should retry."""
+
+
+def channel_for(conversation_id: str) -> str:
+    return key("conv", str(conversation_id))
 
 
 def _text_size(event: dict) -> int:
@@ -37,6 +64,192 @@ async def publish(conversation_id: str, events: list[dict]) -> None:
     if not events:
         return
     try:
-        await get_channel_layer().group_send(group_name(conversation_id), layer_message(events))
+        await get_redis().publish(channel_for(conversation_id), json.dumps(layer_message(events)))
     except Exception:  # noqa: BLE001 - Redis down must not fail a committed write
         log.warning("fan-out of %s events for %s failed", len(events), conversation_id, exc_info=True)
+
+
+class FanoutHub:
+    """A node's single pub/sub connection and the local sockets of each conversation."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, set[Listener]] = {}
+        self._confirmed: dict[str, asyncio.Future] = {}
+        self._lock: asyncio.Lock | None = None
+        self._client: aioredis.Redis | None = None
+        self._pubsub: Any = None
+        self._reader: asyncio.Task | None = None
+        self._deliveries: set[asyncio.Task] = set()
+        self.reconnects = 0
+
+    async def join(self, conversation_id: str, listener: Listener) -> None:
+        """Returns once this node's subscription is live: events committed after this
+        returns reach `listener` (or are found by its gap fill)."""
+        cid = str(conversation_id)
+        self.members.setdefault(cid, set()).add(listener)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SUBSCRIBE_TIMEOUT
+        try:
+            await self._ensure_running()
+            async with self._lock:
+                if cid not in self._confirmed:
+                    self._confirmed[cid] = loop.create_future()
+                    await self._pubsub.subscribe(channel_for(cid))
+            while True:
+                confirmed = self._confirmed.get(cid)
+                if confirmed is None:
+                    raise FanoutUnavailable("subscription dropped")
+                try:
+                    await asyncio.wait_for(asyncio.shield(confirmed), max(0.01, deadline - loop.time()))
+                    return
+                except asyncio.CancelledError:
+                    if asyncio.current_task().cancelling():
+                        raise
+                    # The connection was rebuilt meanwhile: wait for the new subscription.
+        except asyncio.CancelledError:
+            await self.leave(cid, listener)
+            raise
+        except Exception as exc:
+            await self.leave(cid, listener)
+            if isinstance(exc, FanoutUnavailable):
+                raise
+            raise FanoutUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def leave(self, conversation_id: str, listener: Listener) -> None:
+        cid = str(conversation_id)
+        members = self.members.get(cid)
+        if members is None:
+            return
+        members.discard(listener)
+        if members:
+            return
+        del self.members[cid]
+        if self._lock is None or self._pubsub is None:
+            return
+        async with self._lock:
+            if cid in self.members or cid not in self._confirmed:
+                return
+            self._confirmed.pop(cid).cancel()
+            try:
+                await self._pubsub.unsubscribe(channel_for(cid))
+            except Exception:  # noqa: BLE001 - a dead connection is rebuilt without it
+                log.debug("unsubscribe of %s failed", cid, exc_info=True)
+
+    async def _ensure_running(self) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        if self._reader is not None and not self._reader.done():
+            return
+        async with self._lock:
+            if self._reader is not None and not self._reader.done():
+                return
+            await self._connect()
+            self._reader = asyncio.get_running_loop().create_task(self._read_forever(), name="fanout-reader")
+
+    async def _connect(self) -> None:
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(
+                settings.REDIS_URL,
+                # The reader idles for as long as the conversations are quiet: no socket timeout
+                # (redis-py 8 defaults to 5 s); health checks find a dead connection instead.
+                socket_timeout=None,
+                socket_connect_timeout=settings.REALTIME_REDIS_TIMEOUT,
+                health_check_interval=10,
+            )
+        self._pubsub = self._client.pubsub()
+        await self._pubsub.connect()
+
+    async def _read_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - Redis restarted or unreachable
+                log.warning("fan-out subscription lost; resubscribing", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                await self._resubscribe()
+                continue
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict) -> None:
+        kind = message["type"]
+        channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
+        cid = channel.rsplit(":", 1)[-1] if channel else ""
+        if kind == "subscribe":
+            confirmed = self._confirmed.get(cid)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+            elif confirmed is not None:
+                # redis-py reconnected by itself and resubscribed: whatever was published in
+                # between is lost to this node, so its sockets catch up from the log.
+                self.reconnects += 1
+                for listener in list(self.members.get(cid, ())):
+                    self._deliver(listener.catch_up())
+        elif kind == "message":
+            payload = json.loads(message["data"])
+            for listener in list(self.members.get(cid, ())):
+                self._deliver(listener.conv_events(payload))
+
+    def _deliver(self, coro: Any) -> None:
+        # One task per delivery so a socket filling a gap from the database does not hold up
+        # the others; per-socket order is kept by the consumer's delivery lock.
+        task = asyncio.get_running_loop().create_task(coro)
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _resubscribe(self) -> None:
+        """After a lost connection: a new subscription for every local conversation, then every
+        local socket catches up from the log (what was published meanwhile is gone)."""
+        async with self._lock:
+            old = self._pubsub
+            self._pubsub = None
+            for confirmed in self._confirmed.values():
+                confirmed.cancel()
+            self._confirmed = {}
+            try:
+                await old.aclose()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+            try:
+                await self._connect()
+                for cid in list(self.members):
+                    self._confirmed[cid] = asyncio.get_running_loop().create_future()
+                if self._confirmed:
+                    await self._pubsub.subscribe(*(channel_for(cid) for cid in self._confirmed))
+            except Exception:  # noqa: BLE001 - still down: the reader retries with backoff
+                log.warning("resubscribing failed", exc_info=True)
+                if self._pubsub is None:
+                    self._pubsub = old
+                return
+        self.reconnects += 1
+        for members in list(self.members.values()):
+            for listener in list(members):
+                self._deliver(listener.catch_up())
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        for task in list(self._deliveries):
+            task.cancel()
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.aclose()
+            except Exception:  # noqa: BLE001 - shutting down
+                pass
+            self._pubsub = None
+        if self._client is not None:
+            try:
+                await self._client.aclose()
+            except Exception:  # noqa: BLE001 - shutting down
+                pass
+            self._client = None
+        self.members.clear()
+        self._confirmed.clear()
+        self._lock = None

@@ -11,6 +11,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from realtime import liveness
+from realtime.fanout import FanoutHub
 from realtime.runs import RunSupervisor
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class NodeRuntime:
         self.supervisor = RunSupervisor(self.node_id, **supervisor_options) if run_agents else None
         # Weak so a consumer that vanished without cleanup (killed app instance) is not kept alive.
         self.connections: weakref.WeakSet = weakref.WeakSet()
+        self.fanout = FanoutHub()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick_listener: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
@@ -142,6 +144,7 @@ class NodeRuntime:
             self._kick_listener = None
         if self.supervisor is not None:
             await self.supervisor.stop(abandon=abandon, grace=grace)
+        await self.fanout.stop()
 
 
 async def _cancel(task: asyncio.Task, timeout: float = 2.0) -> None:

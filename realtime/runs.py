@@ -18,6 +18,7 @@ from django.conf import settings
 
 from realtime.agents.base import Agent, AgentContext, load_agent
 from realtime.db import db
+from realtime.delta_writer import DeltaWriter
 from realtime.fanout import publish
 from sessions_app import services
 
@@ -57,6 +58,10 @@ class RunSupervisor:
         self._sweeper: asyncio.Task | None = None
         self._sweep_wake = asyncio.Event()
         self.stopping = False
+        self.writer = DeltaWriter(self.lease_seconds)
+        # Every committed delta renews its run's lease (and would notice a cancel or a lost
+        # lease), so the renewer only has to speak while the agent is silent.
+        self._renewed_at: dict[str, float] = {}
 
     # --- control ----------------------------------------------------------------------------
 
@@ -98,6 +103,7 @@ class RunSupervisor:
         for task in drivers:
             task.cancel()
         await asyncio.gather(*drivers, return_exceptions=True)
+        await self.writer.stop()
         if not abandon:
             for claim in claims:
                 try:
@@ -177,6 +183,7 @@ class RunSupervisor:
         finally:
             self.executing.pop(run_id, None)
             self._claims.pop(run_id, None)
+            self._renewed_at.pop(run_id, None)
             renewer.cancel()
             if producer is not None:
                 producer.cancel()
@@ -244,15 +251,17 @@ class RunSupervisor:
             return
         text = "".join(pending)
         pending.clear()
-        events = await db(services.append_run_delta)(
-            claim.conversation_id, claim.run_id, claim.fencing_token, text, self.lease_seconds
-        )
+        events = await self.writer.write(claim.conversation_id, claim.run_id, claim.fencing_token, text)
+        self._renewed_at[claim.run_id] = asyncio.get_running_loop().time()
         await publish(claim.conversation_id, events)
 
     async def _renew(self, claim: services.ClaimedRun, queue: asyncio.Queue) -> None:
         """Keeps the lease while the agent thinks between deltas; reports loss or cancel."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
+            if loop.time() - self._renewed_at.get(claim.run_id, 0.0) < self.lease_seconds / 3:
+                continue
             try:
                 state = await db(services.renew_run_lease)(claim.run_id, claim.fencing_token, self.lease_seconds)
             except Exception:  # noqa: BLE001 - try again; the lease has slack for a blip

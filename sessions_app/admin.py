@@ -69,7 +69,13 @@ class EventAdmin(ReadOnlyAdmin):
             .annotate(m=Max("delivered_seq"))
             .values("m")
         )
-        return super().get_queryset(request).annotate(max_delivered=Subquery(delivered))
+        acked = (
+            Connection.objects.filter(conversation=OuterRef("conversation"))
+            .values("conversation")
+            .annotate(m=Max("acked_seq"))
+            .values("m")
+        )
+        return super().get_queryset(request).annotate(max_delivered=Subquery(delivered), max_acked=Subquery(acked))
 
     @admin.display(boolean=True)
     def delivered(self, obj: Event) -> bool:
@@ -77,7 +83,8 @@ class EventAdmin(ReadOnlyAdmin):
 
     @admin.display(boolean=True)
     def acknowledged(self, obj: Event) -> bool:
-        return obj.seq <= obj.conversation.acked_seq
+        # Open sockets' acks reach the conversation row only when they close (hot-path lock).
+        return obj.seq <= max(obj.conversation.acked_seq, obj.max_acked or 0)
 
 
 Event._meta.verbose_name = "queued message / event"

@@ -53,7 +53,8 @@ async def _leak_counters(node) -> dict:
         "immortal_keys": immortal,
         "node_connections": len(node.connections),
         "consumers": sum(isinstance(o, ConversationConsumer) for o in gc.get_objects()),
-        "tasks": len(asyncio.all_tasks()),
+        # The node's fixed workers (fan-out reader, delta writer lanes) start on first use.
+        "tasks": sum(not t.get_name().startswith(("fanout-", "delta-writer")) for t in asyncio.all_tasks()),
     }
 
 
@@ -137,6 +138,7 @@ async def test_flapping_client_is_limited_and_leaks_nothing(settings, cluster, u
     accepted = 200 - len(refusals)
     assert 29 <= accepted <= 29 + int(elapsed / 2) + 1, (accepted, elapsed)
     assert all(0 < r["retry_after_ms"] <= 2000 for r in refusals), [r["retry_after_ms"] for r in refusals][:5]
+    print(f"well-behaved client: {len(served)} answers, slowest {max(served):.2f}s")
     assert len(served) >= 2 and max(served) < 5.0, served
 
     def one_run():
