@@ -64,6 +64,7 @@ def _counts() -> tuple[int, int, int, int]:
 @given(batch=st.lists(hostile, min_size=1, max_size=15))
 async def test_hostile_frames_get_documented_errors_and_write_nothing(batch, node_app, token, settings):
     settings.REALTIME_BAD_FRAME_LIMIT = 1000  # keep the socket open to see every answer
+    settings.REALTIME_RATE_CONNECT_USER = (100_000, 60)  # one connection per example
     client = WSClient(node_app)
     await client.connect(token)
     before = await database_sync_to_async(_counts)()
