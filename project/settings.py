@@ -142,6 +142,8 @@ REALTIME_NODE_TTL = env_float("REALTIME_NODE_TTL", 15.0)
 REALTIME_NODE_REAP_INTERVAL = env_float("REALTIME_NODE_REAP_INTERVAL", 5.0)
 # On SIGTERM, agent runs get this long to finish before they are handed to another node.
 REALTIME_DRAIN_GRACE = env_float("REALTIME_DRAIN_GRACE", 20.0)
+# Threads for database calls in a server node (each holds one database connection).
+REALTIME_DB_THREADS = env_int("REALTIME_DB_THREADS", 16)
 
 # Rate limits: (events, per seconds). Shared by all nodes through Redis unless noted.
 def _limit(name: str, default: str) -> tuple[int, float]:
@@ -196,6 +198,8 @@ REALTIME_REPLAY_BATCH = env_int("REALTIME_REPLAY_BATCH", 500)
 # How often a connection re-reads the conversation's highest seq to catch a fan-out
 # message the at-most-once layer dropped.
 REALTIME_RESYNC_INTERVAL = env_float("REALTIME_RESYNC_INTERVAL", 10.0)
+# Acks are stored at most this often per socket (and at close, and at each resync).
+REALTIME_ACK_FLUSH_INTERVAL = env_float("REALTIME_ACK_FLUSH_INTERVAL", 5.0)
 # Origins allowed for browser sockets (those that send Origin); default: ALLOWED_HOSTS.
 REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", [])
 

@@ -52,6 +52,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.refresh_jti = ""
         self.joined_group: str | None = None
         self.early_upto = 0
+        self.acked_seq = self.acked_written = 0
+        self.ack_written_at = float("-inf")
         self.cleaned_up = False
         self.deliver_lock = asyncio.Lock()
         self.frame_bucket = ratelimit.LocalBucket(ratelimit.rule("REALTIME_RATE_FRAMES"))
@@ -108,7 +110,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if isinstance(frame, p.Ping):
             await self._send({"type": "pong", "id": frame.id})
         elif isinstance(frame, p.Ack):
-            await db(services.record_ack)(self.connection_id, self.conversation_id, frame.seq)
+            await self._on_ack(frame.seq)
         elif isinstance(frame, p.SendMessage):
             await self._on_message(frame)
         elif isinstance(frame, p.Connect):
@@ -192,6 +194,20 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 return
             self.phase = p.Phase.READY
         self.watchdog_wake()
+
+    async def _on_ack(self, seq: int) -> None:
+        """Acks only steer retention and the admin, so they are written at most every
+        REALTIME_ACK_FLUSH_INTERVAL per socket (and at close), not once per frame."""
+        self.acked_seq = max(self.acked_seq, seq)
+        now = asyncio.get_running_loop().time()
+        if now - self.ack_written_at >= settings.REALTIME_ACK_FLUSH_INTERVAL:
+            await self._flush_ack(now)
+
+    async def _flush_ack(self, now: float) -> None:
+        if self.acked_seq > self.acked_written:
+            self.ack_written_at = now
+            self.acked_written = self.acked_seq
+            await db(services.record_ack)(self.connection_id, self.conversation_id, self.acked_seq)
 
     async def _on_message(self, frame: p.SendMessage) -> None:
         verdict = await _check(ratelimit.hit(f"conv:{self.conversation_id}", ratelimit.rule("REALTIME_RATE_MESSAGES")))
@@ -373,6 +389,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.node.fanout.leave(self.joined_group, self)
         if self.connection_id is not None:
             try:
+                if self.acked_seq > self.acked_written:
+                    await db(services.record_ack)(self.connection_id, self.conversation_id, self.acked_seq)
                 await db(services.close_connection)(self.connection_id, close_code, reason, self.cursor.sent_seq)
             except Exception:  # noqa: BLE001 - the node reaper closes rows left open
                 log.warning("closing connection row %s failed", self.connection_id, exc_info=True)
@@ -448,6 +466,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         row closed by someone else (replaced, or reaped by another node)."""
         if self.phase is not p.Phase.READY:
             return
+        await self._flush_ack(asyncio.get_running_loop().time())
         state = await db(services.touch_connection)(self.connection_id, self.cursor.sent_seq, self.refresh_jti)
         if state == "closed":
             await self._terminate(p.CLOSE_REPLACED, "replaced", "this connection was closed by the server")

@@ -78,7 +78,10 @@ class DeltaWriter:
             return
         self.batches += 1
         self.writes += len(live)
-        self.busy_seconds += asyncio.get_running_loop().time() - started
+        took = asyncio.get_running_loop().time() - started
+        self.busy_seconds += took
+        if took > 0.1:
+            log.debug("slow delta batch: %d writes in %.0f ms", len(live), took * 1000)
         if self.batches % 200 == 0:
             log.info("delta writer: %d batches, %.1f writes/batch, %.1f ms/batch", self.batches,
                      self.writes / self.batches, 1000 * self.busy_seconds / self.batches)

@@ -14,8 +14,12 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from django.conf import settings
 
 import realtime.node
 from realtime import liveness
@@ -93,6 +97,13 @@ def install_on_daphne(node: NodeRuntime, grace: float) -> None:
 
     def in_running_loop() -> None:
         loop = asyncio.get_running_loop()
+        # Database calls run on the loop's default executor (realtime.db); its default size
+        # (cores + 4) let a burst of slow calls hold up the group commit of every stream.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.REALTIME_DB_THREADS,
+                                                     thread_name_prefix="db"))
+        # Database threads hand the GIL back and forth with the event loop; a shorter switch
+        # interval keeps a thread whose reply has arrived from waiting 5 ms per busy peer.
+        sys.setswitchinterval(0.001)
         Drainer(node, grace, reactor.stop).install(loop)
         node.ensure_started()
 

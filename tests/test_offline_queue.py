@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from realtime.fanout import publish
 from sessions_app import services
-from sessions_app.models import AgentRun, Conversation, Event, Message
+from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
 from tests.support.ws import WSClient, assert_gapless, run_text, sequenced
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -151,3 +151,20 @@ async def test_pruned_log_gives_resumed_false_and_rest_reload_point(node_app, to
     live = await back.converse("new")
     assert min(f["seq"] for f in sequenced(live)) == frames[-1]["seq"] + 1
     await back.drop()
+
+
+async def test_acks_are_batched_per_socket_and_flushed_at_close(settings, node_app, token):
+    settings.REALTIME_ACK_FLUSH_INTERVAL = 60
+    c = WSClient(node_app)
+    ready = await c.connect(token)
+    frames = await c.converse("one")
+    first, last = frames[0]["seq"], frames[-1]["seq"]
+    for seq in (first, last):
+        await c.send({"type": "ack", "seq": seq})
+    await c.send({"type": "ping", "id": "sync"})
+    assert await c.recv() == {"type": "pong", "id": "sync"}
+    row = await database_sync_to_async(Connection.objects.get)(conversation_id=ready["conversation_id"])
+    assert row.acked_seq == first  # the second ack waits for the flush interval...
+    await c.drop()
+    conversation = await database_sync_to_async(Conversation.objects.get)(pk=ready["conversation_id"])
+    assert conversation.acked_seq == last  # ...and is not lost when the socket closes
