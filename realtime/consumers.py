@@ -11,7 +11,10 @@ import time
 from typing import Any
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from realtime import protocol as p
@@ -26,8 +29,44 @@ log = logging.getLogger(__name__)
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+# Retry delays of a failing channel-layer receive (Redis unreachable), in seconds.
+LAYER_RETRY_FIRST, LAYER_RETRY_MAX = 0.1, 2.0
+
+
 class ConversationConsumer(AsyncWebsocketConsumer):
     # --- lifecycle ------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """AsyncConsumer.__call__, except that the channel-layer receive outlives a Redis
+        outage. Channels' own receive task raises when Redis is unreachable, which ends the
+        application instance: daphne closes every socket of the node with 1011 and
+        `disconnect()` never runs (row, slot and fan-out membership are left behind). The
+        layer only carries `conn.replaced` here, which the periodic resync also finds, so the
+        socket can simply wait for Redis to come back."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = self._layer_receive
+            sources.append(self.channel_receive)
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+
+    async def _layer_receive(self) -> dict:
+        delay = LAYER_RETRY_FIRST
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis down: the socket lives on without the layer
+                log.warning("channel layer receive failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, LAYER_RETRY_MAX)
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch hops to the shared sync thread before every message to close
@@ -61,7 +100,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.slot: str | None = None
         self.remote_addr = client_address(self.scope)
         loop = asyncio.get_running_loop()
-        self.opened_at = self.last_frame_at = self.last_resync_at = self.last_touch_at = loop.time()
+        self.opened_at = self.last_frame_at = loop.time()
         await self.accept()
         if self.node.draining:
             # Accept-then-close so the client reads why and retries elsewhere at once
@@ -169,7 +208,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if self.joined_group is None and not await self._join(opened.conversation_id):
             return
         for channel in opened.replaced_channels:
-            await self.channel_layer.send(channel, {"type": "conn.replaced"})
+            try:
+                await self.channel_layer.send(channel, {"type": "conn.replaced"})
+            except Exception:  # noqa: BLE001 - its row is closed: its next resync ends it anyway
+                log.warning("telling %s it was replaced failed", channel, exc_info=True)
 
         plan = p.plan_resume(frame.last_seq, opened.last_seq, opened.first_kept_seq, opened.created)
         await self._send(
@@ -337,7 +379,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     @staticmethod
     def _slot_lease() -> float:
-        return 3 * settings.REALTIME_RESYNC_INTERVAL + settings.REALTIME_HEARTBEAT_TIMEOUT
+        return slot_lease()
 
     async def _send(self, frame: dict) -> None:
         await self.send(text_data=_dumps(frame))
@@ -453,38 +495,36 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._send({"type": "auth.expiring", "access_expires_at": self.access_expires_at})
         deadlines.append(now + expires_in if self.expiry_warned else now + max(warn_in, 0))
 
-        resync_at = self.last_resync_at + settings.REALTIME_RESYNC_INTERVAL
-        if now >= resync_at:
-            self.last_resync_at = now
-            await self._resync()
-            resync_at = now + settings.REALTIME_RESYNC_INTERVAL
-        deadlines.append(resync_at)
         return min(deadlines)
 
-    async def _resync(self) -> None:
-        """Catches fan-out the layer dropped (it is at-most-once) and notices a connection
-        row closed by someone else (replaced, or reaped by another node)."""
+    # --- resync (driven by the node for all its sockets at once: realtime/resync.py) -------
+
+    def resync_entry(self) -> tuple[str, int, int, str] | None:
+        """What the node's periodic resync writes and checks for this socket."""
+        if self.phase is not p.Phase.READY or self.connection_id is None:
+            return None
+        return (self.connection_id, self.cursor.sent_seq, self.acked_seq, self.refresh_jti)
+
+    async def apply_resync(self, state: str, last_seq: int) -> None:
+        """Acts on what the resync found: a row closed by someone else (replaced, or reaped by
+        another node), a deactivated user or a revoked token, or events the fan-out dropped."""
         if self.phase is not p.Phase.READY:
             return
-        await self._flush_ack(asyncio.get_running_loop().time())
-        state = await db(services.touch_connection)(self.connection_id, self.cursor.sent_seq, self.refresh_jti)
         if state == "closed":
             await self._terminate(p.CLOSE_REPLACED, "replaced", "this connection was closed by the server")
-            return
-        if state == "inactive":
+        elif state == "inactive":
             await self._terminate(p.CLOSE_UNAUTHENTICATED, "unauthenticated", "user is deactivated")
-            return
-        if state == "revoked":
+        elif state == "revoked":
             await self._terminate(p.CLOSE_UNAUTHENTICATED, "unauthenticated", "refresh token was revoked")
-            return
-        if self.slot is not None:
-            await _check(ratelimit.take_slot(
-                f"user:{self.user_id}", self.slot, settings.REALTIME_MAX_CONNECTIONS_PER_USER, self._slot_lease()))
-        last_seq = await db(services.conversation_last_seq)(self.conversation_id)
-        if last_seq > self.cursor.sent_seq:
+        elif last_seq > self.cursor.sent_seq:
             async with self.deliver_lock:
                 if self.phase is p.Phase.READY:
                     await self._fill(last_seq)
+
+
+def slot_lease() -> float:
+    """A slot outlives three missed resyncs: slots of a crashed node free themselves."""
+    return 3 * settings.REALTIME_RESYNC_INTERVAL + settings.REALTIME_HEARTBEAT_TIMEOUT
 
 
 def client_address(scope: dict) -> str:

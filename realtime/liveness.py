@@ -40,6 +40,10 @@ async def announce(node_id: str, ws_url: str, draining: bool = False) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(key("node", node_id), body, px=ttl_ms)
         pipe.zadd(key("nodes"), {node_id: now})
+        # When this registry came to be: after a Redis restart (or flush) it starts empty
+        # again, and the reaper must give every live node a TTL to announce itself before
+        # absence from it means anything.
+        pipe.set(key("nodes", "since"), now, nx=True)
         await pipe.execute()
 
 
@@ -83,8 +87,13 @@ async def reap_dead_nodes(self_node: str | None = None) -> ReapResult:
     stale = [n for n in await redis.zrangebyscore(key("nodes"), "-inf", cutoff) if n != self_node]
     live = set(await redis.zrange(key("nodes"), 0, -1)) - set(stale)
     # Rows of nodes that never registered (or whose entry is long gone) count as dead too,
-    # once they are older than the TTL, so that a node starting up is not reaped.
-    orphans = await db(services.open_connection_nodes_not_in)(live, settings.REALTIME_NODE_TTL)
+    # once they are older than the TTL, so that a node starting up is not reaped. Not while
+    # the registry itself is younger than the TTL: after Redis restarted empty, live nodes
+    # are missing from it until their next heartbeat, and reaping them would close the rows
+    # of sockets that are still open (they would then be told 4409 at their next resync).
+    since = await redis.get(key("nodes", "since"))
+    settled = since is not None and time.time() - float(since) >= settings.REALTIME_NODE_TTL
+    orphans = await db(services.open_connection_nodes_not_in)(live, settings.REALTIME_NODE_TTL) if settled else []
     dead = sorted(set(stale) | set(orphans))
     closed = released = 0
     for node in dead:

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from realtime import liveness
 from realtime.fanout import FanoutHub
+from realtime.resync import resync_forever
 from realtime.runs import RunSupervisor
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class NodeRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick_listener: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
+        self._resync: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
 
     def ensure_started(self) -> None:
@@ -58,6 +60,7 @@ class NodeRuntime:
             self.supervisor.start()
         if self.register:
             self._heartbeat = loop.create_task(self._keep_alive())
+        self._resync = loop.create_task(resync_forever(self), name="resync")
 
     async def _keep_alive(self) -> None:
         """Announces this node every TTL/3 and reaps nodes that stopped announcing."""
@@ -76,6 +79,12 @@ class NodeRuntime:
             except Exception:  # noqa: BLE001 - Redis or DB blip: retry at the next beat
                 log.warning("node heartbeat failed", exc_info=True)
             await asyncio.sleep(min(settings.REALTIME_NODE_TTL / 3, settings.REALTIME_NODE_REAP_INTERVAL))
+
+    def spawn(self, coro: Any) -> None:
+        """Runs a short piece of work for one socket without blocking the caller."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def kick(self, conversation_id: str) -> None:
         if self.supervisor is not None:
@@ -139,6 +148,9 @@ class NodeRuntime:
                     await liveness.withdraw(self.node_id)
                 except Exception:  # noqa: BLE001 - the entry expires by itself
                     log.warning("leaving discovery failed", exc_info=True)
+        if self._resync is not None:
+            await _cancel(self._resync)
+            self._resync = None
         if self._kick_listener is not None:
             await _cancel(self._kick_listener)
             self._kick_listener = None

@@ -86,6 +86,21 @@ async def take_slot(scope: str, member: str, limit: int, lease_seconds: float) -
     return Verdict(bool(int(allowed)), int(retry))
 
 
+async def renew_slots(slots: list[tuple[str, str]], lease_seconds: float) -> None:
+    """Extends many slots in one round trip (the node's periodic resync). Only slots that
+    still exist are extended (ZADD XX): a socket that closed while the resync was under way
+    has released its slot, and renewing would resurrect it until the lease ran out."""
+    if not slots:
+        return
+    redis = get_redis()
+    until = (await redis.time())[0] * 1000 + int(lease_seconds * 1000)
+    async with redis.pipeline(transaction=False) as pipe:
+        for scope, member in slots:
+            pipe.zadd(key("slots", scope), {member: until}, xx=True)
+            pipe.pexpire(key("slots", scope), int(lease_seconds * 1000) + 1000)
+        await pipe.execute()
+
+
 async def release_slot(scope: str, member: str) -> None:
     await get_redis().zrem(key("slots", scope), member)
 

@@ -300,22 +300,6 @@ def close_connection(connection_id: Any, code: int | None, reason: str, delivere
     return bool(updated)
 
 
-def touch_connection(connection_id: Any, delivered_seq: int, refresh_jti: str = "") -> str:
-    """Marks a connection alive. Returns "closed" if it was closed meanwhile (replaced,
-    reaped), "inactive" if its user was deactivated, "revoked" if the refresh token it
-    rotated to was blacklisted since, else "ok"."""
-    updated = Connection.objects.filter(pk=connection_id, closed_at__isnull=True, user__is_active=True).update(
-        last_seen_at=timezone.now(), delivered_seq=Greatest(F("delivered_seq"), delivered_seq)
-    )
-    if updated:
-        if refresh_jti and BlacklistedToken.objects.filter(token__jti=refresh_jti).exists():
-            return "revoked"
-        return "ok"
-    if Connection.objects.filter(pk=connection_id, closed_at__isnull=True).exists():
-        return "inactive"
-    return "closed"
-
-
 def record_auth_refresh(connection_id: Any, *, refused: str | None = None, refresh_jti: str = "") -> None:
     """Counts a renewal over the socket, or a refusal with its reason for the admin."""
     if refused is None:
@@ -329,6 +313,54 @@ def record_auth_refresh(connection_id: Any, *, refused: str | None = None, refre
             "last_auth_refusal_at": timezone.now(),
         }
     Connection.objects.filter(pk=connection_id).update(**changes)
+
+
+def touch_connections(entries: list[tuple[str, int, int, str]]) -> dict[str, tuple[str, int]]:
+    """The periodic resync of many sockets in three statements: for each
+    (connection_id, delivered_seq, acked_seq, refresh_jti) returns (state, conversation
+    last_seq) with state "ok", "closed" (closed meanwhile: replaced, reaped), "inactive"
+    (user deactivated) or "revoked" (the refresh token it rotated to was blacklisted); open
+    rows get last_seen_at, delivered_seq and acked_seq (clamped to the log) moved forward."""
+    if not entries:
+        return {}
+    now = timezone.now()
+    rows = {
+        str(r[0]): r
+        for r in Connection.objects.filter(pk__in=[e[0] for e in entries]).values_list(
+            "id", "closed_at", "user__is_active", "conversation__last_seq"
+        )
+    }
+    jtis = [e[3] for e in entries if e[3]]
+    revoked = set()
+    if jtis:
+        revoked = set(BlacklistedToken.objects.filter(token__jti__in=jtis).values_list("token__jti", flat=True))
+    result: dict[str, tuple[str, int]] = {}
+    updates = []
+    stamp = db_connection.ops.adapt_datetimefield_value(now)
+    pk = Connection._meta.pk
+    for connection_id, delivered, acked, jti in entries:
+        row = rows.get(str(connection_id))
+        if row is None or row[1] is not None:
+            result[connection_id] = ("closed", 0)
+            continue
+        last_seq = row[3]
+        if not row[2]:
+            result[connection_id] = ("inactive", last_seq)
+        elif jti and jti in revoked:
+            result[connection_id] = ("revoked", last_seq)
+        else:
+            result[connection_id] = ("ok", last_seq)
+            updates.append((stamp, delivered, min(acked, last_seq), pk.get_db_prep_value(connection_id, db_connection)))
+    if updates:
+        greatest = "MAX" if db_connection.vendor == "sqlite" else "GREATEST"
+        table = db_connection.ops.quote_name(Connection._meta.db_table)
+        with db_connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {table} SET last_seen_at = %s, delivered_seq = {greatest}(delivered_seq, %s), "
+                f"acked_seq = {greatest}(acked_seq, %s) WHERE id = %s AND closed_at IS NULL",
+                updates,
+            )
+    return result
 
 
 def close_node_connections(node: str, code: int = 1006, reason: str = "node_lost") -> int:

@@ -1,0 +1,137 @@
+"""Path 4 end to end: the only node restarts (SIGTERM, drain, exit, start again) while SDK
+clients stream. There is nowhere to fail over to, so the clients retry with backoff until the
+node is back; each is resumed within 2 s of the node turning ready and loses nothing. A
+message sent while the node was down waits in the SDK's outbox and is delivered exactly once
+after the restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+from tether_client import Backoff
+
+from sessions_app.models import AgentRun, Message
+from tests.conftest import access_for
+from tests.support.sdk_chat import (
+    ChatSession,
+    check_conversation,
+    count_answer,
+    create_users,
+    expected_answers,
+    latency_summary,
+    readyz,
+    runs_streaming,
+    wait_exit,
+    wait_ready,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+NODE_ENV = {
+    "REALTIME_DEMO_AGENT_DELAY_MS": 20,
+    "REALTIME_RUN_SWEEP_INTERVAL": 0.3,
+    "REALTIME_DRAIN_GRACE": 1,
+    "REALTIME_NODE_TTL": 3,
+    "REALTIME_NODE_REAP_INTERVAL": 0.5,
+    "REALTIME_RUN_LEASE_SECONDS": 2,
+    "REALTIME_RATE_CONNECT_IP": "100000/60",  # every test client is 127.0.0.1
+}
+CLIENTS = 4
+RESUME_BOUND = 2.0
+# The SDK's default cap (10 s) lets a client that failed a few times sleep up to 10 s, far
+# past the moment the node is back. A deployment that restarts its only node in place wants
+# a short cap; the window then is at most 1 s after the node turned ready.
+BACKOFF = dict(base=0.1, cap=1.0)
+
+
+async def test_single_node_restart_resumes_every_client_and_flushes_the_outbox(daphne_cluster):
+    node = daphne_cluster("solo", **NODE_ENV)
+    await wait_ready(node)
+    users = await sync_to_async(create_users)(CLIENTS, "solo")
+    sessions = [
+        ChatSession.open([node.ws_url], await sync_to_async(access_for)(u), name=f"s{i}", backoff=Backoff(**BACKOFF))
+        for i, u in enumerate(users)
+    ]
+    try:
+        for s in sessions:
+            await s.client.wait_connected(10)
+        # A short exchange first, then long streams (4 s: much longer than the 1 s drain
+        # grace) that are running when the node is told to stop.
+        await asyncio.gather(*(s.converse("count 5") for s in sessions))
+        long_ids = [await s.send("count 200") for s in sessions]
+        await runs_streaming(CLIENTS)
+
+        signalled = time.monotonic()
+        node.proc.terminate()  # SIGTERM
+        assert await wait_exit(node, timeout=15) == 0, node.tail()
+        exited = time.monotonic()
+        assert await readyz(node.port) is None
+        # Handed back when the grace ran out (the streams are longer than the grace): still
+        # running in the database, part of the text committed, the lease expired.
+        runs = await sync_to_async(
+            lambda: sorted(
+                AgentRun.objects.values_list("status", "claims", "next_index", "lease_expires_at"), key=lambda r: r[0]
+            )
+        )()
+        assert [r[:2] for r in runs] == [("completed", 1)] * CLIENTS + [("running", 1)] * CLIENTS, runs
+        assert all(r[2] > 0 for r in runs), runs
+        assert all(r[3] < timezone.now() for r in runs if r[0] == "running"), runs
+
+        # While the node is down: a message goes into the first client's outbox.
+        assert not sessions[0].client.connected
+        offline_id = await sessions[0].send("count 7")
+        assert [m.client_msg_id for m in sessions[0].client.pending_messages] == [offline_id]
+
+        await asyncio.to_thread(node.start)  # same node id, same port (off the loop: the clients keep running)
+        ready_at = await wait_ready(node)
+
+        def resumed_after_ready(s: ChatSession):
+            return next((t for t, e in s.connected_times() if t > exited), None)
+
+        await asyncio.gather(
+            *(s.wait_for(lambda s=s: resumed_after_ready(s), 15, "resumed after the restart") for s in sessions)
+        )
+        after_ready = [max(0.0, resumed_after_ready(s) - ready_at) for s in sessions]
+
+        # Everything finishes: the handed-over streams on the restarted node, and the outbox.
+        for s, long_id in zip(sessions, long_ids, strict=True):
+            await s.wait_answer(long_id, timeout=30)
+        offline_done = await sessions[0].wait_answer(offline_id, timeout=30)
+        assert offline_done.message.text == count_answer(7)
+        assert sessions[0].client.pending_messages == []
+        # One more exchange each on the restarted node.
+        await asyncio.gather(*(s.converse("count 3") for s in sessions))
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions))
+
+    print(
+        f"\nSIGTERM -> exit {exited - signalled:.2f}s, exit -> ready {ready_at - exited:.2f}s; "
+        f"clients resumed {latency_summary(after_ready)} after ready; "
+        f"socket loss -> resumed {latency_summary([lat for s in sessions for lat in s.client.resume_latencies])}"
+    )
+    assert max(after_ready) < RESUME_BOUND, after_ready
+
+    for s in sessions:
+        result = await sync_to_async(check_conversation)(s, expected_answers(s))
+        assert result.messages == (4 if s is sessions[0] else 3)
+        assert s.client.error is None
+        # The socket was lost once (the drain's 4012) and resumed once, on the same node.
+        assert [e.code for _, e in s.losses()] == [4012]
+        assert len(s.client.resume_latencies) == 1
+        connected = s.connected_times()
+        assert [e.resumed for _, e in connected] == [False, True]
+        assert all(e.node == "solo" for _, e in connected)
+        # The stream cut by the drain was continued after the restart: claimed twice.
+        long_run = next(r for r in result.runs if r["claims"] == 2)
+        assert long_run["node"] == "solo"
+        assert sorted(r["claims"] for r in result.runs) == [1] * (result.messages - 1) + [2]
+
+    # The offline message: stored once, answered once.
+    stored = await sync_to_async(lambda: Message.objects.filter(client_msg_id=offline_id).count())()
+    assert stored == 1
+    acks = [a for a in sessions[0].acks if a.client_msg_id == offline_id]
+    assert [a.duplicate for a in acks] == [False]

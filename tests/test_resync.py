@@ -1,0 +1,49 @@
+"""The node's batched resync: rows marked alive with delivered/acked seq, slots extended but
+never resurrected, dropped fan-out caught up."""
+
+import time
+
+import pytest
+import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
+
+from realtime import ratelimit
+from realtime.resync import resync_once
+from sessions_app import services
+from sessions_app.models import Connection
+from tests.support.ws import WSClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_resync_moves_rows_forward_and_catches_dropped_events(settings, cluster, token, user):
+    settings.REALTIME_ACK_FLUSH_INTERVAL = 3600
+    node, app = cluster("node-1")
+    client = WSClient(app)
+    ready = await client.connect(token, client_id="tab-1")
+    done = await client.converse("hello")
+    await client.send({"type": "ack", "seq": 1})
+    await client.send({"type": "ack", "seq": done[-1]["seq"]})
+    await client.send({"type": "ping", "id": 1})
+    await client.recv_until(lambda f: f["type"] == "pong")
+    # An event committed without any fan-out (as if the pub/sub message were lost).
+    event = await database_sync_to_async(services.append_event)(ready["conversation_id"], "note", {"x": 1})
+    before = time.time()
+
+    await resync_once(node)
+
+    missed = await client.recv(timeout=5)
+    assert (missed["type"], missed["seq"]) == ("note", event.seq)
+    row = await database_sync_to_async(Connection.objects.get)(client_id="tab-1")
+    assert row.acked_seq == done[-1]["seq"] and row.delivered_seq == done[-1]["seq"]
+    assert row.last_seen_at.timestamp() >= before - 1
+    r = aioredis.from_url(django_settings.REDIS_URL)
+    slot_key = f"{django_settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}"
+    assert await r.zscore(slot_key, "tab-1") > before * 1000
+    # A released slot is not brought back by a late renewal.
+    await ratelimit.release_slot(f"user:{user.pk}", "tab-1")
+    await ratelimit.renew_slots([(f"user:{user.pk}", "tab-1")], 60)
+    assert await r.zscore(slot_key, "tab-1") is None
+    await r.aclose()
+    await client.drop()
