@@ -9,11 +9,20 @@ import sys
 from project.env import env_int, env_str
 
 
+def listen_endpoint(interface: str, port: int, backlog: int) -> str:
+    """A Twisted endpoint description; colons of an IPv6 interface must be escaped."""
+    escaped = interface.replace(":", "\\:")
+    return f"tcp:port={port}:interface={escaped}:backlog={backlog}"
+
+
 def daphne_args(argv: list[str] | None = None) -> list[str]:
     max_frame = env_int("REALTIME_MAX_FRAME_BYTES", 64 * 1024)
     args = [
-        "--bind", env_str("BIND", "127.0.0.1"),
-        "--port", str(env_int("PORT", 8000)),
+        # An endpoint string instead of --bind/--port, for the listen backlog: Twisted's
+        # default of 50 turned a reconnect storm of 1,000 clients into SYN retransmits
+        # (seconds of backoff each) on a single node.
+        "--endpoint", listen_endpoint(env_str("BIND", "127.0.0.1"), env_int("PORT", 8000),
+                                      env_int("DAPHNE_BACKLOG", 2048)),
         # Protocol-level pings find dead peers even when a client library never sends frames.
         "--ping-interval", str(env_int("DAPHNE_PING_INTERVAL", 20)),
         "--ping-timeout", str(env_int("DAPHNE_PING_TIMEOUT", 30)),
