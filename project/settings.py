@@ -142,6 +142,10 @@ REALTIME_NODE_TTL = env_float("REALTIME_NODE_TTL", 15.0)
 REALTIME_NODE_REAP_INTERVAL = env_float("REALTIME_NODE_REAP_INTERVAL", 5.0)
 # On SIGTERM, agent runs get this long to finish before they are handed to another node.
 REALTIME_DRAIN_GRACE = env_float("REALTIME_DRAIN_GRACE", 20.0)
+# Sockets are moved away in waves of this many, this far apart, so the taking-over nodes are
+# not handed every resume at once.
+REALTIME_DRAIN_BATCH = env_int("REALTIME_DRAIN_BATCH", 25)
+REALTIME_DRAIN_BATCH_INTERVAL = env_float("REALTIME_DRAIN_BATCH_INTERVAL", 0.2)
 # Threads for database calls in a server node (each holds one database connection).
 REALTIME_DB_THREADS = env_int("REALTIME_DB_THREADS", 16)
 

@@ -2,6 +2,8 @@
 4012), refuses new sockets the same way, leaves discovery and readiness, closes its rows,
 lets runs finish within the grace period and hands the rest over."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
@@ -98,3 +100,27 @@ async def test_second_signal_forces_exit(cluster, monkeypatch):
 
 async def _done(drainer):
     return drainer.task.done()
+
+
+async def test_drain_moves_sockets_in_waves(settings, cluster, token):
+    settings.REALTIME_DRAIN_BATCH = 2
+    settings.REALTIME_DRAIN_BATCH_INTERVAL = 0.3
+    a, app_a = cluster("node-a")
+    clients = [WSClient(app_a) for _ in range(5)]
+    for client in clients:
+        await client.connect(token)
+    drainer = Drainer(a, grace=0.1, stop_server=lambda: None)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    drained = asyncio.ensure_future(drainer.close_sockets())
+
+    async def closed_at(client: WSClient) -> float:
+        _, code = await client.expect_close(timeout=5)
+        assert code == 4012
+        return loop.time() - started
+
+    closed_after = await asyncio.gather(*(closed_at(c) for c in clients))
+    assert await drained == 5
+    # Three waves: two sockets at once, two after one interval, the last after two.
+    waves = sorted(round(t / 0.3) for t in closed_after)
+    assert waves == [0, 0, 1, 1, 2], closed_after
