@@ -20,6 +20,7 @@ from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
 from tests.support.netproxy import FaultProxy
 from tests.support.sdk_chat import (
+    FAST_NODE_ENV,
     ChatSession,
     check_conversation,
     create_users,
@@ -32,15 +33,7 @@ from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-NODE_ENV = {
-    "REALTIME_DEMO_AGENT_DELAY_MS": 20,
-    "REALTIME_RUN_SWEEP_INTERVAL": 0.3,
-    "REALTIME_DRAIN_GRACE": 1,
-    "REALTIME_NODE_TTL": 3,
-    "REALTIME_NODE_REAP_INTERVAL": 0.5,
-    "REALTIME_RUN_LEASE_SECONDS": 2,
-    "REALTIME_RATE_CONNECT_IP": "100000/60",  # every test client is 127.0.0.1
-}
+NODE_ENV = FAST_NODE_ENV
 HEARTBEAT_INTERVAL = 0.5
 HEARTBEAT_TIMEOUT = 1.5
 RESUME_BOUND = 2.0

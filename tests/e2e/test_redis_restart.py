@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
 from tests.support.sdk_chat import (
+    FAST_NODE_ENV,
     ChatSession,
     RedisServer,
     check_conversation,
@@ -35,13 +36,7 @@ from tests.support.waiting import eventually
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 NODE_ENV = {
-    "REALTIME_DEMO_AGENT_DELAY_MS": 20,
-    "REALTIME_RUN_SWEEP_INTERVAL": 0.3,
-    "REALTIME_DRAIN_GRACE": 1,
-    "REALTIME_NODE_TTL": 3,
-    "REALTIME_NODE_REAP_INTERVAL": 0.5,
-    "REALTIME_RUN_LEASE_SECONDS": 2,
-    "REALTIME_RATE_CONNECT_IP": "100000/60",  # every test client is 127.0.0.1
+    **FAST_NODE_ENV,
     # The sockets' periodic resync (default 10 s) is the safety net for fan-out lost while
     # Redis was away, and where a socket learns that its row was closed behind its back.
     "REALTIME_RESYNC_INTERVAL": 2,

@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
 from tests.support.sdk_chat import (
+    FAST_NODE_ENV,
     ChatSession,
     check_conversation,
     create_users,
@@ -32,16 +33,7 @@ from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-NODE_ENV = {
-    "REALTIME_DEMO_AGENT_DELAY_MS": 20,
-    "REALTIME_RUN_SWEEP_INTERVAL": 0.3,
-    "REALTIME_DRAIN_GRACE": 1,
-    "REALTIME_NODE_TTL": 3,
-    "REALTIME_NODE_REAP_INTERVAL": 0.5,
-    "REALTIME_RUN_LEASE_SECONDS": 2,
-    # Every test client connects from 127.0.0.1; in production these are many addresses.
-    "REALTIME_RATE_CONNECT_IP": "100000/60",
-}
+NODE_ENV = FAST_NODE_ENV
 CLIENTS = 20
 MIN_MESSAGES = 3
 RESUME_BOUND = 2.0

@@ -17,6 +17,7 @@ from tether_client import Backoff
 from sessions_app.models import AgentRun, Message
 from tests.conftest import access_for
 from tests.support.sdk_chat import (
+    FAST_NODE_ENV,
     ChatSession,
     check_conversation,
     count_answer,
@@ -31,15 +32,7 @@ from tests.support.sdk_chat import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-NODE_ENV = {
-    "REALTIME_DEMO_AGENT_DELAY_MS": 20,
-    "REALTIME_RUN_SWEEP_INTERVAL": 0.3,
-    "REALTIME_DRAIN_GRACE": 1,
-    "REALTIME_NODE_TTL": 3,
-    "REALTIME_NODE_REAP_INTERVAL": 0.5,
-    "REALTIME_RUN_LEASE_SECONDS": 2,
-    "REALTIME_RATE_CONNECT_IP": "100000/60",  # every test client is 127.0.0.1
-}
+NODE_ENV = FAST_NODE_ENV
 CLIENTS = 4
 RESUME_BOUND = 2.0
 # The SDK's default cap (10 s) lets a client that failed a few times sleep up to 10 s, far

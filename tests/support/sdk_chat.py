@@ -42,6 +42,18 @@ from sessions_app.models import AgentRun, Conversation, Event, Message
 
 # --- nodes ----------------------------------------------------------------------------------
 
+# Node settings for the end-to-end deploy tests: short sweeps, leases, grace and TTLs so that
+# takeovers and drains happen within seconds.
+FAST_NODE_ENV = {
+    "REALTIME_DEMO_AGENT_DELAY_MS": 20,
+    "REALTIME_RUN_SWEEP_INTERVAL": 0.3,
+    "REALTIME_DRAIN_GRACE": 1,
+    "REALTIME_NODE_TTL": 3,
+    "REALTIME_NODE_REAP_INTERVAL": 0.5,
+    "REALTIME_RUN_LEASE_SECONDS": 2,
+    "REALTIME_RATE_CONNECT_IP": "100000/60",  # every test client is 127.0.0.1
+}
+
 
 async def readyz(port: int, timeout: float = 1.0) -> int | None:
     """The node's /readyz status code, None when nothing answers."""
