@@ -89,7 +89,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.access_expires_at = 0
         self.expiry_warned = False
         self.refresh_jti = ""
-        self.joined_group: str | None = None
+        self.joined_feed: str | None = None
         self.early_upto = 0
         self.acked_seq = self.acked_written = 0
         self.ack_written_at = float("-inf")
@@ -205,7 +205,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.conversation_id = opened.conversation_id
         self.connection_id = opened.connection_id
-        if self.joined_group is None and not await self._join(opened.conversation_id):
+        if self.joined_feed is None and not await self._join(opened.conversation_id):
             return
         for channel in opened.replaced_channels:
             try:
@@ -392,7 +392,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._terminate(p.CLOSE_GOING_AWAY, "going_away", "live feed unavailable; reconnect",
                                   retry_after_ms=1000)
             return False
-        self.joined_group = conversation_id
+        self.joined_feed = conversation_id
         return True
 
     # --- ending ---------------------------------------------------------------------------
@@ -427,8 +427,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # of the same client that replaced it, so releasing it would free that one's slot.
         if self.slot is not None and reason != "replaced":
             await _check(ratelimit.release_slot(f"user:{self.user_id}", self.slot))
-        if self.joined_group is not None:
-            await self.node.fanout.leave(self.joined_group, self)
+        if self.joined_feed is not None:
+            await self.node.fanout.leave(self.joined_feed, self)
         if self.connection_id is not None:
             try:
                 if self.acked_seq > self.acked_written:
