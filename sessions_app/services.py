@@ -337,7 +337,6 @@ def touch_connections(entries: list[tuple[str, int, int, str]]) -> dict[str, tup
     result: dict[str, tuple[str, int]] = {}
     updates = []
     stamp = db_connection.ops.adapt_datetimefield_value(now)
-    pk = Connection._meta.pk
     for connection_id, delivered, acked, jti in entries:
         row = rows.get(str(connection_id))
         if row is None or row[1] is not None:
@@ -350,16 +349,17 @@ def touch_connections(entries: list[tuple[str, int, int, str]]) -> dict[str, tup
             result[connection_id] = ("revoked", last_seq)
         else:
             result[connection_id] = ("ok", last_seq)
-            updates.append((stamp, delivered, min(acked, last_seq), pk.get_db_prep_value(connection_id, db_connection)))
+            updates.append((stamp, delivered, min(acked, last_seq), connection_id))
     if updates:
         greatest = "MAX" if db_connection.vendor == "sqlite" else "GREATEST"
-        table = db_connection.ops.quote_name(Connection._meta.db_table)
-        with db_connection.cursor() as cursor:
-            cursor.executemany(
-                f"UPDATE {table} SET last_seen_at = %s, delivered_seq = {greatest}(delivered_seq, %s), "
-                f"acked_seq = {greatest}(acked_seq, %s) WHERE id = %s AND closed_at IS NULL",
-                updates,
-            )
+        # A row closed since it was read keeps what its close wrote.
+        _update_by_pk(
+            Connection,
+            f"last_seen_at = %s, delivered_seq = {greatest}(delivered_seq, %s), "
+            f"acked_seq = {greatest}(acked_seq, %s)",
+            updates,
+            where=" AND closed_at IS NULL",
+        )
     return result
 
 
@@ -530,20 +530,13 @@ def _owned_run(conversation: Conversation, run_id: Any, fencing_token: int) -> A
 def append_run_delta(
     conversation_id: Any, run_id: Any, fencing_token: int, text: str, lease_seconds: float | None = None
 ) -> list[dict]:
-    """Appends one agent.delta if the caller still holds the run; renews the lease."""
-    lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
-    with transaction.atomic():
-        conversation = _lock_conversation(conversation_id)
-        run = _owned_run(conversation, run_id, fencing_token)
-        if run.cancel_requested:
-            raise RunCancelled("cancel requested")
-        index = run.next_index
-        run.text += text
-        run.next_index = index + 1
-        run.lease_expires_at = timezone.now() + timedelta(seconds=lease_seconds)
-        run.save(update_fields=["text", "next_index", "lease_expires_at"])
-        events = _append(conversation, [("agent.delta", {"run_id": str(run.id), "index": index, "text": text}, run.id)])
-    return [e.as_frame() for e in events]
+    """Appends one agent.delta if the caller still holds the run; renews the lease. The
+    group commit with a single write, so both paths share one set of rules."""
+    write = DeltaWrite(str(conversation_id), str(run_id), fencing_token, text)
+    outcome = append_run_deltas([write], lease_seconds)[write.run_id]
+    if isinstance(outcome, ServiceError):
+        raise outcome
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -618,26 +611,27 @@ def append_run_deltas(
     return outcomes
 
 
-def _grow_runs(rows: list[tuple[str, Any]], lease_until: datetime) -> None:
-    table = db_connection.ops.quote_name(AgentRun._meta.db_table)
-    pk = AgentRun._meta.pk
-    lease = db_connection.ops.adapt_datetimefield_value(lease_until)
+def _update_by_pk(model: Any, assignments: str, rows: list[tuple], where: str = "") -> None:
+    """One UPDATE per row (`WHERE id = <last item of the row>`), sent with executemany: the
+    hot paths' plain-SQL writes, without compiling an ORM expression per row."""
+    table = db_connection.ops.quote_name(model._meta.db_table)
+    pk = model._meta.pk
     with db_connection.cursor() as cursor:
         cursor.executemany(
-            f"UPDATE {table} SET text = text || %s, next_index = next_index + 1, lease_expires_at = %s WHERE id = %s",
-            [(text, lease, pk.get_db_prep_value(run_id, db_connection)) for text, run_id in rows],
+            f"UPDATE {table} SET {assignments} WHERE id = %s{where}",
+            [(*row[:-1], pk.get_db_prep_value(row[-1], db_connection)) for row in rows],
         )
+
+
+def _grow_runs(rows: list[tuple[str, Any]], lease_until: datetime) -> None:
+    lease = db_connection.ops.adapt_datetimefield_value(lease_until)
+    _update_by_pk(AgentRun, "text = text || %s, next_index = next_index + 1, lease_expires_at = %s",
+                  [(text, lease, run_id) for text, run_id in rows])
 
 
 def _set_last_seqs(rows: list[tuple[int, Any]], now: datetime) -> None:
-    table = db_connection.ops.quote_name(Conversation._meta.db_table)
-    pk = Conversation._meta.pk
     stamp = db_connection.ops.adapt_datetimefield_value(now)
-    with db_connection.cursor() as cursor:
-        cursor.executemany(
-            f"UPDATE {table} SET last_seq = %s, updated_at = %s WHERE id = %s",
-            [(seq, stamp, pk.get_db_prep_value(cid, db_connection)) for seq, cid in rows],
-        )
+    _update_by_pk(Conversation, "last_seq = %s, updated_at = %s", [(seq, stamp, cid) for seq, cid in rows])
 
 
 def renew_run_lease(run_id: Any, fencing_token: int, lease_seconds: float | None = None) -> str:
