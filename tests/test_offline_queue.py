@@ -8,9 +8,11 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from realtime.consumers import ConversationConsumer
 from realtime.fanout import publish
 from sessions_app import services
 from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
+from tests.support.waiting import eventually
 from tests.support.ws import WSClient, assert_gapless, run_text, sequenced
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -168,3 +170,39 @@ async def test_acks_are_batched_per_socket_and_flushed_at_close(settings, node_a
     await c.drop()
     conversation = await database_sync_to_async(Conversation.objects.get)(pk=ready["conversation_id"])
     assert conversation.acked_seq == last  # ...and is not lost when the socket closes
+
+
+async def test_trailing_event_committed_during_replay_is_not_left_to_the_resync(settings, cluster, token, monkeypatch):
+    """An event committed and announced while the resuming socket reads its backlog, with
+    nothing after it: no later gap reveals it, so the replay itself must pick it up."""
+    settings.REALTIME_RESYNC_INTERVAL = 60
+    _, app = cluster("node-1")
+    c = WSClient(app)
+    ready = await c.connect(token)
+    frames = await c.converse("one")
+    await c.drop()
+    conversation_id = ready["conversation_id"]
+    original_fill = ConversationConsumer._fill
+    injected: list[dict] = []
+
+    async def fill_with_a_commit_meanwhile(self, upto):
+        if not injected:
+            event = await database_sync_to_async(services.append_event)(conversation_id, "note", {"n": 1})
+            injected.append(event.as_frame())
+            await publish(conversation_id, injected)
+            # Let the node's fan-out hand the announcement to this (not yet live) socket.
+            await eventually(lambda: _announced(self, event.seq), timeout=2, what="announcement delivered")
+        await original_fill(self, upto)
+
+    monkeypatch.setattr(ConversationConsumer, "_fill", fill_with_a_commit_meanwhile)
+    back = WSClient(app)
+    await back.connect(token, conversation_id=conversation_id, last_seq=0)
+    got = await back.recv_until(lambda f: f["type"] == "note", timeout=3)
+    assert [f["seq"] for f in sequenced(got)] == list(range(1, injected[0]["seq"] + 1))
+    assert sequenced(got)[:-1] == sequenced(frames)
+    await back.assert_silent()
+    await back.drop()
+
+
+async def _announced(consumer, seq: int) -> bool:
+    return consumer.early_upto >= seq
