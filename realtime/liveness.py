@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from realtime import ratelimit
 from realtime.db import db
 from realtime.redis_client import get_redis, key
 from sessions_app import services
@@ -78,6 +79,7 @@ class ReapResult:
     dead_nodes: list[str]
     connections_closed: int
     runs_released: int
+    slots_released: int
 
 
 async def reap_dead_nodes(self_node: str | None = None) -> ReapResult:
@@ -95,12 +97,19 @@ async def reap_dead_nodes(self_node: str | None = None) -> ReapResult:
     settled = since is not None and time.time() - float(since) >= settings.REALTIME_NODE_TTL
     orphans = await db(services.open_connection_nodes_not_in)(live, settings.REALTIME_NODE_TTL) if settled else []
     dead = sorted(set(stale) | set(orphans))
-    closed = released = 0
+    closed = released = slots = 0
     for node in dead:
-        c, r = await db(services.release_node)(node)
-        closed += c
-        released += r
-        log.warning("node %s is gone: closed %s connections, released %s runs", node, c, r)
+        gone = await db(services.release_node)(node)
+        closed += gone.connections_closed
+        released += gone.runs_released
+        slots += len(gone.orphan_slots)
+        # Without this the dead node's slots would count against their users until their
+        # lease ran out (a minute and more by default).
+        await ratelimit.release_slots([(f"user:{u}", client) for u, client in gone.orphan_slots])
+        log.warning(
+            "node %s is gone: closed %s connections, released %s runs and %s slots",
+            node, gone.connections_closed, gone.runs_released, len(gone.orphan_slots),
+        )
     if stale:
         await redis.zrem(key("nodes"), *stale)
-    return ReapResult(dead_nodes=dead, connections_closed=closed, runs_released=released)
+    return ReapResult(dead_nodes=dead, connections_closed=closed, runs_released=released, slots_released=slots)

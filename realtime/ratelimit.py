@@ -105,6 +105,15 @@ async def release_slot(scope: str, member: str) -> None:
     await get_redis().zrem(key("slots", scope), member)
 
 
+async def release_slots(slots: list[tuple[str, str]]) -> None:
+    if not slots:
+        return
+    async with get_redis().pipeline(transaction=False) as pipe:
+        for scope, member in slots:
+            pipe.zrem(key("slots", scope), member)
+        await pipe.execute()
+
+
 class LocalBucket:
     """Per-connection frame budget, kept in memory: checked on every inbound frame."""
 

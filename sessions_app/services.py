@@ -363,12 +363,6 @@ def touch_connections(entries: list[tuple[str, int, int, str]]) -> dict[str, tup
     return result
 
 
-def close_node_connections(node: str, code: int = 1006, reason: str = "node_lost") -> int:
-    return Connection.objects.filter(node=node, closed_at__isnull=True).update(
-        closed_at=timezone.now(), close_code=code, close_reason=reason
-    )
-
-
 def open_connection_nodes_not_in(live_nodes: set[str], older_than_seconds: float) -> list[str]:
     """Nodes holding open connection rows that are not in the live set (grace for new nodes)."""
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
@@ -382,14 +376,39 @@ def open_connection_nodes_not_in(live_nodes: set[str], older_than_seconds: float
     )
 
 
-def release_node(node: str) -> tuple[int, int]:
+@dataclass(frozen=True)
+class NodeRelease:
+    connections_closed: int
+    runs_released: int
+    # (user id, client_id) of the closed rows whose client holds no open row elsewhere: the
+    # connection slots the dead node can no longer release. A client that already reconnected
+    # elsewhere with the same client_id owns its slot again, so its slot is not listed.
+    orphan_slots: list[tuple[str, str]]
+
+
+def release_node(node: str) -> NodeRelease:
     """Everything a dead node held: its open connection rows are closed (1006, node_lost) and
     its running runs' leases expire now so a live node continues them at its next sweep."""
-    closed = close_node_connections(node)
+    with transaction.atomic():
+        rows = list(
+            Connection.objects.select_for_update()
+            .filter(node=node, closed_at__isnull=True)
+            .values_list("pk", "user_id", "client_id")
+        )
+        closed = Connection.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+            closed_at=timezone.now(), close_code=1006, close_reason="node_lost"
+        )
+        clients = {(user_id, client_id) for _, user_id, client_id in rows}
+        still_open = set(
+            Connection.objects.filter(
+                closed_at__isnull=True, user_id__in={u for u, _ in clients}, client_id__in={c for _, c in clients}
+            ).values_list("user_id", "client_id")
+        )
     released = AgentRun.objects.filter(node=node, status=AgentRun.Status.RUNNING).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    return closed, released
+    orphans = sorted((str(u), c) for u, c in clients - still_open)
+    return NodeRelease(connections_closed=closed, runs_released=released, orphan_slots=orphans)
 
 
 # --- retention ------------------------------------------------------------------------------

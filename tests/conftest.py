@@ -25,12 +25,26 @@ def _isolated_infrastructure():
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{TEST_PREFIX}:layer:"
     channel_layers.backends = {}
     yield
+    _delete_keyspace()
+
+
+def _delete_keyspace() -> None:
     import redis
 
     client = redis.Redis.from_url(settings.REDIS_URL)
-    stale = list(client.scan_iter(match=f"{TEST_PREFIX}*", count=1000))
-    if stale:
-        client.delete(*stale)
+    try:
+        stale = list(client.scan_iter(match=f"{TEST_PREFIX}*", count=1000))
+        if stale:
+            client.delete(*stale)
+    finally:
+        client.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keyspace(_isolated_infrastructure):
+    """Every test starts from an empty keyspace. A test that kills a node on purpose leaves
+    its slots and leases to expire on their own; the next test must not count them as its own."""
+    _delete_keyspace()
 
 
 @pytest.fixture

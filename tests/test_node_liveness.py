@@ -1,13 +1,21 @@
 """Node liveness: a node that dies without cleaning up is noticed by a live node, which
 closes its connection rows and releases its runs within the configured bound."""
 
+import asyncio
+import io
 import time
 
 import pytest
+import redis as sync_redis
+import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
+from django.core.management import call_command
 
 from realtime import liveness
+from sessions_app import services
 from sessions_app.models import AgentRun, Connection
+from tests.conftest import access_for
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient, run_text
 
@@ -85,3 +93,95 @@ async def test_killed_node_rows_closed_and_run_taken_over_within_bound(cluster, 
     expected = " ".join(f"w{i}" for i in range(1, 61))
     assert run_text(whole, run_id) == rest[-1]["message"]["text"] == expected
     await resumed.drop()
+
+
+async def test_killed_node_slots_are_freed_unless_their_client_came_back(cluster, user, settings):
+    # A TTL long enough that the reconnect below surely comes before the reaper notices.
+    settings.REALTIME_NODE_TTL = 3.0
+    settings.REALTIME_NODE_REAP_INTERVAL = 0.2
+    a, app_a = cluster("node-a")
+    b, app_b = cluster("node-b")
+    b.ensure_started()
+    token = access_for(user)
+    slot_key = f"{django_settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}"
+
+    gone, back = WSClient(app_a), WSClient(app_a)
+    await gone.connect(token, client_id="tab-gone")
+    ready = await back.connect(token, client_id="tab-back")
+    await _crash(a, [gone, back])
+    # tab-back reconnects to node-b before the reaper runs: that slot is its socket's now.
+    again = WSClient(app_b)
+    await again.connect(token, client_id="tab-back", conversation_id=ready["conversation_id"], last_seq=0)
+
+    r = aioredis.from_url(django_settings.REDIS_URL, decode_responses=True)
+    try:
+        assert set(await r.zrange(slot_key, 0, -1)) == {"tab-gone", "tab-back"}
+
+        async def reaped():
+            return await r.zrange(slot_key, 0, -1) == ["tab-back"]
+
+        await eventually(reaped, timeout=10, what="dead node's slot freed, the returned client's kept")
+    finally:
+        await r.aclose()
+    rows = await database_sync_to_async(
+        lambda: sorted(Connection.objects.filter(node="node-a").values_list("client_id", "close_reason"))
+    )()
+    # tab-back's row was closed by its own reconnect; the reaper closed the other one.
+    assert rows == [("tab-back", "replaced"), ("tab-gone", "node_lost")]
+    await again.drop(1000)
+
+
+def test_release_node_lists_only_slots_no_open_row_still_holds(user, other_user):
+    """The race the reaper must survive: a client whose row on another node opened before the
+    dead node's row was closed keeps its slot (freeing it would undercount that socket)."""
+    conversation = services.create_conversation(user.pk)
+    other = services.create_conversation(other_user.pk)
+
+    def row(owner, conv, client_id, node):
+        return Connection.objects.create(user=owner, conversation=conv, client_id=client_id, node=node)
+
+    row(user, conversation, "tab-1", "node-dead")
+    row(user, conversation, "tab-2", "node-dead")
+    row(user, conversation, "tab-2", "node-live")  # tab-2 is back already, on node-live
+    row(other_user, other, "tab-2", "node-dead")  # same client_id, another user: its own slot
+    row(user, conversation, "tab-3", "node-live")
+
+    gone = services.release_node("node-dead")
+
+    assert gone.connections_closed == 3
+    assert gone.orphan_slots == sorted([(str(user.pk), "tab-1"), (str(other_user.pk), "tab-2")])
+    assert not Connection.objects.filter(node="node-dead", closed_at__isnull=True).exists()
+    assert Connection.objects.filter(node="node-live", closed_at__isnull=True).count() == 2
+
+
+def test_reap_nodes_command_releases_a_stale_node(user):
+    """The operators' command: a node whose registry entry went stale is released."""
+    conversation = services.create_conversation(user.pk)
+    Connection.objects.create(user=user, conversation=conversation, client_id="tab-1", node="node-x")
+    r = sync_redis.Redis.from_url(django_settings.REDIS_URL, decode_responses=True)
+    slot_key = f"{django_settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}"
+    try:
+        r.zadd(f"{django_settings.REDIS_KEY_PREFIX}:nodes", {"node-x": time.time() - 60})
+        r.zadd(slot_key, {"tab-1": time.time() * 1000 + 60_000})
+        out = io.StringIO()
+        call_command("reap_nodes", stdout=out)
+        assert out.getvalue().strip() == (
+            "dead nodes: node-x; connections closed: 1; runs released: 0; connection slots released: 1"
+        )
+        assert r.zrange(slot_key, 0, -1) == []
+        assert r.zrange(f"{django_settings.REDIS_KEY_PREFIX}:nodes", 0, -1) == []
+    finally:
+        r.close()
+    row = Connection.objects.get(node="node-x")
+    assert (row.close_code, row.close_reason) == (1006, "node_lost")
+
+
+async def _crash(node, clients: list[WSClient]) -> None:
+    """The process is gone: its sockets' consumers stop where they are, without cleanup."""
+    consumers = list(node.connections)
+    await node.stop(abandon=True)
+    for consumer in consumers:
+        consumer.watchdog.cancel()
+    for client in clients:
+        client.comm.future.cancel()
+    await asyncio.gather(*(c.comm.future for c in clients), return_exceptions=True)
