@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 
@@ -103,3 +104,15 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "postgres" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_thread_connections(django_db_setup):
+    """Channels' test communicator turns `close_old_connections` into a no-op while it waits
+    for the application (channels.testing.application), so the executor threads that ran the
+    ORM meanwhile keep their connections. Those threads end with their test's event loop, but
+    the connections stay referenced from collectable cycles; PostgreSQL would refuse to drop
+    the test database while they linger. Production code is not concerned: there the
+    connections are closed after every call."""
+    yield
+    gc.collect()
