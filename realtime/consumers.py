@@ -180,7 +180,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.access_expires_at = identity.expires_at
         if not await self._limit(f"user:{identity.user_id}", "REALTIME_RATE_CONNECT_USER"):
             return
-        if not await self._take_slot(frame.client_id):
+        if not await self._take_slot(
+            ratelimit.slot_member(frame.client_id, frame.conversation_id)
+            if frame.conversation_id is not None
+            else ratelimit.pending_slot_member(self.channel_name)
+        ):
             return
         # Join the live feed before reading where the log stands, so an event committed
         # between the read and the join cannot fall between the replay and the live feed.
@@ -205,6 +209,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.conversation_id = opened.conversation_id
         self.connection_id = opened.connection_id
+        if frame.conversation_id is None:
+            await self._rename_slot(ratelimit.slot_member(frame.client_id, opened.conversation_id))
         if self.joined_feed is None and not await self._join(opened.conversation_id):
             return
         for channel in opened.replaced_channels:
@@ -365,17 +371,28 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                               retry_after_ms=verdict.retry_after_ms)
         return False
 
-    async def _take_slot(self, client_id: str) -> bool:
-        """Concurrent connections per user, counted per client_id across all nodes; the slot's
-        lease is renewed at every resync, so slots of crashed nodes free themselves."""
+    async def _take_slot(self, member: str) -> bool:
+        """Concurrent connections per user across all nodes, one slot per (conversation,
+        client_id); the slot's lease is renewed at every resync, so slots of crashed nodes
+        free themselves."""
         verdict = await _check(ratelimit.take_slot(
-            f"user:{self.user_id}", client_id, settings.REALTIME_MAX_CONNECTIONS_PER_USER, self._slot_lease()))
+            f"user:{self.user_id}", member, settings.REALTIME_MAX_CONNECTIONS_PER_USER, self._slot_lease()))
         if verdict.allowed:
-            self.slot = client_id
+            self.slot = member
             return True
         await self._terminate(p.CLOSE_RATE_LIMITED, "rate_limited", "too many open connections for this user",
                               retry_after_ms=verdict.retry_after_ms)
         return False
+
+    async def _rename_slot(self, member: str) -> None:
+        """The new conversation has its id: its slot takes the name a resume will use."""
+        if self.slot is None:
+            return
+        try:
+            if await ratelimit.rename_slot(f"user:{self.user_id}", self.slot, member):
+                self.slot = member
+        except Exception:  # noqa: BLE001 - limits fail open; the pending name is released at close
+            log.warning("renaming connection slot failed", exc_info=True)
 
     @staticmethod
     def _slot_lease() -> float:
@@ -423,8 +440,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.node.connections.discard(self)
         if self.watchdog is not None and self.watchdog is not asyncio.current_task():
             self.watchdog.cancel()
-        # Slots are counted per client_id: a replaced socket's slot now belongs to the socket
-        # of the same client that replaced it, so releasing it would free that one's slot.
+        # A replaced socket's slot (same conversation and client_id) now belongs to the socket
+        # that replaced it, so releasing it would free that one's slot.
         if self.slot is not None and reason != "replaced":
             await _check(ratelimit.release_slot(f"user:{self.user_id}", self.slot))
         if self.joined_feed is not None:

@@ -101,6 +101,32 @@ async def renew_slots(slots: list[tuple[str, str]], lease_seconds: float) -> Non
         await pipe.execute()
 
 
+def slot_member(client_id: str, conversation_id: str) -> str:
+    """A slot is held per socket identity, (conversation, client_id): the identity a reconnect
+    replaces (4409). Keyed by client_id alone, one client_id could open a socket in every
+    conversation of its user on a single slot, and the limit would not hold."""
+    return f"{conversation_id}:{client_id}"
+
+
+def pending_slot_member(channel_name: str) -> str:
+    """The slot of a socket whose conversation is being created: renamed once it exists."""
+    return f"new:{channel_name}"
+
+
+# KEYS[1] slot zset; ARGV: old member, new member. The slot keeps its lease.
+_RENAME_SLOT_LUA = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score == false then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], score, ARGV[2])
+return 1
+"""
+
+
+async def rename_slot(scope: str, old: str, new: str) -> bool:
+    return bool(int(await get_redis().eval(_RENAME_SLOT_LUA, 1, key("slots", scope), old, new)))
+
+
 async def release_slot(scope: str, member: str) -> None:
     await get_redis().zrem(key("slots", scope), member)
 

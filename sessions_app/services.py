@@ -380,10 +380,10 @@ def open_connection_nodes_not_in(live_nodes: set[str], older_than_seconds: float
 class NodeRelease:
     connections_closed: int
     runs_released: int
-    # (user id, client_id) of the closed rows whose client holds no open row elsewhere: the
-    # connection slots the dead node can no longer release. A client that already reconnected
-    # elsewhere with the same client_id owns its slot again, so its slot is not listed.
-    orphan_slots: list[tuple[str, str]]
+    # (user id, client_id, conversation id) of the closed rows whose socket identity holds no
+    # open row elsewhere: the connection slots the dead node can no longer release. A client
+    # that already came back elsewhere owns its slot again, so its slot is not listed.
+    orphan_slots: list[tuple[str, str, str]]
 
 
 def release_node(node: str) -> NodeRelease:
@@ -393,21 +393,22 @@ def release_node(node: str) -> NodeRelease:
         rows = list(
             Connection.objects.select_for_update()
             .filter(node=node, closed_at__isnull=True)
-            .values_list("pk", "user_id", "client_id")
+            .values_list("pk", "user_id", "client_id", "conversation_id")
         )
-        closed = Connection.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+        closed = Connection.objects.filter(pk__in=[row[0] for row in rows]).update(
             closed_at=timezone.now(), close_code=1006, close_reason="node_lost"
         )
-        clients = {(user_id, client_id) for _, user_id, client_id in rows}
+        identities = {(user_id, client_id, conversation_id) for _, user_id, client_id, conversation_id in rows}
         still_open = set(
             Connection.objects.filter(
-                closed_at__isnull=True, user_id__in={u for u, _ in clients}, client_id__in={c for _, c in clients}
-            ).values_list("user_id", "client_id")
+                closed_at__isnull=True, conversation_id__in={c for _, _, c in identities},
+                client_id__in={c for _, c, _ in identities},
+            ).values_list("user_id", "client_id", "conversation_id")
         )
     released = AgentRun.objects.filter(node=node, status=AgentRun.Status.RUNNING).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    orphans = sorted((str(u), c) for u, c in clients - still_open)
+    orphans = sorted((str(u), client, str(conv)) for u, client, conv in identities - still_open)
     return NodeRelease(connections_closed=closed, runs_released=released, orphan_slots=orphans)
 
 

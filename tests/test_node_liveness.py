@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.core.management import call_command
 
-from realtime import liveness
+from realtime import liveness, ratelimit
 from sessions_app import services
 from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
@@ -106,8 +106,10 @@ async def test_killed_node_slots_are_freed_unless_their_client_came_back(cluster
     slot_key = f"{django_settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}"
 
     gone, back = WSClient(app_a), WSClient(app_a)
-    await gone.connect(token, client_id="tab-gone")
+    lost = await gone.connect(token, client_id="tab-gone")
     ready = await back.connect(token, client_id="tab-back")
+    gone_slot = ratelimit.slot_member("tab-gone", lost["conversation_id"])
+    back_slot = ratelimit.slot_member("tab-back", ready["conversation_id"])
     await _crash(a, [gone, back])
     # tab-back reconnects to node-b before the reaper runs: that slot is its socket's now.
     again = WSClient(app_b)
@@ -115,10 +117,10 @@ async def test_killed_node_slots_are_freed_unless_their_client_came_back(cluster
 
     r = aioredis.from_url(django_settings.REDIS_URL, decode_responses=True)
     try:
-        assert set(await r.zrange(slot_key, 0, -1)) == {"tab-gone", "tab-back"}
+        assert set(await r.zrange(slot_key, 0, -1)) == {gone_slot, back_slot}
 
         async def reaped():
-            return await r.zrange(slot_key, 0, -1) == ["tab-back"]
+            return await r.zrange(slot_key, 0, -1) == [back_slot]
 
         await eventually(reaped, timeout=10, what="dead node's slot freed, the returned client's kept")
     finally:
@@ -140,16 +142,22 @@ def test_release_node_lists_only_slots_no_open_row_still_holds(user, other_user)
     def row(owner, conv, client_id, node):
         return Connection.objects.create(user=owner, conversation=conv, client_id=client_id, node=node)
 
+    second = services.create_conversation(user.pk)
     row(user, conversation, "tab-1", "node-dead")
     row(user, conversation, "tab-2", "node-dead")
     row(user, conversation, "tab-2", "node-live")  # tab-2 is back already, on node-live
+    row(user, second, "tab-2", "node-dead")  # same client, another conversation: another slot
     row(other_user, other, "tab-2", "node-dead")  # same client_id, another user: its own slot
     row(user, conversation, "tab-3", "node-live")
 
     gone = services.release_node("node-dead")
 
-    assert gone.connections_closed == 3
-    assert gone.orphan_slots == sorted([(str(user.pk), "tab-1"), (str(other_user.pk), "tab-2")])
+    assert gone.connections_closed == 4
+    assert gone.orphan_slots == sorted([
+        (str(user.pk), "tab-1", str(conversation.pk)),
+        (str(user.pk), "tab-2", str(second.pk)),
+        (str(other_user.pk), "tab-2", str(other.pk)),
+    ])
     assert not Connection.objects.filter(node="node-dead", closed_at__isnull=True).exists()
     assert Connection.objects.filter(node="node-live", closed_at__isnull=True).count() == 2
 
@@ -162,7 +170,7 @@ def test_reap_nodes_command_releases_a_stale_node(user):
     slot_key = f"{django_settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}"
     try:
         r.zadd(f"{django_settings.REDIS_KEY_PREFIX}:nodes", {"node-x": time.time() - 60})
-        r.zadd(slot_key, {"tab-1": time.time() * 1000 + 60_000})
+        r.zadd(slot_key, {ratelimit.slot_member("tab-1", str(conversation.pk)): time.time() * 1000 + 60_000})
         out = io.StringIO()
         call_command("reap_nodes", stdout=out)
         assert out.getvalue().strip() == (

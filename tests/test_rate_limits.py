@@ -5,10 +5,12 @@ import time
 import uuid
 
 import pytest
+import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
 from realtime import ratelimit
+from sessions_app import services
 from sessions_app.models import Connection, Message
 from tests.conftest import access_for
 from tests.support.limiter_worker import hammer
@@ -84,6 +86,53 @@ async def test_concurrent_connections_per_user(settings, node_app, token):
     await fourth.connect(token)
     await fourth.drop(1000)
     await second.drop(1000)
+
+
+async def test_one_client_id_cannot_open_a_socket_per_conversation_on_one_slot(settings, node_app, user):
+    """The slot is per socket identity (conversation, client_id): reusing one client_id across
+    conversations (new or existing ones) does not get around the per-user limit."""
+    settings.REALTIME_MAX_CONNECTIONS_PER_USER = 2
+    token = access_for(user)
+    first, second = WSClient(node_app), WSClient(node_app)
+    a = await first.connect(token, client_id="tab")
+    b = await second.connect(token, client_id="tab")
+    assert a["conversation_id"] != b["conversation_id"]
+    new_one = WSClient(node_app)
+    await new_one.open()
+    await new_one.send({"type": "connect", "token": token, "conversation_id": None, "last_seq": None,
+                        "client_id": "tab"})
+    await _refused(new_one)
+    await new_one.drop()
+    existing = await database_sync_to_async(services.create_conversation)(user.pk)
+    third = WSClient(node_app)
+    await third.open()
+    await third.send({"type": "connect", "token": token, "conversation_id": str(existing.pk), "last_seq": 0,
+                      "client_id": "tab"})
+    await _refused(third)
+    await third.drop()
+
+    # The new conversations' slots carry their ids, so the client's own reconnect to one of
+    # them replaces its socket on the same slot instead of being refused.
+    slots = await _slot_members(user)
+    assert slots == sorted(ratelimit.slot_member("tab", r["conversation_id"]) for r in (a, b))
+    again = WSClient(node_app)
+    resumed = await again.connect(token, client_id="tab", conversation_id=a["conversation_id"], last_seq=0)
+    assert resumed["resumed"] is True
+    _, code = await first.expect_close()
+    assert code == 4409
+    await first.drop(code)
+    assert await _slot_members(user) == slots  # the replaced socket left the slot to its successor
+    await again.drop(1000)
+    await second.drop(1000)
+    assert await _slot_members(user) == []
+
+
+async def _slot_members(user) -> list[str]:
+    r = aioredis.from_url(django_settings.REDIS_URL, decode_responses=True)
+    try:
+        return sorted(await r.zrange(f"{django_settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}", 0, -1))
+    finally:
+        await r.aclose()
 
 
 async def test_inbound_frames_per_connection(settings, node_app, token):

@@ -40,10 +40,11 @@ async def test_resync_moves_rows_forward_and_catches_dropped_events(settings, cl
     assert row.last_seen_at.timestamp() >= before - 1
     r = aioredis.from_url(django_settings.REDIS_URL)
     slot_key = f"{django_settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}"
-    assert await r.zscore(slot_key, "tab-1") > before * 1000
+    member = ratelimit.slot_member("tab-1", ready["conversation_id"])
+    assert await r.zscore(slot_key, member) > before * 1000
     # A released slot is not brought back by a late renewal.
-    await ratelimit.release_slot(f"user:{user.pk}", "tab-1")
-    await ratelimit.renew_slots([(f"user:{user.pk}", "tab-1")], 60)
-    assert await r.zscore(slot_key, "tab-1") is None
+    await ratelimit.release_slot(f"user:{user.pk}", member)
+    await ratelimit.renew_slots([(f"user:{user.pk}", member)], 60)
+    assert await r.zscore(slot_key, member) is None
     await r.aclose()
     await client.drop()

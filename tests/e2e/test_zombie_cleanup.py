@@ -20,7 +20,7 @@ import websockets
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from realtime import fanout
+from realtime import fanout, ratelimit
 from sessions_app.models import Connection, Conversation
 from tests.conftest import access_for
 from tests.support.netproxy import FaultProxy
@@ -124,6 +124,10 @@ def _slot_key(user) -> str:
     return f"{settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}"
 
 
+def _slot(client) -> str:
+    return ratelimit.slot_member(client.client_id, client.conversation_id)
+
+
 async def _feed_listeners(redis: aioredis.Redis, conversation_id: str) -> list[str]:
     """Who listens to the conversation's live feed, as Redis sees it.
 
@@ -190,7 +194,7 @@ async def test_blackholed_client_is_closed_by_the_app_heartbeat(daphne_cluster, 
     await _ping(client, 1)
     row = await _open_row(client, node.node_id)
     slot_key = _slot_key(user)
-    assert await redis_client.zscore(slot_key, client.client_id) is not None
+    assert await redis_client.zscore(slot_key, _slot(client)) is not None
     await _assert_feed(redis_client, client.conversation_id, row)
 
     proxy.blackhole()
@@ -207,7 +211,7 @@ async def test_blackholed_client_is_closed_by_the_app_heartbeat(daphne_cluster, 
     assert len(proxy.connections) == 1  # half-open: the proxy let no FIN or RST through
 
     # Everything the dead socket held is released (cleanup does this before closing the row).
-    assert await redis_client.zscore(slot_key, client.client_id) is None
+    assert await redis_client.zscore(slot_key, _slot(client)) is None
     await _assert_feed(redis_client, client.conversation_id, None)
 
     # The same client, back through a healthy path, resumes at once; nothing is replaced.
@@ -216,7 +220,7 @@ async def test_blackholed_client_is_closed_by_the_app_heartbeat(daphne_cluster, 
     again = await back.connect(node.ws_url)
     assert again["resumed"] is True and again["conversation_id"] == client.conversation_id
     await _ping(back, 2)
-    assert await redis_client.zrange(slot_key, 0, -1) == [client.client_id]
+    assert await redis_client.zrange(slot_key, 0, -1) == [_slot(client)]
     new_row = await _open_row(back, node.node_id)
     await _assert_feed(redis_client, client.conversation_id, new_row)
     old = await sync_to_async(Connection.objects.get)(pk=row.pk)
@@ -243,7 +247,7 @@ async def test_blackholed_client_is_dropped_by_daphne_protocol_pings(daphne_clus
     # Daphne aborts the TCP connection without a close handshake: 1006, connection_lost.
     assert (closed.close_code, closed.close_reason) == (1006, "connection_lost")
     assert elapsed < 6
-    assert await redis_client.zscore(_slot_key(user), client.client_id) is None
+    assert await redis_client.zscore(_slot_key(user), _slot(client)) is None
     await _assert_feed(redis_client, client.conversation_id, None)
 
 
@@ -315,7 +319,7 @@ async def test_cut_client_is_closed_and_nothing_else_is_left_open(daphne_cluster
 
     assert await sync_to_async(_open_rows)(node.node_id) == {str(live_row.pk)}
     await _ping(live, 1)
-    assert await redis_client.zrange(_slot_key(user), 0, -1) == [live.client_id]
+    assert await redis_client.zrange(_slot_key(user), 0, -1) == [_slot(live)]
     await _assert_feed(redis_client, client.conversation_id, None)
 
 
@@ -388,7 +392,7 @@ async def test_zombie_replaced_by_its_own_reconnect_keeps_the_slot(daphne_cluste
     assert await sync_to_async(_open_rows)(node.node_id) == {str(new_row.pk)}
 
     # The zombie's cleanup has run (its row is closed after its slot is dealt with).
-    assert await redis_client.zrange(slot_key, 0, -1) == [client.client_id]
+    assert await redis_client.zrange(slot_key, 0, -1) == [_slot(client)]
     await _assert_feed(redis_client, client.conversation_id, new_row)
     assert await _refused_for_slots(node.ws_url, token) == 4429  # the limit of 1 is still in force
 
