@@ -14,7 +14,7 @@ import asyncio
 import time
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
@@ -64,7 +64,7 @@ async def _closed_rows(client_id: str) -> list[tuple]:
             return None
         return list(found.values_list("node", "close_code", "close_reason"))
 
-    return await eventually(sync_to_async(rows), timeout=10, what=f"the rows of {client_id} closed")
+    return await eventually(database_sync_to_async(rows), timeout=10, what=f"the rows of {client_id} closed")
 
 
 async def test_sigkill_mid_stream_fails_over_and_the_run_is_taken_over(daphne_cluster):
@@ -72,8 +72,9 @@ async def test_sigkill_mid_stream_fails_over_and_the_run_is_taken_over(daphne_cl
     b = daphne_cluster("kill-b", **NODE_ENV)
     await wait_ready(a)
     await wait_ready(b)
-    users = await sync_to_async(create_users)(3, "kill")
-    sessions = [_open([a.ws_url, b.ws_url], await sync_to_async(access_for)(u), f"k{i}") for i, u in enumerate(users)]
+    users = await database_sync_to_async(create_users)(3, "kill")
+    tokens = [await database_sync_to_async(access_for)(u) for u in users]
+    sessions = [_open([a.ws_url, b.ws_url], t, f"k{i}") for i, t in enumerate(tokens)]
     try:
         await asyncio.gather(*(s.converse("count 3") for s in sessions))
         long_ids = [await s.send("count 200") for s in sessions]  # 4 s each
@@ -101,9 +102,9 @@ async def test_sigkill_mid_stream_fails_over_and_the_run_is_taken_over(daphne_cl
         f"\nSIGKILL -> all long answers complete {took:.2f}s ({len(on_a)} of 3 runs taken over from the dead node); "
         f"resume latency {latency_summary(latencies)}"
     )
-    runs = await sync_to_async(_run_nodes)()
+    runs = await database_sync_to_async(_run_nodes)()
     for s, done in zip(sessions, answers, strict=True):
-        result = await sync_to_async(check_conversation)(s, expected_answers(s))
+        result = await database_sync_to_async(check_conversation)(s, expected_answers(s))
         assert result.messages == 3
         # The SDK found the dead socket on its own (no close frame: 1006 or none at all).
         assert [e.code for _, e in s.losses()] in ([1006], [None]), s.losses()
@@ -125,9 +126,9 @@ async def test_network_fault_fails_over_to_the_other_node(daphne_cluster, fault)
     b = daphne_cluster(f"net-{fault}-b", **NODE_ENV)
     await wait_ready(a)
     await wait_ready(b)
-    [user] = await sync_to_async(create_users)(1, "net")
+    [user] = await database_sync_to_async(create_users)(1, "net")
     proxy = await FaultProxy(upstream=("127.0.0.1", a.port)).start()
-    session = _open([proxy.url(), b.ws_url], await sync_to_async(access_for)(user), fault)
+    session = _open([proxy.url(), b.ws_url], await database_sync_to_async(access_for)(user), fault)
     try:
         await session.converse("count 3")
         assert session.client.node == a.node_id and session.client.endpoint == proxy.url()
@@ -160,7 +161,7 @@ async def test_network_fault_fails_over_to_the_other_node(daphne_cluster, fault)
     assert latency < RESUME_BOUND
     assert [(e.node, e.resumed) for _, e in session.connected_times()] == [(a.node_id, False), (b.node_id, True)]
 
-    result = await sync_to_async(check_conversation)(session, expected_answers(session))
+    result = await database_sync_to_async(check_conversation)(session, expected_answers(session))
     assert result.messages == 3
     # Both nodes stayed healthy: the run was never taken over, wherever it ran.
     run = next(r for r in result.runs if str(r["id"]) == done.run_id)

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 import websockets
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
@@ -37,13 +37,13 @@ def _readyz(port: int) -> int:
 async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, user):
     a = daphne_cluster("drain-a", **NODE_ENV)
     b = daphne_cluster("drain-b", **NODE_ENV)
-    token = await sync_to_async(access_for)(user)
+    token = await database_sync_to_async(access_for)(user)
     client = E2EClient(token)
     await client.connect(a.ws_url)
     await client.message("count 200")  # ~4 s: longer than the grace, so it is handed over
     started = await client.until(lambda f: f["type"] == "agent.started")
     await client.until(lambda f: f["type"] == "agent.delta" and f["index"] >= 3)
-    assert await sync_to_async(_readyz)(a.port) == 200
+    assert await database_sync_to_async(_readyz)(a.port) == 200
 
     a.proc.terminate()  # SIGTERM
     signalled = time.monotonic()
@@ -59,7 +59,7 @@ async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, use
     assert ready["resumed"] is True and ready["node"] == "drain-b"
     # While it drains, node A is not ready and refuses new sockets with `reconnect`/4012.
     if a.proc.poll() is None:
-        status = await sync_to_async(_readyz)(a.port)
+        status = await database_sync_to_async(_readyz)(a.port)
         assert status == 503
     done = await client.until(lambda f: f["type"] == "agent.completed", timeout=30)
     assert client.run_text(started["run_id"]) == done["message"]["text"] == " ".join(
@@ -71,16 +71,16 @@ async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, use
 
     a.proc.wait(10)  # exits by itself after the grace period
     assert a.proc.returncode == 0, a.tail()
-    run = await sync_to_async(AgentRun.objects.get)(pk=started["run_id"])
+    run = await database_sync_to_async(AgentRun.objects.get)(pk=started["run_id"])
     assert (run.status, run.node) == ("completed", "drain-b")
-    rows = await sync_to_async(lambda: list(Connection.objects.filter(node="drain-a")))()
+    rows = await database_sync_to_async(lambda: list(Connection.objects.filter(node="drain-a")))()
     assert [(r.close_code, r.close_reason) for r in rows] == [(4012, "going_away")]
     await client.close()
 
 
 async def test_new_socket_on_a_draining_node_is_told_to_reconnect(daphne_cluster, user):
     a = daphne_cluster("drain-solo", **{**NODE_ENV, "REALTIME_DRAIN_GRACE": 5.0})
-    token = await sync_to_async(access_for)(user)
+    token = await database_sync_to_async(access_for)(user)
     holder = E2EClient(token)
     await holder.connect(a.ws_url)
     await holder.message("count 150")  # keeps the node draining for its whole grace

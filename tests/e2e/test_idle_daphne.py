@@ -4,7 +4,7 @@ import asyncio
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from tests.conftest import access_for
 from tests.support.ws_e2e import E2EClient
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 async def test_idle_socket_through_daphne(daphne_cluster, user):
     node = daphne_cluster("idle", REALTIME_HEARTBEAT_TIMEOUT=30, REALTIME_DEMO_AGENT_DELAY_MS=0)
-    client = E2EClient(await sync_to_async(access_for)(user))
+    client = E2EClient(await database_sync_to_async(access_for)(user))
     await client.connect(node.ws_url)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(client.ws.recv(), 7)  # deliberate idle; the server must not close

@@ -1,7 +1,7 @@
 """Path 1 end to end: agent memory survives a node restart and a move to another node."""
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from tests.conftest import access_for
 from tests.support.ws_e2e import E2EClient
@@ -17,7 +17,7 @@ async def _ask(client: E2EClient, text: str) -> str:
 async def test_memory_across_restart_and_nodes(daphne_cluster, user):
     a = daphne_cluster("mem-a", REALTIME_DEMO_AGENT_DELAY_MS=1)
     b = daphne_cluster("mem-b", REALTIME_DEMO_AGENT_DELAY_MS=1)
-    client = E2EClient(await sync_to_async(access_for)(user))
+    client = E2EClient(await database_sync_to_async(access_for)(user))
     await client.connect(a.ws_url)
     assert await _ask(client, "my name is Ada") == "Nice to meet you, Ada. I will remember your name."
     await client.close()

@@ -4,7 +4,7 @@ node takes the run over and the client, resumed there, gets exactly the whole an
 import time
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from sessions_app.models import AgentRun, Connection, Event
 from tests.conftest import access_for
@@ -25,7 +25,7 @@ NODE_ENV = {
 async def test_sigkill_mid_answer_run_completes_on_the_other_node(daphne_cluster, user):
     a = daphne_cluster("e2e-a", **NODE_ENV)
     b = daphne_cluster("e2e-b", **NODE_ENV)
-    token = await sync_to_async(access_for)(user)
+    token = await database_sync_to_async(access_for)(user)
     client = E2EClient(token)
     await client.connect(a.ws_url)
     bystander = E2EClient(token)  # never comes back: only the reaper can close its row
@@ -49,9 +49,9 @@ async def test_sigkill_mid_answer_run_completes_on_the_other_node(daphne_cluster
     assert sum(f["type"] == "agent.completed" for f in client.applied.values()) == 1
     await client.close()
 
-    run = await sync_to_async(AgentRun.objects.get)(pk=run_id)
+    run = await database_sync_to_async(AgentRun.objects.get)(pk=run_id)
     assert (run.status, run.node) == ("completed", "e2e-b") and run.claims >= 2
-    seqs = await sync_to_async(lambda: list(Event.objects.order_by("seq").values_list("seq", flat=True)))()
+    seqs = await database_sync_to_async(lambda: list(Event.objects.order_by("seq").values_list("seq", flat=True)))()
     assert seqs == list(range(1, len(seqs) + 1))
 
     def a_rows_closed():
@@ -59,8 +59,8 @@ async def test_sigkill_mid_answer_run_completes_on_the_other_node(daphne_cluster
 
     # The resumed client replaced its own zombie row at once (4409); the bystander's row is
     # closed by the surviving node's reaper.
-    await eventually(sync_to_async(a_rows_closed), timeout=10, what="the dead node's rows reaped")
-    reasons = await sync_to_async(
+    await eventually(database_sync_to_async(a_rows_closed), timeout=10, what="the dead node's rows reaped")
+    reasons = await database_sync_to_async(
         lambda: dict(Connection.objects.filter(node="e2e-a").values_list("client_id", "close_reason"))
     )()
     assert reasons == {client.client_id: "replaced", bystander.client_id: "node_lost"}

@@ -16,7 +16,7 @@ import time
 
 import httpx
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
@@ -59,8 +59,8 @@ async def test_redis_restart_under_load_recovers_without_loss(daphne_cluster, re
     b = daphne_cluster("redis-b", **env)
     await wait_ready(a)
     await wait_ready(b)
-    users = await sync_to_async(create_users)(CLIENTS, "redis")
-    tokens = [await sync_to_async(access_for)(u) for u in users]
+    users = await database_sync_to_async(create_users)(CLIENTS, "redis")
+    tokens = [await database_sync_to_async(access_for)(u) for u in users]
     sessions = [
         ChatSession.open([a.ws_url, b.ws_url] if i % 2 == 0 else [b.ws_url, a.ws_url], token, name=f"r{i}")
         for i, token in enumerate(tokens)
@@ -84,7 +84,7 @@ async def test_redis_restart_under_load_recovers_without_loss(daphne_cluster, re
             return rows.count() >= CLIENTS - 2 and rows.count()
 
         # Redis dies while most of the clients' answers are being streamed.
-        streaming = await eventually(sync_to_async(streaming_runs), timeout=10, interval=0.02, what="streams")
+        streaming = await eventually(database_sync_to_async(streaming_runs), timeout=10, interval=0.02, what="streams")
 
         redis_server.kill()
         killed = time.monotonic()
@@ -128,7 +128,7 @@ async def test_redis_restart_under_load_recovers_without_loss(daphne_cluster, re
         await asyncio.gather(*(s.close() for s in sessions))
 
     # Nothing stuck: every run finished, none is left queued or running.
-    statuses = await sync_to_async(lambda: sorted(set(AgentRun.objects.values_list("status", flat=True))))()
+    statuses = await database_sync_to_async(lambda: sorted(set(AgentRun.objects.values_list("status", flat=True))))()
     assert statuses == ["completed"], statuses
     assert finished - back < STUCK_DEADLINE
     latencies = [lat for s in sessions for lat in s.client.resume_latencies]
@@ -140,7 +140,7 @@ async def test_redis_restart_under_load_recovers_without_loss(daphne_cluster, re
         f"resume latency {latency_summary(latencies)}"
     )
     for s in sessions:
-        result = await sync_to_async(check_conversation)(s, expected_answers(s))
+        result = await database_sync_to_async(check_conversation)(s, expected_answers(s))
         assert result.messages >= 3
         assert s.client.error is None, f"{s.name}: {s.client.error!r}"
         assert len(s.client.resume_latencies) == len(s.losses())
@@ -150,8 +150,10 @@ async def test_redis_restart_under_load_recovers_without_loss(daphne_cluster, re
     def rows_closed():
         return not Connection.objects.filter(closed_at__isnull=True).exists()
 
-    await eventually(sync_to_async(rows_closed), timeout=10, what="every connection row closed")
-    reasons = await sync_to_async(lambda: sorted(set(Connection.objects.values_list("close_code", "close_reason"))))()
+    await eventually(database_sync_to_async(rows_closed), timeout=10, what="every connection row closed")
+    reasons = await database_sync_to_async(
+        lambda: sorted(set(Connection.objects.values_list("close_code", "close_reason")))
+    )()
     print(f"connection rows closed as: {reasons}")
     # No live node was taken for dead (1006 node_lost) once the registry came back empty.
     assert set(reasons) <= {(1000, "client_closed"), (4012, "going_away")}, reasons

@@ -15,7 +15,7 @@ import itertools
 import time
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
@@ -55,8 +55,8 @@ async def test_rolling_restart_loses_nothing(daphne_cluster):
     b = daphne_cluster("roll-b", **NODE_ENV)
     await wait_ready(a)
     await wait_ready(b)
-    users = await sync_to_async(create_users)(CLIENTS, "roll")
-    tokens = [await sync_to_async(access_for)(u) for u in users]
+    users = await database_sync_to_async(create_users)(CLIENTS, "roll")
+    tokens = [await database_sync_to_async(access_for)(u) for u in users]
     # Half the clients prefer A, half B: both nodes carry streams when they are restarted.
     sessions = [
         ChatSession.open([a.ws_url, b.ws_url] if i % 2 == 0 else [b.ws_url, a.ws_url], token, name=f"c{i:02d}")
@@ -78,9 +78,9 @@ async def test_rolling_restart_loses_nothing(daphne_cluster):
 
         restarts = []
         for node in (a, b):
-            running = await sync_to_async(_running_by_node)()
+            running = await database_sync_to_async(_running_by_node)()
             streaming = running.get(node.node_id, 0)
-            sockets = await sync_to_async(_open_rows)(node.node_id)
+            sockets = await database_sync_to_async(_open_rows)(node.node_id)
             signalled = time.monotonic()
             node.proc.terminate()  # SIGTERM: drain
             code = await wait_exit(node, timeout=15)
@@ -115,7 +115,7 @@ async def test_rolling_restart_loses_nothing(daphne_cluster):
     handed_over = 0
     total_messages = 0
     for s in sessions:
-        result = await sync_to_async(check_conversation)(s, expected_answers(s))
+        result = await database_sync_to_async(check_conversation)(s, expected_answers(s))
         assert result.messages >= MIN_MESSAGES
         total_messages += result.messages
         handed_over += sum(1 for r in result.runs if r["claims"] >= 2)
@@ -144,8 +144,10 @@ async def test_rolling_restart_loses_nothing(daphne_cluster):
     def rows_closed():
         return not Connection.objects.filter(closed_at__isnull=True).exists()
 
-    await eventually(sync_to_async(rows_closed), timeout=10, what="every connection row closed")
-    rows = await sync_to_async(lambda: list(Connection.objects.values_list("node", "close_code", "close_reason")))()
+    await eventually(database_sync_to_async(rows_closed), timeout=10, what="every connection row closed")
+    rows = await database_sync_to_async(
+        lambda: list(Connection.objects.values_list("node", "close_code", "close_reason"))
+    )()
     counts = {o: rows.count(o) for o in set(rows)}
     print(f"connection rows: {counts}")
     assert len(rows) == 50, counts

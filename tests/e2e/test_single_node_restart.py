@@ -10,7 +10,7 @@ import asyncio
 import time
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.utils import timezone
 from tether_client import Backoff
 
@@ -44,10 +44,10 @@ BACKOFF = dict(base=0.1, cap=1.0)
 async def test_single_node_restart_resumes_every_client_and_flushes_the_outbox(daphne_cluster):
     node = daphne_cluster("solo", **NODE_ENV)
     await wait_ready(node)
-    users = await sync_to_async(create_users)(CLIENTS, "solo")
+    users = await database_sync_to_async(create_users)(CLIENTS, "solo")
+    tokens = [await database_sync_to_async(access_for)(u) for u in users]
     sessions = [
-        ChatSession.open([node.ws_url], await sync_to_async(access_for)(u), name=f"s{i}", backoff=Backoff(**BACKOFF))
-        for i, u in enumerate(users)
+        ChatSession.open([node.ws_url], t, name=f"s{i}", backoff=Backoff(**BACKOFF)) for i, t in enumerate(tokens)
     ]
     try:
         for s in sessions:
@@ -65,7 +65,7 @@ async def test_single_node_restart_resumes_every_client_and_flushes_the_outbox(d
         assert await readyz(node.port) is None
         # Handed back when the grace ran out (the streams are longer than the grace): still
         # running in the database, part of the text committed, the lease expired.
-        runs = await sync_to_async(
+        runs = await database_sync_to_async(
             lambda: sorted(
                 AgentRun.objects.values_list("status", "claims", "next_index", "lease_expires_at"), key=lambda r: r[0]
             )
@@ -109,7 +109,7 @@ async def test_single_node_restart_resumes_every_client_and_flushes_the_outbox(d
     assert max(after_ready) < RESUME_BOUND, after_ready
 
     for s in sessions:
-        result = await sync_to_async(check_conversation)(s, expected_answers(s))
+        result = await database_sync_to_async(check_conversation)(s, expected_answers(s))
         assert result.messages == (4 if s is sessions[0] else 3)
         assert s.client.error is None
         # The socket was lost once (the drain's 4012) and resumed once, on the same node.
@@ -124,7 +124,7 @@ async def test_single_node_restart_resumes_every_client_and_flushes_the_outbox(d
         assert sorted(r["claims"] for r in result.runs) == [1] * (result.messages - 1) + [2]
 
     # The offline message: stored once, answered once.
-    stored = await sync_to_async(lambda: Message.objects.filter(client_msg_id=offline_id).count())()
+    stored = await database_sync_to_async(lambda: Message.objects.filter(client_msg_id=offline_id).count())()
     assert stored == 1
     acks = [a for a in sessions[0].acks if a.client_msg_id == offline_id]
     assert [a.duplicate for a in acks] == [False]

@@ -17,7 +17,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 import websockets
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from realtime import fanout, ratelimit
@@ -107,7 +107,7 @@ def _row(client: E2EClient, node_id: str) -> Connection | None:
 
 
 async def _open_row(client: E2EClient, node_id: str) -> Connection:
-    row = await sync_to_async(_row)(client, node_id)
+    row = await database_sync_to_async(_row)(client, node_id)
     assert row is not None and row.closed_at is None, row
     return row
 
@@ -117,7 +117,7 @@ async def _wait_closed(row: Connection, timeout: float, what: str) -> Connection
         fresh = Connection.objects.get(pk=row.pk)
         return fresh if fresh.closed_at is not None else None
 
-    return await eventually(sync_to_async(closed), timeout=timeout, interval=0.02, what=what)
+    return await eventually(database_sync_to_async(closed), timeout=timeout, interval=0.02, what=what)
 
 
 def _slot_key(user) -> str:
@@ -186,7 +186,7 @@ async def _refused_for_slots(url: str, token: str) -> int:
 
 async def test_blackholed_client_is_closed_by_the_app_heartbeat(daphne_cluster, net, redis_client, user):
     node = daphne_cluster("zombie-hb", **APP_HEARTBEAT_ENV)
-    token = await sync_to_async(access_for)(user)
+    token = await database_sync_to_async(access_for)(user)
     proxy = await net.proxy(node)
     client = net.client(token)
     ready = await client.connect(proxy.url())
@@ -223,13 +223,13 @@ async def test_blackholed_client_is_closed_by_the_app_heartbeat(daphne_cluster, 
     assert await redis_client.zrange(slot_key, 0, -1) == [_slot(client)]
     new_row = await _open_row(back, node.node_id)
     await _assert_feed(redis_client, client.conversation_id, new_row)
-    old = await sync_to_async(Connection.objects.get)(pk=row.pk)
+    old = await database_sync_to_async(Connection.objects.get)(pk=row.pk)
     assert (old.close_code, old.close_reason) == (4408, "heartbeat_timeout")
 
 
 async def test_blackholed_client_is_dropped_by_daphne_protocol_pings(daphne_cluster, net, redis_client, user):
     node = daphne_cluster("zombie-ping", **PROTOCOL_PING_ENV)
-    token = await sync_to_async(access_for)(user)
+    token = await database_sync_to_async(access_for)(user)
     proxy = await net.proxy(node)
     client = net.client(token)
     await client.connect(proxy.url())
@@ -253,7 +253,7 @@ async def test_blackholed_client_is_dropped_by_daphne_protocol_pings(daphne_clus
 
 async def test_reset_client_is_closed_at_once_and_resumes_without_loss(daphne_cluster, net, user):
     node = daphne_cluster("zombie-rst", **PATIENT_ENV)
-    token = await sync_to_async(access_for)(user)
+    token = await database_sync_to_async(access_for)(user)
     proxy = await net.proxy(node)
     client = net.client(token)
     await client.connect(proxy.url())
@@ -279,7 +279,7 @@ async def test_reset_client_is_closed_at_once_and_resumes_without_loss(daphne_cl
     away_text = "You said: while you were away"
     # `other` is new to the conversation, so it is sent the whole log first.
     missed_done = await other.until(lambda f: f["type"] == "agent.completed" and f["message"]["text"] == away_text)
-    last_seq = await sync_to_async(lambda: Conversation.objects.get(pk=client.conversation_id).last_seq)()
+    last_seq = await database_sync_to_async(lambda: Conversation.objects.get(pk=client.conversation_id).last_seq)()
     assert last_seq == missed_done["seq"] > seen_before
 
     ready = await client.connect(proxy.url())  # a fresh proxied connection, same client
@@ -292,13 +292,13 @@ async def test_reset_client_is_closed_at_once_and_resumes_without_loss(daphne_cl
     missed = [client.applied[s]["type"] for s in range(seen_before + 1, last_seq + 1)]
     assert missed[0] == "message.created" and missed[1] == "agent.started" and missed[-1] == "agent.completed"
     assert client.applied[seen_before + 1]["message"]["text"] == "while you were away"
-    old = await sync_to_async(Connection.objects.get)(pk=row.pk)
+    old = await database_sync_to_async(Connection.objects.get)(pk=row.pk)
     assert (old.close_code, old.close_reason) == (1006, "connection_lost")  # not overwritten by the resume
 
 
 async def test_cut_client_is_closed_and_nothing_else_is_left_open(daphne_cluster, net, redis_client, user):
     node = daphne_cluster("zombie-fin", **PATIENT_ENV)
-    token = await sync_to_async(access_for)(user)
+    token = await database_sync_to_async(access_for)(user)
     live = net.client(token)
     await live.connect(node.ws_url)
     proxy = await net.proxy(node)
@@ -317,7 +317,7 @@ async def test_cut_client_is_closed_and_nothing_else_is_left_open(daphne_cluster
     assert elapsed < 2
     await _assert_gone(client)
 
-    assert await sync_to_async(_open_rows)(node.node_id) == {str(live_row.pk)}
+    assert await database_sync_to_async(_open_rows)(node.node_id) == {str(live_row.pk)}
     await _ping(live, 1)
     assert await redis_client.zrange(_slot_key(user), 0, -1) == [_slot(live)]
     await _assert_feed(redis_client, client.conversation_id, None)
@@ -325,7 +325,7 @@ async def test_cut_client_is_closed_and_nothing_else_is_left_open(daphne_cluster
 
 async def test_latency_neither_breaks_the_conversation_nor_trips_the_heartbeat(daphne_cluster, net, user):
     node = daphne_cluster("zombie-slow", **APP_HEARTBEAT_ENV)
-    token = await sync_to_async(access_for)(user)
+    token = await database_sync_to_async(access_for)(user)
     proxy = await net.proxy(node)
     proxy.set_latency(0.3)  # each way: 0.6 s round trip
     client = net.client(token)
@@ -349,7 +349,7 @@ async def test_latency_neither_breaks_the_conversation_nor_trips_the_heartbeat(d
     lasted = time.monotonic() - started
     assert [p["id"] for p in pongs] == list(range(6))
     assert lasted > HEARTBEAT_TIMEOUT + 0.5  # the watchdog was armed for the whole span
-    fresh = await sync_to_async(Connection.objects.get)(pk=row.pk)
+    fresh = await database_sync_to_async(Connection.objects.get)(pk=row.pk)
     assert fresh.closed_at is None
 
     # Control: once the pings stop, the same 2 s watchdog does close it.
@@ -372,7 +372,7 @@ async def test_zombie_replaced_by_its_own_reconnect_keeps_the_slot(daphne_cluste
     The replaced zombie must not release the slot, which now belongs to the new socket."""
     env = {**PATIENT_ENV, "REALTIME_MAX_CONNECTIONS_PER_USER": 1}
     node = daphne_cluster("zombie-replaced", **env)
-    token = await sync_to_async(access_for)(user)
+    token = await database_sync_to_async(access_for)(user)
     proxy = await net.proxy(node)
     client = net.client(token)
     await client.connect(proxy.url())
@@ -389,7 +389,7 @@ async def test_zombie_replaced_by_its_own_reconnect_keeps_the_slot(daphne_cluste
     assert (closed.close_code, closed.close_reason) == (4409, "replaced")
     await _ping(back, 2)
     new_row = await _open_row(back, node.node_id)
-    assert await sync_to_async(_open_rows)(node.node_id) == {str(new_row.pk)}
+    assert await database_sync_to_async(_open_rows)(node.node_id) == {str(new_row.pk)}
 
     # The zombie's cleanup has run (its row is closed after its slot is dealt with).
     assert await redis_client.zrange(slot_key, 0, -1) == [_slot(client)]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from tether_client import (
     AgentCompleted,
     AgentDelta,
@@ -102,7 +102,7 @@ async def runs_streaming(count: int, min_deltas: int = 3, timeout: float = 15.0)
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        last = await sync_to_async(check)()
+        last = await database_sync_to_async(check)()
         if last:
             return last
         await asyncio.sleep(0.02)
