@@ -527,8 +527,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         another node), a deactivated user or a revoked token, or events the fan-out dropped."""
         if self.phase is not p.Phase.READY:
             return
-        if state == "closed":
-            await self._terminate(p.CLOSE_REPLACED, "replaced", "this connection was closed by the server")
+        if state == "replaced":
+            await self._terminate(p.CLOSE_REPLACED, "replaced", "a newer connection of this client took over")
+        elif state == "closed":
+            # Reaped (this node was taken for dead, e.g. cut off from Redis for longer than the
+            # node TTL): the client did nothing wrong and must come back, which 4409 forbids.
+            await self._terminate(p.CLOSE_GOING_AWAY, "going_away", "this connection was closed by the server; resume")
         elif state == "inactive":
             await self._terminate(p.CLOSE_UNAUTHENTICATED, "unauthenticated", "user is deactivated")
         elif state == "revoked":

@@ -318,7 +318,8 @@ def record_auth_refresh(connection_id: Any, *, refused: str | None = None, refre
 def touch_connections(entries: list[tuple[str, int, int, str]]) -> dict[str, tuple[str, int]]:
     """The periodic resync of many sockets in three statements: for each
     (connection_id, delivered_seq, acked_seq, refresh_jti) returns (state, conversation
-    last_seq) with state "ok", "closed" (closed meanwhile: replaced, reaped), "inactive"
+    last_seq) with state "ok", "replaced" (a newer socket of the same client took over),
+    "closed" (closed meanwhile by someone else, e.g. reaped as node_lost), "inactive"
     (user deactivated) or "revoked" (the refresh token it rotated to was blacklisted); open
     rows get last_seen_at, delivered_seq and acked_seq (clamped to the log) moved forward."""
     if not entries:
@@ -327,7 +328,7 @@ def touch_connections(entries: list[tuple[str, int, int, str]]) -> dict[str, tup
     rows = {
         str(r[0]): r
         for r in Connection.objects.filter(pk__in=[e[0] for e in entries]).values_list(
-            "id", "closed_at", "user__is_active", "conversation__last_seq"
+            "id", "closed_at", "user__is_active", "conversation__last_seq", "close_reason"
         )
     }
     jtis = [e[3] for e in entries if e[3]]
@@ -340,7 +341,7 @@ def touch_connections(entries: list[tuple[str, int, int, str]]) -> dict[str, tup
     for connection_id, delivered, acked, jti in entries:
         row = rows.get(str(connection_id))
         if row is None or row[1] is not None:
-            result[connection_id] = ("closed", 0)
+            result[connection_id] = ("replaced" if row is not None and row[4] == "replaced" else "closed", 0)
             continue
         last_seq = row[3]
         if not row[2]:

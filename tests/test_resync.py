@@ -7,6 +7,7 @@ import pytest
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
+from django.utils import timezone
 
 from realtime import ratelimit
 from realtime.resync import resync_once
@@ -48,3 +49,32 @@ async def test_resync_moves_rows_forward_and_catches_dropped_events(settings, cl
     assert await r.zscore(slot_key, member) is None
     await r.aclose()
     await client.drop()
+
+
+async def test_row_closed_elsewhere_ends_the_socket_with_the_code_its_client_can_act_on(cluster, token):
+    """A socket whose row another node closed learns it at the resync. Replaced by its own
+    client: 4409, do not come back. Reaped (this node was taken for dead): 4012, resume."""
+    node, app = cluster("node-1")
+    reaped, replaced = WSClient(app), WSClient(app)
+    ready = await reaped.connect(token, client_id="tab-reaped")
+    await replaced.connect(token, client_id="tab-replaced")
+
+    def close_rows():
+        rows = Connection.objects.filter(closed_at__isnull=True)
+        rows.filter(client_id="tab-reaped").update(closed_at=timezone.now(), close_code=1006, close_reason="node_lost")
+        rows.filter(client_id="tab-replaced").update(closed_at=timezone.now(), close_code=4409, close_reason="replaced")
+
+    await database_sync_to_async(close_rows)()
+    await resync_once(node)
+
+    frames, code = await reaped.expect_close()
+    assert (frames[-1]["type"], frames[-1]["code"], code) == ("error", "going_away", 4012), frames
+    frames, code = await replaced.expect_close()
+    assert (frames[-1]["type"], frames[-1]["code"], code) == ("error", "replaced", 4409), frames
+    await reaped.drop(4012)
+    await replaced.drop(4409)
+
+    back = WSClient(app)
+    again = await back.connect(token, client_id="tab-reaped", conversation_id=ready["conversation_id"], last_seq=0)
+    assert again["resumed"] is True
+    await back.drop(1000)
