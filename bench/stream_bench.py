@@ -3,6 +3,7 @@ through one daphne node, then the same load through a plain Channels group_send 
 durability (the baseline), in the same run.
 
     .venv/bin/python bench/stream_bench.py --streams 100 --rate 20 --seconds 10
+    .venv/bin/python bench/stream_bench.py --streams 100 --agent-workers 1   # agents off the web node
 
 Reports delivered tokens/s, p50/p99 delay from a token's creation (in the agent) to its
 arrival at the client, events written per second, and loss. Needs PostgreSQL (a scratch
@@ -77,6 +78,13 @@ def count_events() -> int:
     from sessions_app.models import Event
 
     return Event.objects.count()
+
+
+def start_agent_worker(index: int, env: dict) -> subprocess.Popen:
+    log = open(ROOT / f"bench-agents-{index}.log", "w")  # noqa: SIM115 - lives as long as the worker
+    return subprocess.Popen([sys.executable, "manage.py", "run_agents", "--grace", "0"], cwd=ROOT,
+                            env={**os.environ, **env, "REALTIME_NODE_ID": f"bench-agents-{index}"},
+                            stdout=log, stderr=subprocess.STDOUT)
 
 
 def start_node(asgi: str, port: int, env: dict) -> subprocess.Popen:
@@ -162,6 +170,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--coalesce-ms", type=int, default=50)
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--agent-workers", type=int, default=0,
+                        help="run agents on this many `manage.py run_agents` processes instead of the web node")
     args = parser.parse_args()
 
     os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
@@ -178,7 +188,10 @@ def main() -> None:
     results = {}
     for name, asgi in (("durable", "project.asgi:application"), ("baseline", "bench.baseline_asgi:application")):
         port = free_port()
-        node = start_node(asgi, port, env)
+        durable = name == "durable"
+        workers = [start_agent_worker(i, env) for i in range(args.agent_workers)] if durable else []
+        node_env = {**env, "REALTIME_RUN_AGENTS_IN_SERVER": "0"} if workers else env
+        node = start_node(asgi, port, node_env)
         try:
             wait_port(port)
             before = count_events()
@@ -186,8 +199,10 @@ def main() -> None:
                                                   args.rate, args.seconds))
             results[name]["written_per_s"] = (count_events() - before) / results[name]["elapsed_s"]
         finally:
-            node.terminate()
-            node.wait(10)
+            for process in (node, *workers):
+                process.terminate()
+            for process in (node, *workers):
+                process.wait(10)
     print(json.dumps({"args": vars(args), "results": results}, indent=2))
     d, b = results["durable"], results["baseline"]
     print("\n| path | tokens/s | events/s delivered | events written/s | p50 ms | p99 ms | max ms | lost |")

@@ -54,6 +54,9 @@ class RunSupervisor:
         self.drivers: dict[str, asyncio.Task] = {}
         self.executing: dict[str, asyncio.Queue] = {}
         self._claims: dict[str, services.ClaimedRun] = {}
+        # Claims under way in a database thread: a stop cannot cancel them (the thread runs
+        # on), so it waits for them and releases what they won.
+        self._claiming: set[asyncio.Future] = set()
         self._rekick: set[str] = set()
         self._sweeper: asyncio.Task | None = None
         self._sweep_wake = asyncio.Event()
@@ -103,6 +106,8 @@ class RunSupervisor:
         for task in drivers:
             task.cancel()
         await asyncio.gather(*drivers, return_exceptions=True)
+        late = await asyncio.gather(*self._claiming, return_exceptions=True)
+        claims += [c for c in late if isinstance(c, services.ClaimedRun)]
         await self.writer.stop()
         if not abandon:
             for claim in claims:
@@ -134,7 +139,7 @@ class RunSupervisor:
         try:
             while not self.stopping and len(self.executing) < self.max_concurrent:
                 self._rekick.discard(conversation_id)
-                claim = await db(services.claim_next_run)(conversation_id, self.node_id, self.lease_seconds)
+                claim = await self._claim(conversation_id)
                 if claim is None:
                     if conversation_id in self._rekick:
                         continue
@@ -146,6 +151,12 @@ class RunSupervisor:
             log.exception("driving runs of %s failed", conversation_id)
         finally:
             self.drivers.pop(conversation_id, None)
+
+    async def _claim(self, conversation_id: str) -> services.ClaimedRun | None:
+        claiming = asyncio.ensure_future(db(services.claim_next_run)(conversation_id, self.node_id, self.lease_seconds))
+        self._claiming.add(claiming)
+        claiming.add_done_callback(self._claiming.discard)
+        return await asyncio.shield(claiming)
 
     # --- executing --------------------------------------------------------------------------
 

@@ -666,10 +666,15 @@ def renew_run_lease(run_id: Any, fencing_token: int, lease_seconds: float | None
 
 def release_run(run_id: Any, fencing_token: int) -> bool:
     """Gives a running run up (graceful shutdown): its lease lapses now, so another node
-    continues it from the committed text at its next sweep instead of after the full lease."""
+    continues it from the committed text at its next sweep instead of after the full lease.
+
+    The release also fences the releasing owner out. Its delta batch or lease renewal may
+    still be running in a database thread (cancelling the awaiting task does not stop the
+    thread); committed after the release, such a write would push the lease back into the
+    future and hold the run hostage for a whole lease. With the token moved on it is refused."""
     return bool(
         AgentRun.objects.filter(pk=run_id, fencing_token=fencing_token, status=AgentRun.Status.RUNNING).update(
-            lease_expires_at=timezone.now() - timedelta(seconds=1)
+            lease_expires_at=timezone.now() - timedelta(seconds=1), fencing_token=F("fencing_token") + 1
         )
     )
 

@@ -107,12 +107,20 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _release_thread_connections(django_db_setup):
+def _release_thread_connections(django_db_setup, django_db_blocker):
     """Channels' test communicator turns `close_old_connections` into a no-op while it waits
-    for the application (channels.testing.application), so the executor threads that ran the
-    ORM meanwhile keep their connections. Those threads end with their test's event loop, but
-    the connections stay referenced from collectable cycles; PostgreSQL would refuse to drop
-    the test database while they linger. Production code is not concerned: there the
-    connections are closed after every call."""
+    for the application (channels.testing.application, a module-wide patch), so threads that
+    ran the ORM meanwhile keep their connections: executor threads that ended with their
+    test's event loop (their connections wait in collectable cycles) and asgiref's shared
+    thread, which lives on. PostgreSQL refuses to drop the test database while any linger.
+    Production code is not concerned: there the connections are closed after every call."""
     yield
     gc.collect()
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )

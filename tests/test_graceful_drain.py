@@ -3,14 +3,18 @@
 lets runs finish within the grace period and hands the rest over."""
 
 import asyncio
+import threading
+import time
 
 import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
+from django.utils import timezone
 
 import realtime.node
 from realtime import liveness
 from realtime.drain import Drainer
+from sessions_app import services
 from sessions_app.models import AgentRun, Connection
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient, run_text
@@ -124,3 +128,41 @@ async def test_drain_moves_sockets_in_waves(settings, cluster, token):
     # Three waves: two sockets at once, two after one interval, the last after two.
     waves = sorted(round(t / 0.3) for t in closed_after)
     assert waves == [0, 0, 1, 1, 2], closed_after
+
+
+async def test_stop_releases_a_run_whose_claim_was_under_way(cluster, user, monkeypatch):
+    """A claim already running in a database thread when the node stops cannot be cancelled:
+    it commits anyway. The stop waits for it and releases the run, so that another node
+    continues it now rather than after a whole lease."""
+    node, _ = cluster("node-a", register=False, lease_seconds=60, sweep_interval=60)
+    node.ensure_started()
+    started, finished = threading.Event(), threading.Event()
+    real_claim = services.claim_next_run
+
+    def slow_claim(*args, **kwargs):
+        started.set()
+        time.sleep(0.5)
+        try:
+            return real_claim(*args, **kwargs)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(services, "claim_next_run", slow_claim)
+
+    def post():
+        conversation = services.create_conversation(user.pk)
+        services.post_user_message(conversation.pk, "00000000-0000-0000-0000-000000000003", "count 3")
+        return str(conversation.pk)
+
+    conversation_id = await database_sync_to_async(post)()
+    node.supervisor.kick(conversation_id)
+    async def claim_started():
+        return started.is_set()
+
+    await eventually(claim_started, timeout=5, what="the claim under way")
+    await node.stop(grace=0)
+    assert finished.is_set()
+
+    run = await database_sync_to_async(AgentRun.objects.get)(conversation_id=conversation_id)
+    assert (run.status, run.node, run.claims) == ("running", "node-a", 1)
+    assert run.lease_expires_at < timezone.now(), "claimed while stopping and never released"

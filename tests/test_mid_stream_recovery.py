@@ -4,6 +4,7 @@ continues it from the committed text."""
 
 import pytest
 from channels.db import database_sync_to_async
+from django.utils import timezone
 
 from sessions_app import services
 from sessions_app.models import AgentRun, Event
@@ -106,3 +107,28 @@ async def test_a_node_that_lost_its_lease_cannot_append(cluster, token, user):
     )
     assert events[0]["index"] == 1
     assert await database_sync_to_async(services.renew_run_lease)(first.run_id, first.fencing_token) == "lost"
+
+
+async def test_a_released_run_refuses_its_old_owners_late_writes(user):
+    """A graceful release can race the releasing node's own last delta batch, still running in
+    a database thread: that write must not land, or the lease moves back into the future."""
+    def setup():
+        conversation = services.create_conversation(user.pk)
+        services.post_user_message(conversation.pk, "00000000-0000-0000-0000-000000000002", "count 5")
+        return conversation.pk
+
+    conversation_id = await database_sync_to_async(setup)()
+    claim = await database_sync_to_async(services.claim_next_run)(conversation_id, "draining-node", 30)
+    await database_sync_to_async(services.append_run_delta)(conversation_id, claim.run_id, claim.fencing_token, "w1 ")
+    assert await database_sync_to_async(services.release_run)(claim.run_id, claim.fencing_token)
+
+    late = services.DeltaWrite(str(conversation_id), claim.run_id, claim.fencing_token, "w2 ")
+    outcome = await database_sync_to_async(services.append_run_deltas)([late], 30)
+    assert isinstance(outcome[claim.run_id], services.LeaseLost), outcome
+    assert await database_sync_to_async(services.renew_run_lease)(claim.run_id, claim.fencing_token) == "lost"
+    run = await database_sync_to_async(AgentRun.objects.get)(pk=claim.run_id)
+    assert (run.text, run.next_index, run.status) == ("w1 ", 1, "running")
+    assert run.lease_expires_at < timezone.now()
+    # The next owner continues from what was committed.
+    taken = await database_sync_to_async(services.claim_next_run)(conversation_id, "other-node", 30)
+    assert taken.takeover and taken.fencing_token == claim.fencing_token + 2
