@@ -113,12 +113,14 @@ def pending_slot_member(channel_name: str) -> str:
     return f"new:{channel_name}"
 
 
-# KEYS[1] slot zset; ARGV: old member, new member. The slot keeps its lease.
+# KEYS[1] slot zset; ARGV: old member, new member. The slot keeps its lease. Added before
+# the old one goes: removing a zset's last member deletes the key, and the ZADD would then
+# create it again without its expiry.
 _RENAME_SLOT_LUA = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score == false then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], score, ARGV[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
 

@@ -95,6 +95,8 @@ async def test_one_client_id_cannot_open_a_socket_per_conversation_on_one_slot(s
     token = access_for(user)
     first, second = WSClient(node_app), WSClient(node_app)
     a = await first.connect(token, client_id="tab")
+    # Renaming the only member of the set must not leave the key without its expiry.
+    assert await _slot_ttl_ms(user) > 0
     b = await second.connect(token, client_id="tab")
     assert a["conversation_id"] != b["conversation_id"]
     new_one = WSClient(node_app)
@@ -125,6 +127,14 @@ async def test_one_client_id_cannot_open_a_socket_per_conversation_on_one_slot(s
     await again.drop(1000)
     await second.drop(1000)
     assert await _slot_members(user) == []
+
+
+async def _slot_ttl_ms(user) -> int:
+    r = aioredis.from_url(django_settings.REDIS_URL)
+    try:
+        return await r.pttl(f"{django_settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}")
+    finally:
+        await r.aclose()
 
 
 async def _slot_members(user) -> list[str]:
