@@ -107,6 +107,7 @@ class RunSupervisor:
             task.cancel()
         await asyncio.gather(*drivers, return_exceptions=True)
         late = await asyncio.gather(*self._claiming, return_exceptions=True)
+        self._claiming.clear()
         claims += [c for c in late if isinstance(c, services.ClaimedRun)]
         await self.writer.stop()
         if not abandon:
@@ -155,8 +156,17 @@ class RunSupervisor:
     async def _claim(self, conversation_id: str) -> services.ClaimedRun | None:
         claiming = asyncio.ensure_future(db(services.claim_next_run)(conversation_id, self.node_id, self.lease_seconds))
         self._claiming.add(claiming)
-        claiming.add_done_callback(self._claiming.discard)
-        return await asyncio.shield(claiming)
+        try:
+            claim = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # Stays listed until the stop that cancelled us has waited for it, even when the
+            # claim had already succeeded and only its delivery to this task was cancelled.
+            raise
+        except Exception:
+            self._claiming.discard(claiming)
+            raise
+        self._claiming.discard(claiming)
+        return claim
 
     # --- executing --------------------------------------------------------------------------
 
