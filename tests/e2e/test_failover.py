@@ -17,16 +17,15 @@ import pytest
 from channels.db import database_sync_to_async
 
 from sessions_app.models import AgentRun, Connection
-from tests.conftest import access_for
 from tests.support.netproxy import FaultProxy
 from tests.support.sdk_chat import (
     FAST_NODE_ENV,
     ChatSession,
     check_conversation,
-    create_users,
     expected_answers,
     latency_summary,
     runs_streaming,
+    user_tokens,
     wait_ready,
 )
 from tests.support.waiting import eventually
@@ -72,8 +71,7 @@ async def test_sigkill_mid_stream_fails_over_and_the_run_is_taken_over(daphne_cl
     b = daphne_cluster("kill-b", **NODE_ENV)
     await wait_ready(a)
     await wait_ready(b)
-    users = await database_sync_to_async(create_users)(3, "kill")
-    tokens = [await database_sync_to_async(access_for)(u) for u in users]
+    tokens = await database_sync_to_async(user_tokens)(3, "kill")
     sessions = [_open([a.ws_url, b.ws_url], t, f"k{i}") for i, t in enumerate(tokens)]
     try:
         await asyncio.gather(*(s.converse("count 3") for s in sessions))
@@ -126,9 +124,9 @@ async def test_network_fault_fails_over_to_the_other_node(daphne_cluster, fault)
     b = daphne_cluster(f"net-{fault}-b", **NODE_ENV)
     await wait_ready(a)
     await wait_ready(b)
-    [user] = await database_sync_to_async(create_users)(1, "net")
+    [token] = await database_sync_to_async(user_tokens)(1, "net")
     proxy = await FaultProxy(upstream=("127.0.0.1", a.port)).start()
-    session = _open([proxy.url(), b.ws_url], await database_sync_to_async(access_for)(user), fault)
+    session = _open([proxy.url(), b.ws_url], token, fault)
     try:
         await session.converse("count 3")
         assert session.client.node == a.node_id and session.client.endpoint == proxy.url()

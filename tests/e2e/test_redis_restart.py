@@ -19,16 +19,15 @@ import pytest
 from channels.db import database_sync_to_async
 
 from sessions_app.models import AgentRun, Connection
-from tests.conftest import access_for
 from tests.support.sdk_chat import (
     FAST_NODE_ENV,
     ChatSession,
     RedisServer,
     check_conversation,
-    create_users,
     expected_answers,
     latency_summary,
     readyz,
+    user_tokens,
     wait_ready,
 )
 from tests.support.waiting import eventually
@@ -59,8 +58,7 @@ async def test_redis_restart_under_load_recovers_without_loss(daphne_cluster, re
     b = daphne_cluster("redis-b", **env)
     await wait_ready(a)
     await wait_ready(b)
-    users = await database_sync_to_async(create_users)(CLIENTS, "redis")
-    tokens = [await database_sync_to_async(access_for)(u) for u in users]
+    tokens = await database_sync_to_async(user_tokens)(CLIENTS, "redis")
     sessions = [
         ChatSession.open([a.ws_url, b.ws_url] if i % 2 == 0 else [b.ws_url, a.ws_url], token, name=f"r{i}")
         for i, token in enumerate(tokens)

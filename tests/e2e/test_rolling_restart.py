@@ -18,14 +18,13 @@ import pytest
 from channels.db import database_sync_to_async
 
 from sessions_app.models import AgentRun, Connection
-from tests.conftest import access_for
 from tests.support.sdk_chat import (
     FAST_NODE_ENV,
     ChatSession,
     check_conversation,
-    create_users,
     expected_answers,
     latency_summary,
+    user_tokens,
     wait_exit,
     wait_ready,
 )
@@ -55,8 +54,7 @@ async def test_rolling_restart_loses_nothing(daphne_cluster):
     b = daphne_cluster("roll-b", **NODE_ENV)
     await wait_ready(a)
     await wait_ready(b)
-    users = await database_sync_to_async(create_users)(CLIENTS, "roll")
-    tokens = [await database_sync_to_async(access_for)(u) for u in users]
+    tokens = await database_sync_to_async(user_tokens)(CLIENTS, "roll")
     # Half the clients prefer A, half B: both nodes carry streams when they are restarted.
     sessions = [
         ChatSession.open([a.ws_url, b.ws_url] if i % 2 == 0 else [b.ws_url, a.ws_url], token, name=f"c{i:02d}")

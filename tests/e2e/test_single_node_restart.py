@@ -15,17 +15,16 @@ from django.utils import timezone
 from tether_client import Backoff
 
 from sessions_app.models import AgentRun, Message
-from tests.conftest import access_for
 from tests.support.sdk_chat import (
     FAST_NODE_ENV,
     ChatSession,
     check_conversation,
     count_answer,
-    create_users,
     expected_answers,
     latency_summary,
     readyz,
     runs_streaming,
+    user_tokens,
     wait_exit,
     wait_ready,
 )
@@ -44,8 +43,7 @@ BACKOFF = dict(base=0.1, cap=1.0)
 async def test_single_node_restart_resumes_every_client_and_flushes_the_outbox(daphne_cluster):
     node = daphne_cluster("solo", **NODE_ENV)
     await wait_ready(node)
-    users = await database_sync_to_async(create_users)(CLIENTS, "solo")
-    tokens = [await database_sync_to_async(access_for)(u) for u in users]
+    tokens = await database_sync_to_async(user_tokens)(CLIENTS, "solo")
     sessions = [
         ChatSession.open([node.ws_url], t, name=f"s{i}", backoff=Backoff(**BACKOFF)) for i, t in enumerate(tokens)
     ]

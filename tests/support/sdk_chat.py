@@ -109,13 +109,16 @@ async def runs_streaming(count: int, min_deltas: int = 3, timeout: float = 15.0)
     raise AssertionError(f"{count} runs not streaming within {timeout}s")
 
 
-def create_users(count: int, prefix: str = "e2e") -> list[Any]:
-    """Users without password hashing (create_user hashes, which is slow)."""
+def user_tokens(count: int, prefix: str = "e2e") -> list[str]:
+    """An access token for each of `count` new users, created without password hashing
+    (create_user hashes, which is slow)."""
     from django.contrib.auth import get_user_model
+
+    from tests.conftest import access_for
 
     user_model = get_user_model()
     tag = uuid.uuid4().hex[:6]
-    return [user_model.objects.create(username=f"{prefix}-{tag}-{i}") for i in range(count)]
+    return [access_for(user_model.objects.create(username=f"{prefix}-{tag}-{i}")) for i in range(count)]
 
 
 # --- the SDK under test, recorded -----------------------------------------------------------
