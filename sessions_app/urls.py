@@ -1,10 +1,12 @@
 from django.urls import path
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework_simplejwt.views import TokenRefreshView
 
+from realtime.exporter import metrics_view
 from sessions_app import api
 
 urlpatterns = [
-    path("api/auth/token/", TokenObtainPairView.as_view(), name="token_obtain"),
+    path("api/auth/token/", api.ThrottledTokenObtainPairView.as_view(), name="token_obtain"),
     path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
     path("api/conversations/", api.ConversationList.as_view(), name="conversations"),
     path("api/conversations/<uuid:conversation_id>/", api.ConversationDetail.as_view(), name="conversation"),
@@ -13,4 +15,7 @@ urlpatterns = [
     path("api/realtime/nodes/", api.NodeList.as_view(), name="nodes"),
     path("healthz", api.healthz, name="healthz"),
     path("readyz", api.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
