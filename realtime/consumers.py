@@ -17,8 +17,8 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
+from realtime import logcontext, metrics, ratelimit, tokens
 from realtime import protocol as p
-from realtime import ratelimit, tokens
 from realtime.auth import InvalidToken, verify_access_token
 from realtime.db import db
 from realtime.fanout import FanoutUnavailable, publish
@@ -80,6 +80,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.node = self.scope["tether_node"]
+        logcontext.bind(node=self.node.node_id)
         self.phase = p.Phase.AWAITING_CONNECT
         self.cursor = p.DeliveryCursor()
         self.budget = p.BadFrameBudget(settings.REALTIME_BAD_FRAME_LIMIT, settings.REALTIME_BAD_FRAME_WINDOW)
@@ -124,6 +125,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         verdict = self.frame_bucket.take()
         if not verdict.allowed:
+            metrics.RATE_LIMITED.labels("frames").inc()
             self.frame_overruns += 1
             if self.frame_overruns > settings.REALTIME_FRAME_OVERRUN_CLOSE:
                 await self._terminate(p.CLOSE_RATE_LIMITED, "rate_limited", "too many frames",
@@ -209,6 +211,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.conversation_id = opened.conversation_id
         self.connection_id = opened.connection_id
+        logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id)
         if frame.conversation_id is None:
             await self._rename_slot(ratelimit.slot_member(frame.client_id, opened.conversation_id))
         if self.joined_feed is None and not await self._join(opened.conversation_id):
@@ -232,6 +235,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 "node": self.node.node_id,
             }
         )
+        metrics.connect_ready(frame.conversation_id is not None, plan.resumed, plan.replay_count,
+                              asyncio.get_running_loop().time() - self.last_frame_at)
+        log.info("connection ready", extra={"seq": opened.last_seq, "resumed": plan.resumed})
         self.cursor.sent_seq = plan.replay_from
         async with self.deliver_lock:
             await self._fill(opened.last_seq)
@@ -260,6 +266,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def _on_message(self, frame: p.SendMessage) -> None:
         verdict = await _check(ratelimit.hit(f"conv:{self.conversation_id}", ratelimit.rule("REALTIME_RATE_MESSAGES")))
         if not verdict.allowed:
+            metrics.RATE_LIMITED.labels("messages").inc()
             await self._send(p.error_frame("rate_limited", "too many messages in this conversation",
                                            frame.client_msg_id, retry_after_ms=verdict.retry_after_ms))
             return
@@ -288,9 +295,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 renewed = tokens.accept_new_access_token(frame.access, self.user_id)
         except tokens.RefreshRefused as exc:
             # The socket keeps its current expiry: a failed renewal is not a reason to drop it.
+            metrics.AUTH_REFRESHES.labels("access" if frame.refresh is None else "refresh", "refused").inc()
             await db(services.record_auth_refresh)(self.connection_id, refused=str(exc))
             await self._send(p.error_frame("refresh_failed", str(exc)))
             return
+        metrics.AUTH_REFRESHES.labels("access" if frame.refresh is None else "refresh", "ok").inc()
         await db(services.record_auth_refresh)(self.connection_id, refresh_jti=renewed.refresh_jti)
         if renewed.refresh_jti:
             self.refresh_jti = renewed.refresh_jti
@@ -337,10 +346,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         last_seq = await db(services.conversation_last_seq)(self.conversation_id)
         async with self.deliver_lock:
             if self.phase is p.Phase.READY and last_seq > self.cursor.sent_seq:
+                metrics.RESYNC_REPAIRED_EVENTS.inc(last_seq - self.cursor.sent_seq)
                 await self._fill(last_seq)
 
     async def conn_replaced(self, message: dict) -> None:
         await self._terminate(p.CLOSE_REPLACED, "replaced", "a newer connection of this client took over")
+
+    async def conn_disconnect(self, message: dict) -> None:
+        """An operator ended this socket (admin action; the row is already closed by
+        services.disconnect_connection): the client is told to resume, like a drain."""
+        await self._terminate(p.CLOSE_GOING_AWAY, "going_away", "disconnected by an operator; resume")
 
     async def node_draining(self, message: dict) -> None:
         await self._terminate(
@@ -367,6 +382,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         verdict = await _check(ratelimit.hit(bucket, ratelimit.rule(setting)))
         if verdict.allowed:
             return True
+        metrics.RATE_LIMITED.labels(setting.removeprefix("REALTIME_RATE_").lower()).inc()
         await self._terminate(p.CLOSE_RATE_LIMITED, "rate_limited", "too many connection attempts",
                               retry_after_ms=verdict.retry_after_ms)
         return False
@@ -380,6 +396,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if verdict.allowed:
             self.slot = member
             return True
+        metrics.RATE_LIMITED.labels("connections_per_user").inc()
         await self._terminate(p.CLOSE_RATE_LIMITED, "rate_limited", "too many open connections for this user",
                               retry_after_ms=verdict.retry_after_ms)
         return False
@@ -437,6 +454,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.cleaned_up = True
         self.phase = p.Phase.CLOSED
+        metrics.connect_ended(close_code, reason, was_ready=self.connection_id is not None)
+        log.info("connection closed: %s", reason, extra={
+            "close_code": close_code, "seq": self.cursor.sent_seq,
+            "conversation_id": self.conversation_id, "connection_id": self.connection_id})
         self.node.connections.discard(self)
         if self.watchdog is not None and self.watchdog is not asyncio.current_task():
             self.watchdog.cancel()
@@ -540,6 +561,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         elif last_seq > self.cursor.sent_seq:
             async with self.deliver_lock:
                 if self.phase is p.Phase.READY:
+                    metrics.RESYNC_REPAIRED_EVENTS.inc(max(0, last_seq - self.cursor.sent_seq))
                     await self._fill(last_seq)
 
 

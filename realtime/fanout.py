@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from realtime import metrics
 from realtime.redis_client import get_redis, key
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,9 @@ async def publish(conversation_id: str, events: list[dict]) -> None:
     if not events:
         return
     try:
-        await get_redis().publish(channel_for(conversation_id), json.dumps(layer_message(events)))
+        # `ts`: when it was published, for the receiving nodes' fan-out lag metric.
+        message = {**layer_message(events), "ts": time.time()}
+        await get_redis().publish(channel_for(conversation_id), json.dumps(message))
     except Exception:  # noqa: BLE001 - Redis down must not fail a committed write
         log.warning("fan-out of %s events for %s failed", len(events), conversation_id, exc_info=True)
 
@@ -192,6 +196,7 @@ class FanoutHub:
                     self._deliver(listener.catch_up())
         elif kind == "message":
             payload = json.loads(message["data"])
+            metrics.fanout_arrived(payload.get("ts"))
             for listener in list(self.members.get(cid, ())):
                 self._deliver(listener.conv_events(payload))
 

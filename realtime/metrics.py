@@ -17,6 +17,7 @@ Rules that hold for every metric here:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -141,6 +142,21 @@ def connect_ready(resuming: bool, resumed: bool, replay_count: int, seconds: flo
     if resuming:
         RESUMES.labels("true" if resumed else "false").inc()
         REPLAY_EVENTS.observe(replay_count)
+
+
+def events_appended(entries: list[tuple[str, dict, object]]) -> None:
+    for kind, _, _ in entries:
+        EVENTS_APPENDED.labels(kind).inc()
+
+
+def delta_batch(writes: int, seconds: float) -> None:
+    DELTA_BATCH_WRITES.observe(writes)
+    DELTA_BATCH_SECONDS.observe(seconds)
+
+
+def fanout_arrived(published_at: float | None) -> None:
+    if published_at is not None:
+        FANOUT_LAG_SECONDS.observe(max(0.0, time.time() - published_at))
 
 
 def run_claimed(takeover: bool) -> None:

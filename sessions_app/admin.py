@@ -5,6 +5,7 @@ invariants the protocol relies on."""
 from django.contrib import admin
 from django.db.models import Count, Max, OuterRef, Subquery
 
+from sessions_app import admin_actions
 from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
 
 
@@ -92,7 +93,8 @@ Event._meta.verbose_name_plural = "queued messages / events"
 
 
 @admin.register(AgentRun)
-class AgentRunAdmin(ReadOnlyAdmin):
+class AgentRunAdmin(admin_actions.OperatorActions, ReadOnlyAdmin):
+    actions = [admin_actions.cancel_runs]
     list_display = ["id", "conversation", "status", "node", "lease_expires_at", "fencing_token", "claims",
                     "next_index", "created_at", "started_at", "finished_at"]
     list_filter = ["status", "node"]
@@ -128,7 +130,8 @@ class AuthRefusalFilter(admin.SimpleListFilter):
 
 
 @admin.register(Connection)
-class ConnectionAdmin(ReadOnlyAdmin):
+class ConnectionAdmin(admin_actions.OperatorActions, ReadOnlyAdmin):
+    actions = [admin_actions.disconnect_connections]
     list_display = ["user", "conversation", "client_id", "node", "opened_at", "last_seen_at", "closed_at",
                     "close_code", "close_reason", "delivered_seq", "acked_seq", "auth_refreshes", "auth_refusals"]
     list_filter = [OpenFilter, AuthRefusalFilter, "node", "close_code", "close_reason"]

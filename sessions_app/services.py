@@ -24,6 +24,7 @@ from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
+from realtime import metrics
 from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
 
 User = get_user_model()
@@ -181,6 +182,7 @@ def _append(conversation: Conversation, entries: list[tuple[str, dict, Any]]) ->
         for i, (kind, payload, run_id) in enumerate(entries)
     ]
     Event.objects.bulk_create(events)
+    metrics.events_appended(entries)
     return events
 
 
@@ -626,6 +628,7 @@ def append_run_deltas(
             outcomes[write.run_id] = [event.as_frame()]
         if events:
             Event.objects.bulk_create(events)
+            metrics.DELTAS_APPENDED.inc(len(events))
             _grow_runs(run_rows, now + timedelta(seconds=lease_seconds))
             touched = {e.conversation_id for e in events}
             _set_last_seqs([(last_seq[c], c) for c in sorted(touched)], now)
@@ -740,3 +743,23 @@ def request_cancel(conversation_id: Any, run_id: Any) -> tuple[str, list[dict]]:
             run.save(update_fields=["cancel_requested"])
             return "cancelling", []
         return "finished", []
+
+
+# --- operators ------------------------------------------------------------------------------
+
+
+def disconnect_connections(connection_ids: list[Any], reason: str = "operator_disconnect") -> list[str]:
+    """An operator ends sockets; their clients are to resume (close code 4012, like a drain).
+    The rows are closed here, so the sockets end at their node's next resync even if the
+    channel-layer message that ends them at once is lost (a row closed by someone else is
+    answered with going_away + 4012). Returns the channel names of the rows this call closed."""
+    with transaction.atomic():
+        rows = list(
+            Connection.objects.select_for_update()
+            .filter(pk__in=connection_ids, closed_at__isnull=True)
+            .values_list("pk", "channel_name")
+        )
+        Connection.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+            closed_at=timezone.now(), close_code=4012, close_reason=reason[:64]
+        )
+    return [channel for _, channel in rows]
