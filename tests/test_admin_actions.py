@@ -101,6 +101,10 @@ def test_cancel_queued_and_running_runs(admin_user):
 
 
 def test_actions_need_the_change_permission(django_user_model, admin_user):
+    conversation = services.create_conversation(admin_user.pk)
+    services.post_user_message(conversation.pk, uuid.uuid4(), "hello")  # a run
+    services.open_session(user_id=admin_user.pk, conversation_id=str(conversation.pk), client_id="c1",
+                          channel_name="specific.x!y", node="node-1")
     assert b"disconnect_connections" in _admin(admin_user).get("/admin/sessions_app/connection/").content
     assert b"cancel_runs" in _admin(admin_user).get("/admin/sessions_app/agentrun/").content
     staff = django_user_model.objects.create_user("viewer", password="pw-123456", is_staff=True)
