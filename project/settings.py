@@ -1,5 +1,6 @@
 """Tether settings. Every knob comes from the environment; see README.md for the list."""
 
+import logging
 import os
 import socket
 from datetime import timedelta
@@ -103,6 +104,8 @@ WHITENOISE_USE_FINDERS = True
 # conversation_id, connection_id, run_id, seq and close_code where they apply.
 LOG_FORMAT = env_str("LOG_FORMAT", "plain")
 LOGGING = logging_config(LOG_FORMAT, env_str("LOG_LEVEL", "INFO"))
+if LOG_FORMAT == "json":
+    logging.captureWarnings(True)  # Python warnings become JSON lines too
 
 # --- Redis and the channel layer -------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -25,6 +25,13 @@ def bind(**fields: Any) -> None:
     _bound.set({**_bound.get(), **{k: str(v) for k, v in fields.items() if v is not None}})
 
 
+def bind_only(**fields: Any) -> None:
+    """Like bind, but drops what was bound before: a task started on behalf of a socket
+    (a run driver kicked by a message) must not carry that socket's ids."""
+    _bound.set({})
+    bind(**fields)
+
+
 class ContextFilter(logging.Filter):
     """Puts the bound fields on each record; `extra=` given at the call wins."""
 

@@ -173,7 +173,7 @@ class RunSupervisor:
 
     async def _execute(self, claim: services.ClaimedRun) -> None:
         conversation_id, run_id, token = claim.conversation_id, claim.run_id, claim.fencing_token
-        logcontext.bind(node=self.node_id, run_id=run_id, conversation_id=conversation_id)
+        logcontext.bind_only(node=self.node_id, run_id=run_id, conversation_id=conversation_id)
         log.info("run claimed", extra={"takeover": claim.takeover, "fencing_token": token})
         metrics.run_claimed(claim.takeover)
         claimed_at, ended = asyncio.get_running_loop().time(), "released"  # a stop cancels us: released
