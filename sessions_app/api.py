@@ -89,6 +89,8 @@ class ConversationList(generics.ListCreateAPIView):
 
 
 class ConversationDetail(generics.RetrieveAPIView):
+    """One of the user's conversations; `last_seq` is where its event log stands."""
+
     serializer_class = ConversationSerializer
 
     def get_object(self) -> Conversation:
@@ -96,6 +98,8 @@ class ConversationDetail(generics.RetrieveAPIView):
 
 
 class MessageList(generics.ListAPIView):
+    """The conversation's user and assistant messages, oldest first (completed answers only)."""
+
     serializer_class = MessageSerializer
 
     def get_queryset(self):
@@ -146,6 +150,15 @@ class NodeList(APIView):
         except redis.RedisError as exc:
             return Response({"detail": f"node registry unavailable: {exc}"}, status=503)
         return Response({"nodes": [{"node": n.node, "ws_url": n.ws_url} for n in nodes]})
+
+
+def not_found(request, exception=None):
+    """Django's 404 page, except under /api/, where clients expect the API's JSON error."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
 
 
 def healthz(request) -> JsonResponse:

@@ -30,3 +30,13 @@ def test_limit_is_capped_at_api_max_page_size(user, settings):
         assert page["count"] == 5
         assert [r["seq"] for r in page["results"]] == [1, 2, 3], endpoint
         assert "offset=3" in page["next"] and "limit=3" in page["next"]
+
+
+def test_api_errors_are_json_even_for_urls_django_cannot_route(user):
+    """Found by the schemathesis run: a conversation id that is no UUID got Django's HTML 404,
+    a malformed multipart body an empty 400. The API speaks JSON only."""
+    response = api(user).get("/api/conversations/null,null/events/")
+    assert (response.status_code, response.json()) == (404, {"detail": "Not found."})
+    assert api(user).get("/no-such-page/").status_code == 404  # outside /api/: Django's page
+    form = api(user).post("/api/conversations/", "--x--\r\n", content_type="multipart/form-data; boundary=x")
+    assert form.status_code == 415 and form["Content-Type"] == "application/json"
