@@ -3,6 +3,8 @@ Everything that carries seq or ownership state is read-only: editing it would br
 invariants the protocol relies on."""
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count, Max, OuterRef, Subquery
 
 from sessions_app import admin_actions
@@ -131,7 +133,7 @@ class AuthRefusalFilter(admin.SimpleListFilter):
 
 @admin.register(Connection)
 class ConnectionAdmin(admin_actions.OperatorActions, ReadOnlyAdmin):
-    actions = [admin_actions.disconnect_connections]
+    actions = [admin_actions.disconnect_connections, admin_actions.end_connection_users_sessions]
     list_display = ["user", "conversation", "client_id", "node", "opened_at", "last_seen_at", "closed_at",
                     "close_code", "close_reason", "delivered_seq", "acked_seq", "auth_refreshes", "auth_refusals"]
     list_filter = [OpenFilter, AuthRefusalFilter, "node", "close_code", "close_reason"]
@@ -152,3 +154,12 @@ class ConnectionAdmin(admin_actions.OperatorActions, ReadOnlyAdmin):
             "refused_refreshes": Connection.objects.filter(auth_refusals__gt=0).count(),
         }
         return super().changelist_view(request, {**(extra_context or {}), "summary": summary})
+
+
+# Django's user admin, plus the operators' "end every session" (a real revocation).
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class OperatorUserAdmin(admin_actions.OperatorActions, UserAdmin):
+    actions = [admin_actions.end_user_sessions]

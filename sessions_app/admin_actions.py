@@ -1,7 +1,10 @@
 """Operators' actions in the admin. Each one goes through a service (the same writes the
 protocol makes), is recorded in the admin's history (LogEntry) and leaves the same trace as
 the automatic path: a disconnected socket's row is closed 4012 `operator_disconnect`, a
-cancelled run ends with `agent.failed` `cancelled: true` in its conversation's log."""
+cancelled run ends with `agent.failed` `cancelled: true` in its conversation's log, and a
+user whose sessions an operator ended is revoked exactly as by `POST /api/auth/logout-all/`
+(services.revoke_user_sessions: every refresh token blacklisted, every token issued so far
+refused, open sockets closed 4401 at their node's next resync)."""
 
 from __future__ import annotations
 
@@ -59,3 +62,29 @@ def cancel_runs(modeladmin, request, queryset) -> None:
         request, f"Runs: {summary} (a running run stops at its owner's next write or lease renewal).",
         messages.SUCCESS,
     )
+
+
+def _end_sessions(modeladmin, request, user_ids: set) -> None:
+    from django.contrib.auth import get_user_model
+
+    users = list(get_user_model().objects.filter(pk__in=user_ids))
+    blacklisted = 0
+    for user in users:
+        done = services.revoke_user_sessions(user.pk, reason=f"ended by operator {request.user.get_username()}")
+        blacklisted += done.refresh_tokens_blacklisted
+        modeladmin.log_change(request, user, f"all sessions ended by an operator ({done.refresh_tokens_blacklisted} "
+                                             "refresh tokens blacklisted; open sockets close 4401 at the next resync)")
+    modeladmin.message_user(
+        request, f"Ended every session of {len(users)} user(s): {blacklisted} refresh tokens blacklisted; their "
+        "open sockets close within REALTIME_RESYNC_INTERVAL.", messages.SUCCESS,
+    )
+
+
+@admin.action(description="End every session (sockets and refresh tokens: sign in again)", permissions=["operate"])
+def end_user_sessions(modeladmin, request, queryset) -> None:
+    _end_sessions(modeladmin, request, set(queryset.values_list("pk", flat=True)))
+
+
+@admin.action(description="End every session of these connections' users", permissions=["operate"])
+def end_connection_users_sessions(modeladmin, request, queryset) -> None:
+    _end_sessions(modeladmin, request, set(queryset.values_list("user_id", flat=True)))

@@ -19,7 +19,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenObtainPairView
 
-from sessions_app import services
+from sessions_app import (
+    openapi,  # noqa: F401 - registers its drf-spectacular extensions
+    services,
+)
 from sessions_app.models import Conversation, Event, Message
 from sessions_app.throttles import ConversationCreateThrottle, TokenPerAddressThrottle, TokenPerUsernameThrottle
 

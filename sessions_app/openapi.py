@@ -1,7 +1,13 @@
-"""drf-spectacular post-processing: the error answers every client meets, added to each
-operation of docs/openapi.yaml in one place instead of on every view."""
+"""drf-spectacular additions: the error answers every client meets, added to each operation of
+docs/openapi.yaml in one place instead of on every view, and the extensions that describe our
+bearer scheme and the sign-out views (registered when this module is imported)."""
 
 from __future__ import annotations
+
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from drf_spectacular.extensions import OpenApiViewExtension
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
 
 ERROR = {
     "type": "object",
@@ -38,3 +44,46 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
             if path == "/api/auth/token/":
                 responses.setdefault("401", _error("no active account with these credentials"))
     return result
+
+
+
+
+class StandingJWTScheme(SimpleJWTScheme):
+    """The API's bearer scheme is SimpleJWT's, with revoked tokens refused (same header)."""
+
+    target_class = "sessions_app.authentication.StandingJWTAuthentication"
+
+
+class SignOutSchema(OpenApiViewExtension):
+    target_class = "sessions_app.auth_api.SignOut"
+
+    def view_replacement(self):
+        class Fixed(self.target_class):
+            @extend_schema(
+                responses={200: inline_serializer("SignedOut", {
+                    "signed_out": serializers.BooleanField(),
+                    "sign_in_revoked": serializers.BooleanField(),
+                })},
+            )
+            def post(self, request, *args, **kwargs):
+                return super().post(request, *args, **kwargs)
+
+        return Fixed
+
+
+class SignOutEverywhereSchema(OpenApiViewExtension):
+    target_class = "sessions_app.auth_api.SignOutEverywhere"
+
+    def view_replacement(self):
+        class Fixed(self.target_class):
+            @extend_schema(
+                request=None,
+                responses={200: inline_serializer("SignedOutEverywhere", {
+                    "signed_out": serializers.BooleanField(),
+                    "refresh_tokens_revoked": serializers.IntegerField(),
+                })},
+            )
+            def post(self, request, *args, **kwargs):
+                return super().post(request, *args, **kwargs)
+
+        return Fixed

@@ -1,4 +1,5 @@
-"""Operators' admin actions: disconnect a socket (its client resumes) and cancel a run, each
+"""Operators' admin actions: disconnect a socket (its client resumes), cancel a run, end every
+session of a user (a real revocation), each
 recorded like the automatic closes (row code and reason, the run's agent.failed event) and
 in the admin's history."""
 
@@ -13,7 +14,8 @@ from django.test import Client
 from realtime.resync import resync_once
 from sessions_app import services
 from sessions_app.models import AgentRun, Connection, Event
-from tests.conftest import access_for
+from tests.conftest import access_for, refresh_for
+from tests.support.waiting import eventually
 from tests.support.ws import WSClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,9 +27,9 @@ def _admin(admin_user) -> Client:
     return client
 
 
-def _act(admin_user, model: str, action: str, pks: list) -> int:
+def _act(admin_user, model: str, action: str, pks: list, app: str = "sessions_app/") -> int:
     response = _admin(admin_user).post(
-        f"/admin/sessions_app/{model}/", {"action": action, "_selected_action": [str(pk) for pk in pks]}
+        f"/admin/{app}{model}/", {"action": action, "_selected_action": [str(pk) for pk in pks]}
     )
     return response.status_code
 
@@ -116,3 +118,34 @@ def test_actions_need_the_change_permission(django_user_model, admin_user):
     page = client.get("/admin/sessions_app/connection/")
     assert page.status_code == 200 and b"disconnect_connections" not in page.content
     assert b"cancel_runs" not in client.get("/admin/sessions_app/agentrun/").content
+
+
+async def test_end_every_session_of_a_user_revokes_tokens_and_closes_sockets(cluster, admin_user, user):
+    node, app = cluster("node-1")
+    token = await database_sync_to_async(access_for)(user)
+    refresh = await database_sync_to_async(refresh_for)(user)
+    client = WSClient(app)
+    await client.connect(token, client_id="tab-1")
+
+    assert await sync_to_async(_act)(admin_user, "auth/user", "end_user_sessions", [user.pk], app="") == 302
+    await resync_once(node)
+
+    frames, code = await client.expect_close()
+    assert (frames[-1]["code"], code) == ("unauthenticated", 4401), frames
+
+    def closed_row():
+        return Connection.objects.filter(client_id="tab-1").values_list("close_code", "close_reason").first()
+
+    closed = await eventually(database_sync_to_async(lambda: closed_row()[0] and closed_row()), what="row closed")
+    assert closed == (4401, "unauthenticated")
+    # The refresh token is dead too, and so is the access token on REST.
+    refused = await sync_to_async(Client().post)("/api/auth/token/refresh/", {"refresh": refresh},
+                                                 content_type="application/json")
+    assert refused.status_code == 401
+    rest = await sync_to_async(Client(HTTP_AUTHORIZATION=f"Bearer {token}").get)("/api/conversations/")
+    assert rest.status_code == 401
+    logged = await database_sync_to_async(
+        lambda: list(LogEntry.objects.filter(object_id=str(user.pk)).values_list("change_message", flat=True))
+    )()
+    assert len(logged) == 1 and logged[0].startswith("all sessions ended by an operator (1 refresh tokens")
+    await client.drop(4401)
