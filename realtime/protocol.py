@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-# --- close codes (see ../shared/protocol.md) ----------------------------------------------
+# --- close codes (docs/protocol.md, "Close codes") ----------------------------------------
 CLOSE_NORMAL = 1000
 CLOSE_TOO_LARGE = 4413
 CLOSE_GOING_AWAY = 4012
