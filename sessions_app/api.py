@@ -1,4 +1,4 @@
-"""REST endpoints of the protocol (see ../shared/protocol.md, "HTTP endpoints")."""
+"""REST endpoints of the protocol (docs/protocol.md, "HTTP API")."""
 
 from __future__ import annotations
 
