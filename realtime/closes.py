@@ -23,6 +23,9 @@ class CloseReason:
     close_code: int
     # "error" (with `code` and `detail`) or "reconnect" (with `reason`).
     frame_type: str = "error"
+    # Drop the connection right after the close frame instead of waiting for the peer's close:
+    # for a peer that does not read, which would never read the close frame either.
+    abort: bool = False
 
     def frame(self, detail: str, **extra: Any) -> dict:
         """The frame sent just before the close."""
@@ -41,7 +44,7 @@ FORBIDDEN = CloseReason("forbidden", 4403)
 NOT_FOUND = CloseReason("not_found", 4404)
 HEARTBEAT_TIMEOUT = CloseReason("heartbeat_timeout", 4408)
 # The socket does not read what it is sent (its unsent backlog passed the node's bound).
-SLOW_CONSUMER = CloseReason("slow_consumer", 4408)
+SLOW_CONSUMER = CloseReason("slow_consumer", 4408, abort=True)
 # A newer socket of the same (conversation, client_id) took over: do not come back.
 REPLACED = CloseReason("replaced", 4409)
 RATE_LIMITED = CloseReason("rate_limited", 4429)

@@ -56,6 +56,10 @@ class Limits:
     inline_events: int = 1000
     # Suggested wait after a transient failure (database or Redis unavailable).
     unavailable_retry_ms: int = 1000
+    # The sender waits while the socket's transport holds more than this unsent...
+    max_unsent_bytes: int = 1024 * 1024
+    # ...and closes it as a slow consumer when that lasts this long.
+    send_stall_timeout: float = 30.0
 
 
 # --- actions (what the consumer must do) -------------------------------------------------------
@@ -177,6 +181,9 @@ class ConnectionState:
         self.known_upto = 0
         self.pending: dict[int, dict] = {}
         self.to_log_end = False
+
+        # Loop time the sender found the transport's backlog over the bound, while it stays over.
+        self.stalled_since: float | None = None
 
         # Acks: highest seq the client acknowledged; highest stored; loop time of the last store.
         self.acked_seq = 0
@@ -489,6 +496,20 @@ class ConnectionState:
         elif not batch and step.after < step.upto:
             return self._close(closes.GOING_AWAY, f"the event log has no seq {expected}; resume")
         return []
+
+    def may_send(self, unsent_bytes: int, now: float) -> bool | list[Action]:
+        """Asked by the sender before each event, with what the transport still holds unsent:
+        True (send), False (wait and ask again), or the close of a client that stopped reading
+        (its backlog stayed over the bound for `send_stall_timeout`)."""
+        if unsent_bytes <= self.limits.max_unsent_bytes:
+            self.stalled_since = None
+            return True
+        if self.stalled_since is None:
+            self.stalled_since = now
+        if now - self.stalled_since >= self.limits.send_stall_timeout:
+            stalled = self.limits.send_stall_timeout
+            return self._close(closes.SLOW_CONSUMER, f"the client read nothing for {stalled:g} s")
+        return False
 
     def delivered(self, seq: int) -> None:
         """The events of a `Deliver` up to `seq` were handed to the socket."""

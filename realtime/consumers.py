@@ -39,6 +39,7 @@ from realtime import protocol as p
 from realtime.auth import InvalidToken, verify_access_token
 from realtime.db import db
 from realtime.fanout import FanoutUnavailable, commit_and_publish
+from realtime.flow import flow_of
 from realtime.node import NodeRuntime
 from sessions_app import services
 
@@ -48,6 +49,8 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 # Retry delays of a failing channel-layer receive (Redis unreachable), in seconds.
 LAYER_RETRY_FIRST, LAYER_RETRY_MAX = 0.1, 2.0
+# How often a sender whose socket does not read checks whether the backlog drained, seconds.
+BACKLOG_POLL = 0.05
 
 # Failures that pass by themselves (database restarting, Redis unreachable): the client is told
 # to retry the same frame; anything else is a bug, logged with its traceback.
@@ -71,6 +74,8 @@ def connection_limits() -> cs.Limits:
         frame_overrun_close=settings.REALTIME_FRAME_OVERRUN_CLOSE,
         ack_flush_interval=settings.REALTIME_ACK_FLUSH_INTERVAL,
         replay_batch=settings.REALTIME_REPLAY_BATCH,
+        max_unsent_bytes=settings.REALTIME_MAX_UNSENT_BYTES,
+        send_stall_timeout=settings.REALTIME_SEND_STALL_TIMEOUT,
     )
 
 
@@ -129,6 +134,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.conversation_id: str | None = None
         self.connection_id: str | None = None  # the open Connection row
         self.remote_addr = client_address(self.scope)
+        self.flow = flow_of(self.scope)  # the transport's backlog; None in-process
         self._sender_wake = asyncio.Event()
         self._watchdog_wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -367,6 +373,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                     await self._perform(self.state.log_read(step, batch))
                     continue
                 for event in step.events:
+                    if self.flow is not None and not await self._backlog_allows():
+                        return
                     await self._send(event)
                     self.state.delivered(event["seq"])
         except asyncio.CancelledError:
@@ -375,6 +383,21 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             transient = isinstance(exc, TRANSIENT_ERRORS)
             log.warning("sending to %s failed: %s", self.channel_name, exc, exc_info=not transient)
             await self._perform(self.state.failed("the server could not read the event log; resume"))
+
+    async def _backlog_allows(self) -> bool:
+        """Waits while the transport holds more than the bound unsent; False once closed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            verdict = self.state.may_send(self.flow.unsent_bytes(), loop.time())
+            if verdict is True:
+                return True
+            if verdict is not False:
+                await self._perform(verdict)
+                return False
+            if self.state.closed:
+                return False
+            # No callback tells when a Twisted transport drains; a stalled socket polls.
+            await asyncio.sleep(BACKLOG_POLL)
 
     async def _watch(self) -> None:
         """Connect timeout, heartbeat, token expiry and its warning: whatever `tick` says."""
@@ -403,6 +426,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         try:
             await self._send(close.frame())
             await self.close(code=close.reason.close_code)
+            if close.reason.abort and self.flow is not None:
+                self.flow.abort()
         except Exception:  # noqa: BLE001 - the peer may already be gone
             log.debug("close of %s failed", self.channel_name, exc_info=True)
         await self._end()

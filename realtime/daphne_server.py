@@ -32,6 +32,8 @@ from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory
 
+from realtime.flow import SCOPE_KEY, TransportFlow
+
 
 def configure_factory(factory: WebSocketFactory, close_handshake_timeout: float) -> None:
     """Close options on daphne's WebSocket factory. Daphne's own `setProtocolOptions` call
@@ -47,11 +49,17 @@ def configure_factory(factory: WebSocketFactory, close_handshake_timeout: float)
 
 class TetherServer(Server):
     """Daphne's Server; its WebSocket factory is configured as soon as `run()` creates it
-    (before anything listens)."""
+    (before anything listens), and WebSocket scopes carry a backlog reader."""
 
     def __init__(self, *args: Any, close_handshake_timeout: float, **kwargs: Any) -> None:
         self.close_handshake_timeout = close_handshake_timeout
         super().__init__(*args, **kwargs)
+
+    def create_application(self, protocol: Any, scope: dict) -> Any:
+        """Every WebSocket scope carries its transport's backlog reader (realtime/flow.py)."""
+        if scope.get("type") == "websocket":
+            scope["extensions"] = {**(scope.get("extensions") or {}), SCOPE_KEY: TransportFlow(protocol)}
+        return super().create_application(protocol, scope)
 
     @property
     def ws_factory(self) -> WebSocketFactory:

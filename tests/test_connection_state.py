@@ -464,3 +464,19 @@ def test_a_lost_live_feed_reads_the_log_to_its_end():
     assert step == cs.ReadLog(after=5, upto=None, limit=3)
     assert state.log_read(step, []) == []  # the end: nothing missing
     assert state.next_delivery() is None and not state.closed
+
+
+# --- backpressure ------------------------------------------------------------------------------
+
+
+def test_the_sender_waits_while_the_backlog_is_over_the_bound_then_gives_up():
+    limits = cs.Limits(max_unsent_bytes=1000, send_stall_timeout=30)
+    state = cs.ConnectionState(limits, 0.0)
+    assert state.may_send(1000, 1.0) is True
+    assert state.may_send(1001, 2.0) is False
+    assert state.may_send(5000, 31.9) is False
+    assert state.may_send(10, 32.0) is True  # it read: the stall is over
+    assert state.may_send(1001, 40.0) is False
+    close = closing(state.may_send(1001, 70.0))
+    assert close.frame() == {"type": "error", "code": "slow_consumer", "detail": "the client read nothing for 30 s"}
+    assert close.reason.close_code == 4408 and close.reason.abort
