@@ -14,7 +14,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib import admin, messages
 
-from realtime.fanout import publish
+from realtime.fanout import publish_committed
 from sessions_app import services
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,12 @@ def cancel_runs(modeladmin, request, queryset) -> None:
     outcomes: dict[str, int] = {}
     for run in queryset:
         try:
-            outcome, events = services.request_cancel(run.conversation_id, run.pk)
+            cancel = services.request_cancel(run.conversation_id, run.pk)
         except services.ConversationNotFound:
-            outcome, events = "gone", []
-        if events:
-            async_to_sync(publish)(str(run.conversation_id), events)
+            outcomes["gone"] = outcomes.get("gone", 0) + 1
+            continue
+        async_to_sync(publish_committed)(cancel)  # the agent.failed of a queued run
+        outcome = cancel.outcome
         if outcome in ("cancelled", "cancelling"):
             modeladmin.log_change(request, run, f"cancel requested by an operator ({outcome})")
         outcomes[outcome] = outcomes.get(outcome, 0) + 1

@@ -1,12 +1,13 @@
-"""REST endpoints of the protocol (docs/protocol.md, "REST"). Every DRF view here is described
-for drf-spectacular: the schema at /api/schema/ is committed as docs/openapi.yaml and a test
-keeps the two equal."""
+"""REST endpoints of the protocol (docs/protocol.md, "HTTP API"). Every DRF view here is
+described for drf-spectacular: the schema at /api/schema/ is committed as docs/openapi.yaml and
+a test keeps the two equal."""
 
 from __future__ import annotations
 
 import redis
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
@@ -61,7 +62,7 @@ def strict_int(raw: str, name: str) -> int:
     """A non-negative integer in ASCII digits. `str.isdigit` also accepts '²' or '٣', which
     int() then refuses (the HTTP 500 found in issue 9), or reads as another number."""
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise ValidationError({name: "must be a non-negative integer"})
+        raise ValidationError({name: ["must be a non-negative integer"]})
     return int(raw)
 
 
@@ -169,11 +170,11 @@ def healthz(request) -> JsonResponse:
 
 
 def readyz(request) -> JsonResponse:
-    """Ready to take sockets: not draining, database and Redis answering."""
-    import realtime.node
-
+    """Ready to take sockets: not draining, database and Redis answering. The node is the one
+    serving this request (realtime.routing puts it into the ASGI scope)."""
     failed = []
-    if getattr(realtime.node, "DRAINING", False):
+    node = request.scope.get("tether_node") if isinstance(request, ASGIRequest) else None
+    if node is not None and node.draining:
         failed.append("draining")
     try:
         with connection.cursor() as cursor:

@@ -17,7 +17,7 @@ def test_after_seq_accepts_only_ascii_digits(user, raw):
     services.post_user_message(conversation.pk, uuid.uuid4(), "hello")
     response = api(user).get(f"/api/conversations/{conversation.pk}/events/", {"after_seq": raw})
     assert response.status_code == 400, (raw, response.status_code)
-    assert response.json() == {"after_seq": "must be a non-negative integer"}
+    assert response.json() == {"after_seq": ["must be a non-negative integer"]}
 
 
 def test_limit_is_capped_at_api_max_page_size(user, settings):
