@@ -1,5 +1,6 @@
 """docs/asyncapi.yaml stays in step with the code and with docs/protocol.md: every client frame
-realtime/protocol.py parses, every frame the server sends, every close and error code."""
+realtime/protocol.py parses, every frame the server sends, every close and error code (the
+close table realtime/closes.py and every error frame the socket code builds)."""
 
 import ast
 import re
@@ -7,12 +8,15 @@ from pathlib import Path
 
 import yaml
 
-from realtime import protocol
+from realtime import closes
 from realtime.consumers import ConversationConsumer
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
 PROTOCOL_MD = (ROOT / "docs" / "protocol.md").read_text()
+# Where the socket's frames are built: the state machine, its close table, the parser, the glue.
+SOCKET_MODULES = ("realtime/consumers.py", "realtime/connection_state.py", "realtime/closes.py",
+                  "realtime/protocol.py")
 
 
 def _tree(path: str) -> ast.AST:
@@ -36,7 +40,7 @@ def server_frame_types() -> set[str]:
     left out: each is dispatched to the consumer method of the same name (conn.replaced ->
     conn_replaced), which is how they are told apart."""
     found = set()
-    for path in ("realtime/consumers.py", "realtime/protocol.py"):
+    for path in SOCKET_MODULES:
         for node in ast.walk(_tree(path)):
             if isinstance(node, ast.Dict):
                 for k, v in zip(node.keys, node.values, strict=True):
@@ -80,11 +84,27 @@ def test_messages_are_keyed_by_their_type_and_required_fields_exist():
     assert set(SPEC["channels"]["conversation"]["messages"]) == set(SPEC["components"]["messages"])
 
 
-def test_close_and_error_codes_match_the_protocol_module():
-    codes = {v for n, v in vars(protocol).items() if n.startswith("CLOSE_") and isinstance(v, int)}
-    assert codes <= set(SPEC["x-close-codes"]), codes - set(SPEC["x-close-codes"])
+def _error_codes_in_code() -> set[str]:
+    """First arguments of error_frame(...), ProtocolError(...) and CloseReason(...)."""
+    found = set()
+    for path in SOCKET_MODULES:
+        for node in ast.walk(_tree(path)):
+            if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+                    and getattr(node.func, "id", getattr(node.func, "attr", None))
+                    in ("error_frame", "ProtocolError", "CloseReason")):
+                found.add(node.args[0].value)
+    return found
+
+
+def test_close_and_error_codes_match_the_code():
+    reasons = [v for v in vars(closes).values() if isinstance(v, closes.CloseReason)]
+    close_codes = {r.close_code for r in reasons}
+    assert {4012, 4401, 4408, 4409, 4429} <= close_codes
+    assert close_codes <= set(SPEC["x-close-codes"]), close_codes - set(SPEC["x-close-codes"])
     error_codes = set(SPEC["components"]["messages"]["error"]["payload"]["properties"]["code"]["enum"])
-    assert set(protocol.CLOSE_REASONS.values()) <= error_codes
+    in_code = _error_codes_in_code()
+    assert {r.code for r in reasons} <= in_code
+    assert error_codes == in_code, error_codes ^ in_code
 
 
 def test_in_step_with_protocol_md():
