@@ -53,7 +53,7 @@ CONNECT_READY_SECONDS = Histogram(
 RATE_LIMITED = Counter(
     "tether_rate_limit_refusals",
     "Refusals by a rate limit: connect_user, connect_ip, connections_per_user (4429 at connect), "
-    "frames (per socket), messages (per conversation, socket stays open).",
+    "frames (per socket), messages (per conversation) and runs_per_user (the socket stays open for both).",
     ["kind"],
 )
 AUTH_REFRESHES = Counter(
@@ -84,8 +84,8 @@ FANOUT_LAG_SECONDS = Histogram(
 )
 RESYNC_REPAIRED_EVENTS = Counter(
     "tether_resync_repaired_events",
-    "Events a socket was sent from the log because the live feed missed them (periodic resync, or "
-    "catch-up after the fan-out's Redis connection was rebuilt).",
+    "Events the periodic resync found committed but never announced to a socket by the live feed "
+    "(the socket then reads them from the log).",
 )
 
 # --- agent runs ---------------------------------------------------------------------------
