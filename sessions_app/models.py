@@ -154,6 +154,16 @@ class Connection(models.Model):
 
     class Meta:
         ordering = ["-opened_at"]
+        constraints = [
+            # One open row per socket identity: a client's reconnect replaces its old socket
+            # (4409). Two connects racing each other both find nothing to replace, so it is
+            # the database that refuses the second insert; open_session then replaces it.
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=models.Q(closed_at__isnull=True),
+                name="uniq_open_connection_per_client",
+            ),
+        ]
         indexes = [
             models.Index(fields=["node", "closed_at"]),
             models.Index(fields=["conversation", "client_id", "closed_at"]),

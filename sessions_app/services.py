@@ -1,7 +1,7 @@
 """Every write to the models goes through here (sync; async callers wrap with realtime.db).
 
 Invariant that makes seq gapless across processes: each write path starts by locking the
-conversation row (SELECT ... FOR UPDATE on PostgreSQL; SQLite serialises writers with
+conversation row (SELECT ... FOR NO KEY UPDATE on PostgreSQL; SQLite serialises writers with
 IMMEDIATE transactions), then allocates seq from `Conversation.last_seq` and inserts the
 events in the same transaction. A rollback rolls back the allocation too, so no seq is
 ever skipped, and commits happen in seq order, so the committed log is always a prefix.
@@ -111,6 +111,12 @@ def open_session(
 
     Older open connections of the same (conversation, client_id) are closed here with 4409;
     their channel names are returned so the caller can tell those sockets to go.
+
+    Exactly one row of a (conversation, client_id) is open at any time, and the database
+    enforces it (`uniq_open_connection_per_client`): two connects racing each other both find
+    nothing to replace, the second insert waits for the first to commit and is then refused,
+    and that connect replaces the row that just won. The conversation row is not locked: the
+    streaming group commit holds that lock, and a resume must not wait behind it.
     """
     get_active_user(user_id)
     with transaction.atomic():
@@ -120,22 +126,27 @@ def open_session(
         else:
             conversation = get_owned_conversation(user_id, conversation_id)
             created = False
-        now = timezone.now()
-        stale = Connection.objects.select_for_update().filter(
-            conversation=conversation, client_id=client_id, closed_at__isnull=True
-        )
-        replaced = list(stale.values_list("channel_name", flat=True))
-        if replaced:
-            stale.update(closed_at=now, close_code=4409, close_reason="replaced")
-        connection = Connection.objects.create(
-            user_id=user_id,
-            conversation=conversation,
-            client_id=client_id,
-            channel_name=channel_name,
-            node=node,
-            remote_addr=remote_addr[:64],
-            resumed_from_seq=resumed_from_seq,
-        )
+        for attempt in range(_REPLACE_ATTEMPTS):
+            try:
+                # A savepoint: a refused insert undoes only this attempt.
+                with transaction.atomic():
+                    replaced, connection = _replace_open_connection(
+                        Connection(
+                            user_id=user_id,
+                            conversation=conversation,
+                            client_id=client_id,
+                            channel_name=channel_name,
+                            node=node,
+                            remote_addr=remote_addr[:64],
+                            resumed_from_seq=resumed_from_seq,
+                        )
+                    )
+                break
+            except IntegrityError:
+                # Another connect of this client committed its row after our lookup: the next
+                # attempt's lookup sees it (each statement reads what is committed) and closes it.
+                if attempt == _REPLACE_ATTEMPTS - 1:
+                    raise
     first_kept = first_kept_seq(conversation.pk, conversation.last_seq)
     return OpenedSession(
         conversation_id=str(conversation.pk),
@@ -145,6 +156,24 @@ def open_session(
         connection_id=str(connection.pk),
         replaced_channels=replaced,
     )
+
+
+# Each refused attempt means another connect of the same client committed in between; a
+# client reconnecting faster than a few round trips is itself flapping and may be refused.
+_REPLACE_ATTEMPTS = 5
+
+
+def _replace_open_connection(connection: Connection) -> tuple[list[str], Connection]:
+    """Closes the open rows of the connection's (conversation, client_id) with 4409 and
+    inserts it; raises IntegrityError when a concurrent connect inserted first."""
+    stale = Connection.objects.select_for_update().filter(
+        conversation_id=connection.conversation_id, client_id=connection.client_id, closed_at__isnull=True
+    )
+    replaced = list(stale.values_list("channel_name", flat=True))
+    if replaced:
+        stale.update(closed_at=timezone.now(), close_code=4409, close_reason="replaced")
+    connection.save(force_insert=True)
+    return replaced, connection
 
 
 def first_kept_seq(conversation_id: Any, last_seq: int) -> int:
@@ -167,8 +196,13 @@ def conversation_last_seq(conversation_id: Any) -> int:
 # --- the event log ------------------------------------------------------------------------
 
 
+# Writers lock the conversation row FOR NO KEY UPDATE, not FOR UPDATE: the two serialise
+# writers alike, but FOR UPDATE also blocks the key-share lock that PostgreSQL's foreign-key
+# check takes on the row when a Connection referencing it is inserted. With FOR UPDATE, every
+# connect on a streaming conversation waited at its commit for the current delta batch
+# (tests/test_client_id_replacement.py, the conversation-row-lock test).
 def _lock_conversation(conversation_id: Any) -> Conversation:
-    return Conversation.objects.select_for_update().get(pk=conversation_id)
+    return Conversation.objects.select_for_update(no_key=True).get(pk=conversation_id)
 
 
 def _append(conversation: Conversation, entries: list[tuple[str, dict, Any]]) -> list[Event]:
@@ -584,7 +618,7 @@ def append_run_deltas(
         # Conversations first and in key order, as every other write path locks a conversation
         # before its runs: concurrent batches of several nodes cannot deadlock.
         last_seq = dict(
-            Conversation.objects.select_for_update()
+            Conversation.objects.select_for_update(no_key=True)
             .filter(pk__in={w.conversation_id for w in writes})
             .order_by("pk")
             .values_list("id", "last_seq")
