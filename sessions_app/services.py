@@ -205,13 +205,24 @@ def _lock_conversation(conversation_id: Any) -> Conversation:
     return Conversation.objects.select_for_update(no_key=True).get(pk=conversation_id)
 
 
+def _log_stamp(previous: datetime | None) -> datetime:
+    """`created_at` for events appended under the conversation lock: now, but never before
+    the conversation's previous append (its `updated_at`), so `created_at` grows with seq even
+    when the nodes' clocks disagree or a clock steps back. Retention does not rely on it (it
+    prunes by seq), but an operator reading the log, or a time cutoff, may."""
+    now = timezone.now()
+    return previous if previous is not None and previous > now else now
+
+
 def _append(conversation: Conversation, entries: list[tuple[str, dict, Any]]) -> list[Event]:
     """Appends events to a conversation locked by the caller's transaction."""
     first = conversation.last_seq + 1
     conversation.last_seq += len(entries)
-    Conversation.objects.filter(pk=conversation.pk).update(last_seq=conversation.last_seq, updated_at=timezone.now())
+    stamp = conversation.updated_at = _log_stamp(conversation.updated_at)
+    Conversation.objects.filter(pk=conversation.pk).update(last_seq=conversation.last_seq, updated_at=stamp)
     events = [
-        Event(conversation_id=conversation.pk, seq=first + i, type=kind, payload=payload, run_id=run_id)
+        Event(conversation_id=conversation.pk, seq=first + i, type=kind, payload=payload, run_id=run_id,
+              created_at=stamp)
         for i, (kind, payload, run_id) in enumerate(entries)
     ]
     Event.objects.bulk_create(events)
@@ -460,16 +471,41 @@ def prune_events(
     now: datetime | None = None, acked_days: float | None = None, unacked_days: float | None = None
 ) -> PruneResult:
     """Deletes acknowledged events older than the acked window, and any event older than the
-    (longer) unacked window. The seq counter lives on the conversation, so pruning never
-    lets a seq be reused."""
+    (longer) unacked window, but only ever a prefix of each conversation's log: the cutoff of
+    a conversation is the highest seq such that every event at or below it is eligible.
+
+    Never a time cutoff alone: an event's `created_at` is not guaranteed to grow with its seq
+    (logs written before it was, nodes with skewed clocks), and a cutoff that fell between such
+    a pair would leave a hole that resuming clients cannot get past. The seq counter lives on
+    the conversation, so pruning never lets a seq be reused either."""
     now = now or timezone.now()
     acked_days = settings.REALTIME_RETENTION_ACKED_DAYS if acked_days is None else acked_days
     unacked_days = settings.REALTIME_RETENTION_UNACKED_DAYS if unacked_days is None else unacked_days
     acked_cutoff = now - timedelta(days=acked_days)
     unacked_cutoff = now - timedelta(days=unacked_days)
     reconcile_acks()
-    acked_deleted, _ = Event.objects.filter(created_at__lt=acked_cutoff, seq__lte=F("conversation__acked_seq")).delete()
-    unacked_deleted, _ = Event.objects.filter(created_at__lt=unacked_cutoff).delete()
+    eligible = Q(created_at__lt=unacked_cutoff) | Q(created_at__lt=acked_cutoff, seq__lte=F("conversation__acked_seq"))
+    bounds = (
+        Event.objects.filter(conversation_id__in=Event.objects.filter(eligible).values("conversation_id"))
+        .values("conversation_id")
+        .annotate(
+            first_kept=Min("seq"),
+            first_ineligible=Min("seq", filter=~eligible),
+            last=Max("seq"),
+            acked=Max("conversation__acked_seq"),
+        )
+        .values_list("conversation_id", "first_kept", "first_ineligible", "last", "acked")
+    )
+    acked_deleted = unacked_deleted = 0
+    for conversation_id, first_kept, first_ineligible, last, acked in bounds:
+        cutoff = last if first_ineligible is None else first_ineligible - 1
+        if cutoff < first_kept:
+            continue
+        # Eligibility only ever grows (time passes, acks move up), so the prefix found above
+        # is still eligible now; events appended meanwhile are above it.
+        log = Event.objects.filter(conversation_id=conversation_id)
+        acked_deleted += log.filter(seq__lte=min(cutoff, acked)).delete()[0]
+        unacked_deleted += log.filter(seq__gt=acked, seq__lte=cutoff).delete()[0]
     return PruneResult(acked_deleted=acked_deleted, unacked_deleted=unacked_deleted)
 
 
@@ -612,18 +648,23 @@ def append_run_deltas(
     The hot path of streaming, so the updates are plain SQL: the run's text grows with `||`
     instead of being read and rewritten, and no ORM expression has to be compiled per row."""
     lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
-    now = timezone.now()
     outcomes: dict[str, list[dict] | ServiceError] = {}
     with transaction.atomic():
         # Conversations first and in key order, as every other write path locks a conversation
         # before its runs: concurrent batches of several nodes cannot deadlock.
-        last_seq = dict(
+        locked = (
             Conversation.objects.select_for_update(no_key=True)
             .filter(pk__in={w.conversation_id for w in writes})
             .order_by("pk")
-            .values_list("id", "last_seq")
+            .values_list("id", "last_seq", "updated_at")
         )
-        last_seq = {str(k): v for k, v in last_seq.items()}
+        last_seq: dict[str, int] = {}
+        stamps: dict[str, datetime] = {}
+        # Stamped once the locks are held, not before waiting for them.
+        for conversation_id, seq, updated_at in locked:
+            last_seq[str(conversation_id)] = seq
+            stamps[str(conversation_id)] = _log_stamp(updated_at)
+        now = timezone.now()
         runs = {
             str(r[0]): r
             for r in AgentRun.objects.select_for_update()
@@ -653,7 +694,7 @@ def append_run_deltas(
                 type="agent.delta",
                 payload={"run_id": write.run_id, "index": run[5], "text": write.text},
                 run_id=run[0],
-                created_at=now,
+                created_at=stamps[write.conversation_id],
             )
             events.append(event)
             run_rows.append((write.text, run[0]))
@@ -662,7 +703,7 @@ def append_run_deltas(
             Event.objects.bulk_create(events)
             _grow_runs(run_rows, now + timedelta(seconds=lease_seconds))
             touched = {e.conversation_id for e in events}
-            _set_last_seqs([(last_seq[c], c) for c in sorted(touched)], now)
+            _set_last_seqs([(last_seq[c], stamps[c], c) for c in sorted(touched)])
     return outcomes
 
 
@@ -684,9 +725,9 @@ def _grow_runs(rows: list[tuple[str, Any]], lease_until: datetime) -> None:
                   [(text, lease, run_id) for text, run_id in rows])
 
 
-def _set_last_seqs(rows: list[tuple[int, Any]], now: datetime) -> None:
-    stamp = db_connection.ops.adapt_datetimefield_value(now)
-    _update_by_pk(Conversation, "last_seq = %s, updated_at = %s", [(seq, stamp, cid) for seq, cid in rows])
+def _set_last_seqs(rows: list[tuple[int, datetime, Any]]) -> None:
+    adapt = db_connection.ops.adapt_datetimefield_value
+    _update_by_pk(Conversation, "last_seq = %s, updated_at = %s", [(seq, adapt(at), cid) for seq, at, cid in rows])
 
 
 def renew_run_lease(run_id: Any, fencing_token: int, lease_seconds: float | None = None) -> str:
