@@ -58,6 +58,12 @@ class ConversationAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "owner", "last_seq", "acked_seq", "created_at", "updated_at"]
     inlines = [MessageInline, RunInline]
 
+    def save_model(self, request, obj, form, change) -> None:
+        # Only the fields the form edits: a full save wrote back the last_seq read when the
+        # form was posted, undoing appends committed meanwhile (the next append then reused a
+        # seq and failed on the unique constraint, for good).
+        obj.save(update_fields=form.changed_data if change else None)
+
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdmin):

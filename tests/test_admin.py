@@ -103,3 +103,29 @@ def test_connection_list_summarises_close_codes_open_nodes_and_refusals(admin_us
     refused = client.get("/admin/sessions_app/connection/?refusals=yes").content.decode()
     assert "1 connection" in refused or "c4" in refused
     assert Connection.objects.get(pk=opened[4].connection_id).last_auth_refusal.startswith("refresh token refused")
+
+
+def test_editing_a_conversation_does_not_write_back_its_log_counters(admin_client_with_data, monkeypatch):
+    """An append commits between the admin reading the conversation and saving the title
+    change: the save must not put last_seq back (the next append would reuse a seq)."""
+    from sessions_app.admin import ConversationAdmin
+
+    client, conversation, _ = admin_client_with_data
+    read = ConversationAdmin.get_object
+
+    def read_then_append(self, request, object_id, from_field=None):
+        obj = read(self, request, object_id, from_field)
+        if request.method == "POST":
+            services.append_event(conversation.pk, "note", {})
+        return obj
+
+    monkeypatch.setattr(ConversationAdmin, "get_object", read_then_append)
+    form = {"title": "renamed", "agent_memory": "{}"}
+    for prefix in ("messages", "runs"):
+        form.update({f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"})
+    response = client.post(f"/admin/sessions_app/conversation/{conversation.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    conversation.refresh_from_db()
+    assert conversation.title == "renamed"
+    assert conversation.last_seq == Event.objects.filter(conversation=conversation).count() == 2
+    assert services.append_event(conversation.pk, "note", {}).seq == 3
