@@ -519,6 +519,9 @@ class ClaimedRun:
     fencing_token: int
     takeover: bool
     events: list[dict]
+    # Seconds since the run's first claim (`started_at`) when this claim was made: the run
+    # timeout counts across claims, so a run taken over again and again still ends.
+    elapsed_seconds: float = 0.0
 
 
 def claimable_conversations(now: datetime | None = None, limit: int = 100) -> list[str]:
@@ -574,6 +577,7 @@ def claim_next_run(conversation_id: Any, node: str, lease_seconds: float | None 
         fencing_token=run.fencing_token,
         takeover=takeover,
         events=[e.as_frame() for e in events],
+        elapsed_seconds=max(0.0, (now - run.started_at).total_seconds()),
     )
 
 
