@@ -168,7 +168,8 @@ REALTIME_TRUSTED_PROXIES = env_list("REALTIME_TRUSTED_PROXIES", [])
 # --- REST and tokens --------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # JWTAuthentication that also refuses revoked tokens (sessions_app/revocation.py).
+        "sessions_app.authentication.StandingJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -183,6 +184,9 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
     "SIGNING_KEY": env_str("JWT_SIGNING_KEY", SECRET_KEY),
+    # Sign-in ids (`sid`) and token generations (`gen`), and the revocation checks on refresh.
+    "TOKEN_OBTAIN_SERIALIZER": "sessions_app.auth_api.SignInSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "sessions_app.auth_api.StandingRefreshSerializer",
 }
 
 # --- The realtime protocol ----------------------------------------------------------------

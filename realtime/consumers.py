@@ -88,7 +88,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.user_id: str | None = None
         self.access_expires_at = 0
         self.expiry_warned = False
-        self.refresh_jti = ""
         self.joined_feed: str | None = None
         self.early_upto = 0
         self.acked_seq = self.acked_written = 0
@@ -199,6 +198,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 node=self.node.node_id,
                 remote_addr=self.remote_addr,
                 resumed_from_seq=frame.last_seq,
+                token_sid=identity.standing.sid,
+                token_generation=identity.standing.generation,
             )
         except services.ServiceError as exc:
             close = {
@@ -285,15 +286,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             if frame.refresh is not None:
                 renewed = await db(tokens.rotate_refresh_token)(frame.refresh, self.user_id)
             else:
-                renewed = tokens.accept_new_access_token(frame.access, self.user_id)
+                renewed = await db(tokens.accept_new_access_token)(frame.access, self.user_id)
         except tokens.RefreshRefused as exc:
             # The socket keeps its current expiry: a failed renewal is not a reason to drop it.
             await db(services.record_auth_refresh)(self.connection_id, refused=str(exc))
             await self._send(p.error_frame("refresh_failed", str(exc)))
             return
-        await db(services.record_auth_refresh)(self.connection_id, refresh_jti=renewed.refresh_jti)
-        if renewed.refresh_jti:
-            self.refresh_jti = renewed.refresh_jti
+        await db(services.record_auth_refresh)(self.connection_id, standing=renewed.standing)
         self.access_expires_at = renewed.access_expires_at
         self.expiry_warned = False
         reply: dict[str, Any] = {"type": "auth.refreshed", "access_expires_at": renewed.access_expires_at}
@@ -516,11 +515,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     # --- resync (driven by the node for all its sockets at once: realtime/resync.py) -------
 
-    def resync_entry(self) -> tuple[str, int, int, str] | None:
+    def resync_entry(self) -> tuple[str, int, int] | None:
         """What the node's periodic resync writes and checks for this socket."""
         if self.phase is not p.Phase.READY or self.connection_id is None:
             return None
-        return (self.connection_id, self.cursor.sent_seq, self.acked_seq, self.refresh_jti)
+        return (self.connection_id, self.cursor.sent_seq, self.acked_seq)
 
     async def apply_resync(self, state: str, last_seq: int) -> None:
         """Acts on what the resync found: a row closed by someone else (replaced, or reaped by
@@ -536,7 +535,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         elif state == "inactive":
             await self._terminate(p.CLOSE_UNAUTHENTICATED, "unauthenticated", "user is deactivated")
         elif state == "revoked":
-            await self._terminate(p.CLOSE_UNAUTHENTICATED, "unauthenticated", "refresh token was revoked")
+            await self._terminate(p.CLOSE_UNAUTHENTICATED, "unauthenticated", "token was revoked; sign in again")
         elif last_seq > self.cursor.sent_seq:
             async with self.deliver_lock:
                 if self.phase is p.Phase.READY:

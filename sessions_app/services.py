@@ -22,8 +22,8 @@ from django.db import connection as db_connection
 from django.db.models import F, Max, Min, OuterRef, Q, Subquery
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
-from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
+from sessions_app import revocation
 from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
 
 User = get_user_model()
@@ -43,7 +43,9 @@ class ConversationForbidden(ServiceError):
     code = "forbidden"
 
 
-class UserInactive(ServiceError):
+class Unauthenticated(ServiceError):
+    """The user is unknown or deactivated, or the token's sign-in was revoked."""
+
     code = "unauthenticated"
 
 
@@ -60,18 +62,13 @@ class RunCancelled(ServiceError):
 # --- conversations ------------------------------------------------------------------------
 
 
+# Revocation is its own module; re-exported because every write is reached through here.
+revoke_user_sessions = revocation.revoke_user_sessions
+revoke_sign_in = revocation.revoke_sign_in
+
+
 def create_conversation(user_id: int, title: str = "") -> Conversation:
     return Conversation.objects.create(owner_id=user_id, title=title[:200])
-
-
-def get_active_user(user_id: Any) -> Any:
-    try:
-        user = User.objects.get(pk=user_id)
-    except (User.DoesNotExist, ValueError, TypeError):
-        raise UserInactive("unknown user") from None
-    if not user.is_active:
-        raise UserInactive("user is deactivated")
-    return user
 
 
 def get_owned_conversation(user_id: Any, conversation_id: Any) -> Conversation:
@@ -106,8 +103,11 @@ def open_session(
     node: str,
     remote_addr: str = "",
     resumed_from_seq: int | None = None,
+    token_sid: str | None = None,
+    token_generation: int = 0,
 ) -> OpenedSession:
-    """Authorises the user, opens or creates the conversation and records the connection.
+    """Authorises the user (active, token not revoked), opens or creates the conversation and
+    records the connection.
 
     Older open connections of the same (conversation, client_id) are closed here with 4409;
     their channel names are returned so the caller can tell those sockets to go.
@@ -118,7 +118,10 @@ def open_session(
     and that connect replaces the row that just won. The conversation row is not locked: the
     streaming group commit holds that lock, and a resume must not wait behind it.
     """
-    get_active_user(user_id)
+    try:
+        revocation.check_standing(revocation.Standing(str(user_id), token_sid, token_generation))
+    except revocation.TokenRevoked as exc:
+        raise Unauthenticated(str(exc)) from None
     with transaction.atomic():
         if conversation_id is None:
             conversation = create_conversation(user_id)
@@ -139,6 +142,8 @@ def open_session(
                             node=node,
                             remote_addr=remote_addr[:64],
                             resumed_from_seq=resumed_from_seq,
+                            token_sid=token_sid,
+                            token_generation=token_generation,
                         )
                     )
                 break
@@ -345,12 +350,15 @@ def close_connection(connection_id: Any, code: int | None, reason: str, delivere
     return bool(updated)
 
 
-def record_auth_refresh(connection_id: Any, *, refused: str | None = None, refresh_jti: str = "") -> None:
-    """Counts a renewal over the socket, or a refusal with its reason for the admin."""
+def record_auth_refresh(
+    connection_id: Any, *, refused: str | None = None, standing: revocation.Standing | None = None
+) -> None:
+    """Counts a renewal over the socket (and moves the row to the new token's standing, which
+    the resync checks), or a refusal with its reason for the admin."""
     if refused is None:
         changes: dict[str, Any] = {"auth_refreshes": F("auth_refreshes") + 1}
-        if refresh_jti:
-            changes["refresh_jti"] = refresh_jti
+        if standing is not None:
+            changes.update(token_sid=standing.sid, token_generation=standing.generation)
     else:
         changes = {
             "auth_refusals": F("auth_refusals") + 1,
@@ -360,30 +368,33 @@ def record_auth_refresh(connection_id: Any, *, refused: str | None = None, refre
     Connection.objects.filter(pk=connection_id).update(**changes)
 
 
-def touch_connections(entries: list[tuple[str, int, int, str]]) -> dict[str, tuple[str, int]]:
-    """The periodic resync of many sockets in three statements: for each
-    (connection_id, delivered_seq, acked_seq, refresh_jti) returns (state, conversation
-    last_seq) with state "ok", "replaced" (a newer socket of the same client took over),
-    "closed" (closed meanwhile by someone else, e.g. reaped as node_lost), "inactive"
-    (user deactivated) or "revoked" (the refresh token it rotated to was blacklisted); open
-    rows get last_seen_at, delivered_seq and acked_seq (clamped to the log) moved forward."""
+def touch_connections(entries: list[tuple[str, int, int]]) -> dict[str, tuple[str, int]]:
+    """The periodic resync of many sockets in a few statements: for each
+    (connection_id, delivered_seq, acked_seq) returns (state, conversation last_seq) with state
+    "ok", "replaced" (a newer socket of the same client took over), "closed" (closed meanwhile
+    by someone else, e.g. reaped as node_lost), "inactive" (user deactivated) or "revoked" (the
+    token the socket holds was revoked: sessions_app/revocation.py); open rows get
+    last_seen_at, delivered_seq and acked_seq (clamped to the log) moved forward."""
     if not entries:
         return {}
     now = timezone.now()
     rows = {
         str(r[0]): r
         for r in Connection.objects.filter(pk__in=[e[0] for e in entries]).values_list(
-            "id", "closed_at", "user__is_active", "conversation__last_seq", "close_reason"
+            "id", "closed_at", "user__is_active", "conversation__last_seq", "close_reason",
+            "user_id", "token_sid", "token_generation",
         )
     }
-    jtis = [e[3] for e in entries if e[3]]
-    revoked = set()
-    if jtis:
-        revoked = set(BlacklistedToken.objects.filter(token__jti__in=jtis).values_list("token__jti", flat=True))
+    standings = {
+        cid: revocation.Standing(str(r[5]), str(r[6]) if r[6] else None, r[7])
+        for cid, r in rows.items()
+        if r[1] is None and r[2]
+    }
+    revoked = revocation.revoked_among(list(set(standings.values())))
     result: dict[str, tuple[str, int]] = {}
     updates = []
     stamp = db_connection.ops.adapt_datetimefield_value(now)
-    for connection_id, delivered, acked, jti in entries:
+    for connection_id, delivered, acked in entries:
         row = rows.get(str(connection_id))
         if row is None or row[1] is not None:
             result[connection_id] = ("replaced" if row is not None and row[4] == "replaced" else "closed", 0)
@@ -391,7 +402,7 @@ def touch_connections(entries: list[tuple[str, int, int, str]]) -> dict[str, tup
         last_seq = row[3]
         if not row[2]:
             result[connection_id] = ("inactive", last_seq)
-        elif jti and jti in revoked:
+        elif standings[str(connection_id)] in revoked:
             result[connection_id] = ("revoked", last_seq)
         else:
             result[connection_id] = ("ok", last_seq)

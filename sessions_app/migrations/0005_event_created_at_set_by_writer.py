@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sessions_app', '0003_one_open_connection_per_client'),
+        ('sessions_app', '0004_one_open_connection_per_client'),
     ]
 
     operations = [

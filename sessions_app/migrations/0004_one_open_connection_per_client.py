@@ -25,7 +25,7 @@ def close_duplicate_open_rows(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("sessions_app", "0002_connection_auth_audit"),
+        ("sessions_app", "0003_token_revocation"),
     ]
 
     operations = [
