@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
-from django.db.models import F, Max, Min, OuterRef, Q, Subquery
+from django.db.models import Count, F, Max, Min, OuterRef, Q, Subquery
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
@@ -90,6 +90,8 @@ class OpenedSession:
     last_seq: int
     # Lowest seq still kept; events below it were pruned.
     first_kept_seq: int
+    # Every event after the client's last_seq is still in the log (no hole to replay over).
+    intact: bool
     connection_id: str
     replaced_channels: list[str]
 
@@ -152,12 +154,13 @@ def open_session(
                 # attempt's lookup sees it (each statement reads what is committed) and closes it.
                 if attempt == _REPLACE_ATTEMPTS - 1:
                     raise
-    first_kept = first_kept_seq(conversation.pk, conversation.last_seq)
+    first_kept, intact = _log_extent(conversation.pk, conversation.last_seq, resumed_from_seq)
     return OpenedSession(
         conversation_id=str(conversation.pk),
         created=created,
         last_seq=conversation.last_seq,
         first_kept_seq=first_kept,
+        intact=intact,
         connection_id=str(connection.pk),
         replaced_channels=replaced,
     )
@@ -183,8 +186,21 @@ def _replace_open_connection(connection: Connection) -> tuple[list[str], Connect
 
 def first_kept_seq(conversation_id: Any, last_seq: int) -> int:
     """Lowest seq still in the log (last_seq + 1 when the log is empty)."""
-    lowest = Event.objects.filter(conversation_id=conversation_id).aggregate(m=Min("seq"))["m"]
-    return lowest if lowest is not None else last_seq + 1
+    return _log_extent(conversation_id, last_seq, None)[0]
+
+
+def _log_extent(conversation_id: Any, last_seq: int, after: int | None) -> tuple[int, bool]:
+    """(lowest seq kept, whether every event after `after` is there), in one index scan. The
+    log is gapless by construction; a hole means someone removed rows, and a replay across it
+    would be dishonest, so the resume answers resumed:false instead."""
+    after = 0 if after is None else after
+    found = Event.objects.filter(conversation_id=conversation_id).aggregate(
+        # Bounded by last_seq: events committed since it was read are not counted.
+        lowest=Min("seq"), kept_after=Count("id", filter=Q(seq__gt=after, seq__lte=last_seq))
+    )
+    lowest = found["lowest"] if found["lowest"] is not None else last_seq + 1
+    intact = after >= last_seq or found["kept_after"] == last_seq - max(after, lowest - 1)
+    return lowest, intact
 
 
 def events_after(conversation_id: Any, after_seq: int, upto_seq: int | None = None, limit: int = 500) -> list[dict]:
@@ -207,7 +223,11 @@ def conversation_last_seq(conversation_id: Any) -> int:
 # connect on a streaming conversation waited at its commit for the current delta batch
 # (tests/test_client_id_replacement.py, the conversation-row-lock test).
 def _lock_conversation(conversation_id: Any) -> Conversation:
-    return Conversation.objects.select_for_update(no_key=True).get(pk=conversation_id)
+    try:
+        return Conversation.objects.select_for_update(no_key=True).get(pk=conversation_id)
+    except Conversation.DoesNotExist:
+        # Deleted under an open socket or a run: a refusal the callers know, not a crash.
+        raise ConversationNotFound("this conversation no longer exists") from None
 
 
 def _log_stamp(previous: datetime | None) -> datetime:
@@ -248,7 +268,16 @@ def message_payload(message: Message) -> dict:
 
 
 @dataclass(frozen=True)
+class Committed:
+    """What a write committed to a conversation's log: the frames to publish."""
+
+    conversation_id: str
+    events: list[dict]
+
+
+@dataclass(frozen=True)
 class PostedMessage:
+    conversation_id: str
     seq: int
     duplicate: bool
     message_id: str
@@ -263,6 +292,7 @@ def post_user_message(conversation_id: Any, client_msg_id: Any, text: str) -> Po
     transaction, so a message never exists without exactly one run.
     """
     client_msg_id = uuid.UUID(str(client_msg_id))
+    conversation_id = str(conversation_id)
     existing = _existing_message(conversation_id, client_msg_id)
     if existing is not None:
         return existing
@@ -290,7 +320,12 @@ def post_user_message(conversation_id: Any, client_msg_id: Any, text: str) -> Po
             raise
         return existing
     return PostedMessage(
-        seq=event.seq, duplicate=False, message_id=str(message.id), run_id=str(run.id), events=[event.as_frame()]
+        conversation_id=conversation_id,
+        seq=event.seq,
+        duplicate=False,
+        message_id=str(message.id),
+        run_id=str(run.id),
+        events=[event.as_frame()],
     )
 
 
@@ -304,7 +339,12 @@ def _existing_message(conversation_id: Any, client_msg_id: uuid.UUID) -> PostedM
         return None
     message_id, seq, run_id = row
     return PostedMessage(
-        seq=seq, duplicate=True, message_id=str(message_id), run_id=str(run_id) if run_id else None, events=[]
+        conversation_id=str(conversation_id),
+        seq=seq,
+        duplicate=True,
+        message_id=str(message_id),
+        run_id=str(run_id) if run_id else None,
+        events=[],
     )
 
 
@@ -769,7 +809,7 @@ def release_run(run_id: Any, fencing_token: int) -> bool:
     )
 
 
-def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: dict | None) -> list[dict]:
+def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: dict | None) -> Committed:
     """Creates the assistant message from the committed deltas; the text therefore equals
     their concatenation by construction, whichever nodes produced them."""
     with transaction.atomic():
@@ -786,16 +826,16 @@ def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: 
             conversation.agent_memory = memory
             conversation.save(update_fields=["agent_memory"])
         _finish(run, AgentRun.Status.COMPLETED, "")
-    return [e.as_frame() for e in events]
+    return Committed(str(conversation_id), [e.as_frame() for e in events])
 
 
-def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False) -> list[dict]:
+def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False) -> Committed:
     with transaction.atomic():
         conversation = _lock_conversation(conversation_id)
         run = _owned_run(conversation, run_id, fencing_token)
         events = _append(conversation, [("agent.failed", _failed_payload(run, error, cancelled), run.id)])
         _finish(run, AgentRun.Status.CANCELLED if cancelled else AgentRun.Status.FAILED, error)
-    return [e.as_frame() for e in events]
+    return Committed(str(conversation_id), [e.as_frame() for e in events])
 
 
 def _failed_payload(run: AgentRun, error: str, cancelled: bool) -> dict:
@@ -813,9 +853,18 @@ def _finish(run: AgentRun, status: str, error: str) -> None:
     run.save(update_fields=["status", "error", "finished_at", "lease_expires_at"])
 
 
-def request_cancel(conversation_id: Any, run_id: Any) -> tuple[str, list[dict]]:
+@dataclass(frozen=True)
+class CancelRequested:
+    # "cancelled" (it was queued), "cancelling" (its owner stops it) or "finished" (too late).
+    outcome: str
+    conversation_id: str
+    events: list[dict]
+
+
+def request_cancel(conversation_id: Any, run_id: Any) -> CancelRequested:
     """A queued run is cancelled at once; a running one is flagged and its owner stops it
-    at its next append or lease renewal. Returns (outcome, events appended now)."""
+    at its next append or lease renewal."""
+    conversation_id = str(conversation_id)
     with transaction.atomic():
         conversation = _lock_conversation(conversation_id)
         run = AgentRun.objects.select_for_update().filter(pk=run_id, conversation=conversation).first()
@@ -824,9 +873,9 @@ def request_cancel(conversation_id: Any, run_id: Any) -> tuple[str, list[dict]]:
         if run.status == AgentRun.Status.QUEUED:
             events = _append(conversation, [("agent.failed", _failed_payload(run, "cancelled", True), run.id)])
             _finish(run, AgentRun.Status.CANCELLED, "cancelled")
-            return "cancelled", [e.as_frame() for e in events]
+            return CancelRequested("cancelled", conversation_id, [e.as_frame() for e in events])
         if run.status == AgentRun.Status.RUNNING:
             run.cancel_requested = True
             run.save(update_fields=["cancel_requested"])
-            return "cancelling", []
-        return "finished", []
+            return CancelRequested("cancelling", conversation_id, [])
+        return CancelRequested("finished", conversation_id, [])

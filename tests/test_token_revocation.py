@@ -17,6 +17,7 @@ from django.test import Client
 from realtime.resync import resync_once
 from sessions_app.models import Connection
 from tests.conftest import access_for
+from tests.support.waiting import eventually
 from tests.support.ws import WSClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,10 +71,17 @@ async def closes_4401_within_resync(client: WSClient) -> float:
     return elapsed
 
 
-async def open_rows(user) -> list[tuple[int | None, str]]:
-    return await database_sync_to_async(
-        lambda: sorted(Connection.objects.filter(user=user).values_list("close_code", "close_reason"), key=str)
-    )()
+async def rows_become(user, expected: list[tuple[int | None, str]]) -> None:
+    """The user's connection rows reach these (close code, reason)s; a close is written just
+    after the socket is told."""
+
+    def rows():
+        return sorted(Connection.objects.filter(user=user).values_list("close_code", "close_reason"), key=str)
+
+    async def settled():
+        return await database_sync_to_async(rows)() == expected
+
+    await eventually(settled, timeout=5, what=f"connection rows {expected}")
 
 
 @pytest.fixture
@@ -135,7 +143,7 @@ async def test_logout_ends_that_sign_in_in_every_tab_and_nothing_else(settings, 
         assert await closes_4401_within_resync(tab) < RESYNC + 1.0
     await elsewhere.send({"type": "ping", "id": 1})
     assert (await elsewhere.recv_until(lambda f: f["type"] == "pong"))[-1] == {"type": "pong", "id": 1}
-    assert await open_rows(user) == [(4401, "unauthenticated"), (4401, "unauthenticated"), (None, "")]
+    await rows_become(user, [(4401, "unauthenticated"), (4401, "unauthenticated"), (None, "")])
 
     # Every token of that sign-in is now refused, on every path.
     assert (await rest_refresh(rotated["refresh"]))[0] == 401
