@@ -41,6 +41,7 @@ from realtime.db import db
 from realtime.fanout import FanoutUnavailable, commit_and_publish
 from realtime.flow import flow_of
 from realtime.node import NodeRuntime
+from realtime.phase_timer import PhaseTimer
 from sessions_app import services
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self._sender_wake = asyncio.Event()
         self._watchdog_wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        # The connect's phase timer until the replay is sent: (timer, replay from, replay up to).
+        self._replay_timer: tuple[PhaseTimer, int, int] | None = None
         await self.accept()
         if self.node.draining:
             # Accept-then-close so the client reads why and retries elsewhere at once
@@ -209,7 +212,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     # --- the connect ------------------------------------------------------------------------
 
     async def _connect(self, frame: p.Connect) -> None:
-        started = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        timer = PhaseTimer(loop.time())
         try:
             identity = verify_access_token(frame.token)
         except InvalidToken as exc:
@@ -218,7 +222,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.user_id = identity.user_id
         self.state.identified(identity.expires_at)
         self._watchdog_wake.set()
+        timer.mark("token", loop.time())
         verdict = await _check(ratelimit.hit(f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER")))
+        timer.mark("user_limit", loop.time())
         if not await self._still_open():
             return
         if not verdict.allowed:
@@ -236,6 +242,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         ))
         if verdict.allowed:
             self.slot = member
+        timer.mark("slot", loop.time())
         if not await self._still_open():
             return
         if not verdict.allowed:
@@ -246,6 +253,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # between the read and the join cannot fall between the replay and the live feed.
         if frame.conversation_id is not None and not await self._join(frame.conversation_id):
             return
+        timer.mark("join", loop.time())
         try:
             opened = await db(services.open_session)(
                 user_id=identity.user_id,
@@ -264,6 +272,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.connection_id = opened.connection_id
         self.conversation_id = opened.conversation_id
         logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id)
+        timer.mark("open_session", loop.time())
         if not await self._still_open():
             return
         if frame.conversation_id is None:
@@ -285,11 +294,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             node=self.node.node_id,
         )
         await self._perform(ready)
+        timer.mark("ready", loop.time())
         if ready:
             plan = ready[0].frame
             metrics.connect_ready(frame.conversation_id is not None, plan["resumed"], plan["replay_count"],
-                                  asyncio.get_running_loop().time() - started)
+                                  loop.time() - timer.marks[0][1])
             log.info("connection ready", extra={"seq": opened.last_seq, "resumed": plan["resumed"]})
+        timer.conversation_id = opened.conversation_id
+        self._replay_timer = (timer, self.state.sent_seq, opened.last_seq)
+        if self.state.sent_seq >= opened.last_seq:
+            self._replayed()  # nothing to replay
         self._sender_wake.set()
         self._watchdog_wake.set()
 
@@ -398,6 +412,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                         return
                     await self._send(event)
                     self.state.delivered(event["seq"])
+                if self._replay_timer is not None and self.state.sent_seq >= self._replay_timer[2]:
+                    self._replayed()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the client resumes; nothing is lost
@@ -419,6 +435,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 return False
             # No callback tells when a Twisted transport drains; a stalled socket polls.
             await asyncio.sleep(BACKLOG_POLL)
+
+    def _replayed(self) -> None:
+        timer, replay_from, replay_upto = self._replay_timer
+        self._replay_timer = None
+        timer.mark("replay", asyncio.get_running_loop().time())
+        timer.report(replay_upto - replay_from)
 
     async def _watch(self) -> None:
         """Connect timeout, heartbeat, token expiry and its warning: whatever `tick` says."""

@@ -1,7 +1,7 @@
 """Every write to the models goes through here (sync; async callers wrap with realtime.db).
 
 Invariant that makes seq gapless across processes: each write path starts by locking the
-conversation row (SELECT ... FOR UPDATE on PostgreSQL; SQLite serialises writers with
+conversation row (SELECT ... FOR NO KEY UPDATE on PostgreSQL; SQLite serialises writers with
 IMMEDIATE transactions), then allocates seq from `Conversation.last_seq` and inserts the
 events in the same transaction. A rollback rolls back the allocation too, so no seq is
 ever skipped, and commits happen in seq order, so the committed log is always a prefix.
@@ -114,6 +114,12 @@ def open_session(
 
     Older open connections of the same (conversation, client_id) are closed here with 4409;
     their channel names are returned so the caller can tell those sockets to go.
+
+    Exactly one row of a (conversation, client_id) is open at any time, and the database
+    enforces it (`uniq_open_connection_per_client`): two connects racing each other both find
+    nothing to replace, the second insert waits for the first to commit and is then refused,
+    and that connect replaces the row that just won. The conversation row is not locked: the
+    streaming group commit holds that lock, and a resume must not wait behind it.
     """
     try:
         revocation.check_standing(revocation.Standing(str(user_id), token_sid, token_generation))
@@ -126,24 +132,29 @@ def open_session(
         else:
             conversation = get_owned_conversation(user_id, conversation_id)
             created = False
-        now = timezone.now()
-        stale = Connection.objects.select_for_update().filter(
-            conversation=conversation, client_id=client_id, closed_at__isnull=True
-        )
-        replaced = list(stale.values_list("channel_name", flat=True))
-        if replaced:
-            stale.update(closed_at=now, close_code=4409, close_reason="replaced")
-        connection = Connection.objects.create(
-            user_id=user_id,
-            conversation=conversation,
-            client_id=client_id,
-            channel_name=channel_name,
-            node=node,
-            remote_addr=remote_addr[:64],
-            resumed_from_seq=resumed_from_seq,
-            token_sid=token_sid,
-            token_generation=token_generation,
-        )
+        for attempt in range(_REPLACE_ATTEMPTS):
+            try:
+                # A savepoint: a refused insert undoes only this attempt.
+                with transaction.atomic():
+                    replaced, connection = _replace_open_connection(
+                        Connection(
+                            user_id=user_id,
+                            conversation=conversation,
+                            client_id=client_id,
+                            channel_name=channel_name,
+                            node=node,
+                            remote_addr=remote_addr[:64],
+                            resumed_from_seq=resumed_from_seq,
+                            token_sid=token_sid,
+                            token_generation=token_generation,
+                        )
+                    )
+                break
+            except IntegrityError:
+                # Another connect of this client committed its row after our lookup: the next
+                # attempt's lookup sees it (each statement reads what is committed) and closes it.
+                if attempt == _REPLACE_ATTEMPTS - 1:
+                    raise
     first_kept, intact = _log_extent(conversation.pk, conversation.last_seq, resumed_from_seq)
     return OpenedSession(
         conversation_id=str(conversation.pk),
@@ -154,6 +165,24 @@ def open_session(
         connection_id=str(connection.pk),
         replaced_channels=replaced,
     )
+
+
+# Each refused attempt means another connect of the same client committed in between; a
+# client reconnecting faster than a few round trips is itself flapping and may be refused.
+_REPLACE_ATTEMPTS = 5
+
+
+def _replace_open_connection(connection: Connection) -> tuple[list[str], Connection]:
+    """Closes the open rows of the connection's (conversation, client_id) with 4409 and
+    inserts it; raises IntegrityError when a concurrent connect inserted first."""
+    stale = Connection.objects.select_for_update().filter(
+        conversation_id=connection.conversation_id, client_id=connection.client_id, closed_at__isnull=True
+    )
+    replaced = list(stale.values_list("channel_name", flat=True))
+    if replaced:
+        stale.update(closed_at=timezone.now(), close_code=4409, close_reason="replaced")
+    connection.save(force_insert=True)
+    return replaced, connection
 
 
 def first_kept_seq(conversation_id: Any, last_seq: int) -> int:
@@ -189,21 +218,37 @@ def conversation_last_seq(conversation_id: Any) -> int:
 # --- the event log ------------------------------------------------------------------------
 
 
+# Writers lock the conversation row FOR NO KEY UPDATE, not FOR UPDATE: the two serialise
+# writers alike, but FOR UPDATE also blocks the key-share lock that PostgreSQL's foreign-key
+# check takes on the row when a Connection referencing it is inserted. With FOR UPDATE, every
+# connect on a streaming conversation waited at its commit for the current delta batch
+# (tests/test_client_id_replacement.py, the conversation-row-lock test).
 def _lock_conversation(conversation_id: Any) -> Conversation:
     try:
-        return Conversation.objects.select_for_update().get(pk=conversation_id)
+        return Conversation.objects.select_for_update(no_key=True).get(pk=conversation_id)
     except Conversation.DoesNotExist:
         # Deleted under an open socket or a run: a refusal the callers know, not a crash.
         raise ConversationNotFound("this conversation no longer exists") from None
+
+
+def _log_stamp(previous: datetime | None) -> datetime:
+    """`created_at` for events appended under the conversation lock: now, but never before
+    the conversation's previous append (its `updated_at`), so `created_at` grows with seq even
+    when the nodes' clocks disagree or a clock steps back. Retention does not rely on it (it
+    prunes by seq), but an operator reading the log, or a time cutoff, may."""
+    now = timezone.now()
+    return previous if previous is not None and previous > now else now
 
 
 def _append(conversation: Conversation, entries: list[tuple[str, dict, Any]]) -> list[Event]:
     """Appends events to a conversation locked by the caller's transaction."""
     first = conversation.last_seq + 1
     conversation.last_seq += len(entries)
-    Conversation.objects.filter(pk=conversation.pk).update(last_seq=conversation.last_seq, updated_at=timezone.now())
+    stamp = conversation.updated_at = _log_stamp(conversation.updated_at)
+    Conversation.objects.filter(pk=conversation.pk).update(last_seq=conversation.last_seq, updated_at=stamp)
     events = [
-        Event(conversation_id=conversation.pk, seq=first + i, type=kind, payload=payload, run_id=run_id)
+        Event(conversation_id=conversation.pk, seq=first + i, type=kind, payload=payload, run_id=run_id,
+              created_at=stamp)
         for i, (kind, payload, run_id) in enumerate(entries)
     ]
     Event.objects.bulk_create(events)
@@ -479,16 +524,41 @@ def prune_events(
     now: datetime | None = None, acked_days: float | None = None, unacked_days: float | None = None
 ) -> PruneResult:
     """Deletes acknowledged events older than the acked window, and any event older than the
-    (longer) unacked window. The seq counter lives on the conversation, so pruning never
-    lets a seq be reused."""
+    (longer) unacked window, but only ever a prefix of each conversation's log: the cutoff of
+    a conversation is the highest seq such that every event at or below it is eligible.
+
+    Never a time cutoff alone: an event's `created_at` is not guaranteed to grow with its seq
+    (logs written before it was, nodes with skewed clocks), and a cutoff that fell between such
+    a pair would leave a hole that resuming clients cannot get past. The seq counter lives on
+    the conversation, so pruning never lets a seq be reused either."""
     now = now or timezone.now()
     acked_days = settings.REALTIME_RETENTION_ACKED_DAYS if acked_days is None else acked_days
     unacked_days = settings.REALTIME_RETENTION_UNACKED_DAYS if unacked_days is None else unacked_days
     acked_cutoff = now - timedelta(days=acked_days)
     unacked_cutoff = now - timedelta(days=unacked_days)
     reconcile_acks()
-    acked_deleted, _ = Event.objects.filter(created_at__lt=acked_cutoff, seq__lte=F("conversation__acked_seq")).delete()
-    unacked_deleted, _ = Event.objects.filter(created_at__lt=unacked_cutoff).delete()
+    eligible = Q(created_at__lt=unacked_cutoff) | Q(created_at__lt=acked_cutoff, seq__lte=F("conversation__acked_seq"))
+    bounds = (
+        Event.objects.filter(conversation_id__in=Event.objects.filter(eligible).values("conversation_id"))
+        .values("conversation_id")
+        .annotate(
+            first_kept=Min("seq"),
+            first_ineligible=Min("seq", filter=~eligible),
+            last=Max("seq"),
+            acked=Max("conversation__acked_seq"),
+        )
+        .values_list("conversation_id", "first_kept", "first_ineligible", "last", "acked")
+    )
+    acked_deleted = unacked_deleted = 0
+    for conversation_id, first_kept, first_ineligible, last, acked in bounds:
+        cutoff = last if first_ineligible is None else first_ineligible - 1
+        if cutoff < first_kept:
+            continue
+        # Eligibility only ever grows (time passes, acks move up), so the prefix found above
+        # is still eligible now; events appended meanwhile are above it.
+        log = Event.objects.filter(conversation_id=conversation_id)
+        acked_deleted += log.filter(seq__lte=min(cutoff, acked)).delete()[0]
+        unacked_deleted += log.filter(seq__gt=acked, seq__lte=cutoff).delete()[0]
     return PruneResult(acked_deleted=acked_deleted, unacked_deleted=unacked_deleted)
 
 
@@ -502,6 +572,9 @@ class ClaimedRun:
     fencing_token: int
     takeover: bool
     events: list[dict]
+    # Seconds since the run's first claim (`started_at`) when this claim was made: the run
+    # timeout counts across claims, so a run taken over again and again still ends.
+    elapsed_seconds: float = 0.0
 
 
 def claimable_conversations(now: datetime | None = None, limit: int = 100) -> list[str]:
@@ -557,6 +630,7 @@ def claim_next_run(conversation_id: Any, node: str, lease_seconds: float | None 
         fencing_token=run.fencing_token,
         takeover=takeover,
         events=[e.as_frame() for e in events],
+        elapsed_seconds=max(0.0, (now - run.started_at).total_seconds()),
     )
 
 
@@ -631,18 +705,23 @@ def append_run_deltas(
     The hot path of streaming, so the updates are plain SQL: the run's text grows with `||`
     instead of being read and rewritten, and no ORM expression has to be compiled per row."""
     lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
-    now = timezone.now()
     outcomes: dict[str, list[dict] | ServiceError] = {}
     with transaction.atomic():
         # Conversations first and in key order, as every other write path locks a conversation
         # before its runs: concurrent batches of several nodes cannot deadlock.
-        last_seq = dict(
-            Conversation.objects.select_for_update()
+        locked = (
+            Conversation.objects.select_for_update(no_key=True)
             .filter(pk__in={w.conversation_id for w in writes})
             .order_by("pk")
-            .values_list("id", "last_seq")
+            .values_list("id", "last_seq", "updated_at")
         )
-        last_seq = {str(k): v for k, v in last_seq.items()}
+        last_seq: dict[str, int] = {}
+        stamps: dict[str, datetime] = {}
+        # Stamped once the locks are held, not before waiting for them.
+        for conversation_id, seq, updated_at in locked:
+            last_seq[str(conversation_id)] = seq
+            stamps[str(conversation_id)] = _log_stamp(updated_at)
+        now = timezone.now()
         runs = {
             str(r[0]): r
             for r in AgentRun.objects.select_for_update()
@@ -672,7 +751,7 @@ def append_run_deltas(
                 type="agent.delta",
                 payload={"run_id": write.run_id, "index": run[5], "text": write.text},
                 run_id=run[0],
-                created_at=now,
+                created_at=stamps[write.conversation_id],
             )
             events.append(event)
             run_rows.append((write.text, run[0]))
@@ -682,7 +761,7 @@ def append_run_deltas(
             metrics.DELTAS_APPENDED.inc(len(events))
             _grow_runs(run_rows, now + timedelta(seconds=lease_seconds))
             touched = {e.conversation_id for e in events}
-            _set_last_seqs([(last_seq[c], c) for c in sorted(touched)], now)
+            _set_last_seqs([(last_seq[c], stamps[c], c) for c in sorted(touched)])
     return outcomes
 
 
@@ -704,9 +783,9 @@ def _grow_runs(rows: list[tuple[str, Any]], lease_until: datetime) -> None:
                   [(text, lease, run_id) for text, run_id in rows])
 
 
-def _set_last_seqs(rows: list[tuple[int, Any]], now: datetime) -> None:
-    stamp = db_connection.ops.adapt_datetimefield_value(now)
-    _update_by_pk(Conversation, "last_seq = %s, updated_at = %s", [(seq, stamp, cid) for seq, cid in rows])
+def _set_last_seqs(rows: list[tuple[int, datetime, Any]]) -> None:
+    adapt = db_connection.ops.adapt_datetimefield_value
+    _update_by_pk(Conversation, "last_seq = %s, updated_at = %s", [(seq, adapt(at), cid) for seq, at, cid in rows])
 
 
 def renew_run_lease(run_id: Any, fencing_token: int, lease_seconds: float | None = None) -> str:
