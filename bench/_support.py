@@ -315,12 +315,13 @@ def append_events(conversation_id: str, count: int, text: str, start_index: int 
     take minutes. Returns the frames as the server will replay them."""
     from django.db import transaction
 
-    from sessions_app import services
+    from sessions_app.services.conversations import lock_conversation
+    from sessions_app.services.event_log import append_locked
 
     entries = [("agent.delta", {"run_id": None, "index": start_index + i, "text": text}, None)
                for i in range(count)]
     with transaction.atomic():
-        events = services._append(services._lock_conversation(conversation_id), entries)
+        events = append_locked(lock_conversation(conversation_id), entries)
     return [{"type": e.type, "seq": e.seq, **e.payload} for e in events]
 
 

@@ -465,8 +465,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self._release()
 
     async def _release(self) -> None:
-        """Gives back whatever the socket holds now. Each resource is taken off the consumer
-        before its release is awaited, so concurrent calls never release one twice."""
+        """Gives back whatever the socket holds now. Shielded: an ending task cancelled while it
+        releases (the client's disconnect cancels the watchdog that was closing the socket)
+        must not leave a resource taken off the consumer but never given back."""
+        await asyncio.shield(asyncio.ensure_future(self._release_now()))
+
+    async def _release_now(self) -> None:
+        # Each resource is taken off the consumer before its release is awaited, so concurrent
+        # calls never release one twice.
         slot, self.slot = self.slot, None
         if slot is not None:
             # A no-op for a replaced socket: its successor owns the identity they share.
