@@ -227,6 +227,9 @@ class BenchRun:
             "DB_CONN_MAX_AGE": "60",
             "REDIS_KEY_PREFIX": self.prefix,
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+            # BENCH_LOG_LEVELS=realtime.phases=DEBUG: the per-phase connect timing, without the
+            # per-frame DEBUG lines of daphne that would slow the node down.
+            "LOG_LEVELS": os.environ.get("BENCH_LOG_LEVELS", ""),
             "PYTHONPATH": str(ROOT),
         }
         import django
