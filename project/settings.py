@@ -103,7 +103,12 @@ WHITENOISE_USE_FINDERS = True
 # Plain text by default; LOG_FORMAT=json gives one JSON object per line with node,
 # conversation_id, connection_id, run_id, seq and close_code where they apply.
 LOG_FORMAT = env_str("LOG_FORMAT", "plain")
-LOGGING = logging_config(LOG_FORMAT, env_str("LOG_LEVEL", "INFO"))
+LOGGING = logging_config(
+    LOG_FORMAT,
+    env_str("LOG_LEVEL", "INFO"),
+    # LOG_LEVELS=realtime.phases=DEBUG,tether.auth=WARNING: levels of single loggers.
+    {name.strip(): level.strip().upper() for name, _, level in (i.partition("=") for i in env_list("LOG_LEVELS", []))},
+)
 if LOG_FORMAT == "json":
     logging.captureWarnings(True)  # Python warnings become JSON lines too
 

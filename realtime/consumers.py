@@ -404,14 +404,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                         await self._sender_wake.wait()
                     continue
                 if isinstance(step, cs.ReadLog):
-                    batch = await db(services.events_after)(self.conversation_id, step.after, step.upto, step.limit)
+                    batch = await db(services.frames_after)(self.conversation_id, step.after, step.upto, step.limit)
                     await self._perform(self.state.log_read(step, batch))
                     continue
-                for event in step.events:
+                for seq, text in step.frames:
                     if self.flow is not None and not await self._backlog_allows():
                         return
-                    await self._send(event)
-                    self.state.delivered(event["seq"])
+                    await self.send(text_data=text)
+                    self.state.delivered(seq)
                 if self._replay_timer is not None and self.state.sent_seq >= self._replay_timer[2]:
                     self._replayed()
         except asyncio.CancelledError:
@@ -493,8 +493,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self._release()
 
     async def _release(self) -> None:
-        """Gives back whatever the socket holds now. Each resource is taken off the consumer
-        before its release is awaited, so concurrent calls never release one twice."""
+        """Gives back whatever the socket holds now. Shielded: an ending task cancelled while it
+        releases (the client's disconnect cancels the watchdog that was closing the socket)
+        must not leave a resource taken off the consumer but never given back."""
+        await asyncio.shield(asyncio.ensure_future(self._release_now()))
+
+    async def _release_now(self) -> None:
+        # Each resource is taken off the consumer before its release is awaited, so concurrent
+        # calls never release one twice.
         slot, self.slot = self.slot, None
         if slot is not None:
             # A no-op for a replaced socket: its successor owns the identity they share.

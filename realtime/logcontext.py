@@ -50,9 +50,9 @@ def _default_node() -> str:
     return getattr(settings, "REALTIME_NODE_ID", "")
 
 
-def logging_config(log_format: str, level: str) -> dict:
+def logging_config(log_format: str, level: str, logger_levels: dict[str, str] | None = None) -> dict:
     """Django's LOGGING for `plain` (the default: one human-readable line) or `json` (one JSON
-    object per line, through python-json-logger)."""
+    object per line, through python-json-logger); `logger_levels` sets single loggers' levels."""
     if log_format not in ("plain", "json"):
         raise ValueError(f"LOG_FORMAT must be 'plain' or 'json', not {log_format!r}")
     formatters = {
@@ -72,5 +72,8 @@ def logging_config(log_format: str, level: str) -> dict:
             "console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context"]},
         },
         "root": {"handlers": ["console"], "level": level},
-        "loggers": {"django.channels.server": {"level": "WARNING"}},
+        "loggers": {
+            "django.channels.server": {"level": "WARNING"},
+            **{name: {"level": lvl} for name, lvl in (logger_levels or {}).items()},
+        },
     }

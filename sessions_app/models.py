@@ -68,7 +68,7 @@ class Event(models.Model):
     payload = models.JSONField()
     run_id = models.UUIDField(null=True, blank=True)
     # Set by the writer under the conversation lock, never below the previous event's
-    # (services._log_stamp): grows with seq. auto_now_add would overwrite it at insert.
+    # (services/event_log.py, log_stamp): grows with seq. auto_now_add would overwrite it at insert.
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 
 from realtime import ratelimit
 from sessions_app.models import Connection
+from sessions_app.services.conversations import lock_conversation
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient, assert_gapless, run_text, sequenced
 
@@ -227,7 +228,7 @@ def test_a_connect_does_not_wait_for_the_conversation_row_lock(user):
     def streaming_writer() -> None:
         try:
             with transaction.atomic():
-                services._lock_conversation(conversation.pk)  # noqa: SLF001 - what every append does first
+                lock_conversation(conversation.pk)  # what every append does first
                 locked.set()
                 done.wait(20)
         finally:
