@@ -255,6 +255,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 resumed_from_seq=frame.last_seq,
                 token_sid=identity.standing.sid,
                 token_generation=identity.standing.generation,
+                replay_limit=self.state.limits.replay_batch,
             )
         except services.ServiceError as exc:
             await self._perform(self.state.connect_failed(exc.code, str(exc)))
@@ -281,6 +282,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             created=opened.created,
             intact=opened.intact,
             node=self.node.node_id,
+            frames=opened.frames,
         ))
         timer.mark("ready", loop.time())
         timer.conversation_id = opened.conversation_id
