@@ -450,7 +450,10 @@ export function connectFrame(token, conversationId, lastSeq, clientId) {
   return { type: "connect", token, conversation_id: conversationId, last_seq: lastSeq, client_id: clientId };
 }
 
-/** The JWT's `exp` (seconds since the epoch), or null if the token is not a readable JWT. @param {string | null | undefined} token */
+/**
+ * The JWT's `exp` (seconds since the epoch), or null if the token is not a readable JWT.
+ * @param {string | null | undefined} token @returns {number | null}
+ */
 export function jwtExpiry(token) {
   try {
     const part = String(token).split(".")[1];
@@ -574,6 +577,7 @@ export async function refreshAccess({ baseUrl, refresh, fetch = defaultFetch() }
  */
 export async function fetchNodes({ discoveryUrl, access = null, fetch = defaultFetch() }) {
   const body = await requestJson(fetch, discoveryUrl, { headers: bearer(access) });
+  /** @type {{node?: unknown, ws_url?: unknown}[]} */
   const nodes = Array.isArray(body?.nodes) ? body.nodes : [];
   return nodes.filter((n) => n && n.ws_url).map((n) => ({ node: String(n.node ?? ""), wsUrl: String(n.ws_url) }));
 }
@@ -680,6 +684,24 @@ const textEncoder = new TextEncoder();
  * @property {boolean} [resumed] connected: the server resumed after lastSeq
  * @property {number} [replayCount] connected: events replayed before live ones
  * @property {string | null} [conversationId]
+ */
+
+/** @typedef {{clientMsgId: string, seq: number, duplicate: boolean}} AckDetail */
+/** @typedef {{clientMsgId: string, text: string, code: string, detail: string}} RejectedDetail */
+/** @typedef {{code: string, detail: string, ref: unknown, retryAfterMs: number | null}} ServerErrorDetail */
+/** @typedef {{conversationId: string, afterSeq: number, serverLastSeq: number}} ReloadDetail */
+/** @typedef {{access: string | null, refresh: string | null, accessExpiresAt: number | null}} TokensDetail */
+
+/**
+ * The `detail` of each event type a TetherClient dispatches.
+ * @typedef {object} TetherEventMap
+ * @property {ServerFrame} event every sequenced frame, exactly once, in seq order
+ * @property {StateDetail} state
+ * @property {AckDetail} ack
+ * @property {RejectedDetail} rejected
+ * @property {ServerErrorDetail} servererror
+ * @property {ReloadDetail} reload
+ * @property {TokensDetail} tokens
  */
 
 /**
@@ -950,6 +972,29 @@ export class TetherClient extends EventTarget {
   clientId;
 
   // --- public API -------------------------------------------------------------------------
+
+  /**
+   * `addEventListener` typed by event: `detail` is `TetherEventMap[type]`.
+   * @template {keyof TetherEventMap} K
+   * @param {K} type
+   * @param {((event: CustomEvent<TetherEventMap[K]>) => void) | EventListenerObject | null} listener
+   * @param {boolean | AddEventListenerOptions} [options]
+   * @returns {void}
+   */
+  addEventListener(type, listener, options) {
+    super.addEventListener(type, /** @type {EventListener | null} */ (listener), options);
+  }
+
+  /**
+   * @template {keyof TetherEventMap} K
+   * @param {K} type
+   * @param {((event: CustomEvent<TetherEventMap[K]>) => void) | EventListenerObject | null} listener
+   * @param {boolean | EventListenerOptions} [options]
+   * @returns {void}
+   */
+  removeEventListener(type, listener, options) {
+    super.removeEventListener(type, /** @type {EventListener | null} */ (listener), options);
+  }
 
   /**
    * Starts the connection task (idempotent) and resolves once a socket is past `ready`
