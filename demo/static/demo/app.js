@@ -101,12 +101,20 @@ class View {
     } else if (frame.type === "agent.started" || frame.type === "agent.delta") {
       entry = this.#run(frame.run_id);
       if (frame.type === "agent.delta") {
+        // Deltas come once each, in index order. A later index means the ones before it are
+        // gone (the history was rebuilt over REST after `resumed: false`); an earlier one
+        // would be a duplicate, which is shown as it is (and flagged) rather than hidden.
+        if (frame.index > entry.nextIndex) entry.partial = true;
+        if (frame.index < entry.nextIndex) entry.mismatch = true;
         entry.text += frame.text;
         entry.nextIndex = frame.index + 1;
       }
     } else if (frame.type === "agent.completed") {
       entry = this.#run(frame.run_id);
-      entry.text = frame.message.text; // the server's whole answer: equal to the deltas by construction
+      // The page shows what streamed in; it equals the completed text unless deltas were lost
+      // to a rebuild (then the completed text replaces it) or a bug delivered some twice.
+      if (entry.partial) entry.text = frame.message.text;
+      else if (entry.text !== frame.message.text) entry.mismatch = true;
       entry.status = "done";
       entry.id = frame.message.id;
       this.byMessage.set(entry.id, entry);
@@ -196,6 +204,7 @@ function entryNode(entry) {
   if (entry.clientMsgId) li.dataset.clientMsgId = entry.clientMsgId;
   if (entry.kind === "assistant") {
     li.dataset.status = entry.status;
+    if (entry.mismatch) li.dataset.mismatch = "true";
     li.setAttribute("aria-busy", String(entry.status === "streaming"));
   }
   const text = li.querySelector(".text");
