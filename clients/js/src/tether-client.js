@@ -1052,7 +1052,7 @@ export class TetherClient extends EventTarget {
       throw new MessageRejected(`message frame of ${size} bytes exceeds ${this.#maxFrameBytes}`, "frame_too_large");
     }
     const item = this.#outbox.add(text, clientMsgId);
-    this.#persist();
+    this.#persistConversation();
     this.#ackWaiter(item.clientMsgId);
     if (this.#readySocket) this.#transmitMessage(this.#readySocket, item);
     if (this.#task === null) this.start().catch(() => {});
@@ -1415,7 +1415,7 @@ export class TetherClient extends EventTarget {
         const hadAckPending = this.#state.ackPending();
         this.#state.apply(seq);
         this.#lastAppliedAt = now();
-        this.#persist();
+        this.#persistConversation();
         this.#emit("event", frame);
         if (this.#readySocket !== socket) continue; // a listener closed or dropped it
         if (this.#ackEvery !== null && this.#state.unackedCount() >= this.#ackEvery) this.#sendAck(socket);
@@ -1474,7 +1474,7 @@ export class TetherClient extends EventTarget {
   #onMessageAck(frame) {
     const clientMsgId = String(frame.client_msg_id);
     const ack = { clientMsgId, seq: Number(frame.seq || 0), duplicate: Boolean(frame.duplicate) };
-    if (this.#outbox.ack(clientMsgId)) this.#persist();
+    if (this.#outbox.ack(clientMsgId)) this.#persistConversation();
     this.#ackWaiters.get(clientMsgId)?.resolve(ack);
     this.#emit("ack", ack);
   }
@@ -1505,7 +1505,7 @@ export class TetherClient extends EventTarget {
   #reject(clientMsgId, code, detail) {
     const item = this.#outbox.discard(clientMsgId);
     if (!item) return;
-    this.#persist();
+    this.#persistConversation();
     this.#ackWaiters.get(clientMsgId)?.reject(new MessageRejected(`message refused: ${code}`, code));
     this.#emit("rejected", { clientMsgId, text: item.text, code, detail });
   }
@@ -1744,12 +1744,22 @@ export class TetherClient extends EventTarget {
     return `${this.#storageKey}:conv:${conversationId ?? "new"}`;
   }
 
+  /** Stores everything: identity and conversation state (construction, a new conversation). */
   #persist() {
-    const storage = this.#storage;
-    if (!storage) return;
+    this.#write(`${this.#storageKey}:client`, { clientId: this.clientId, conversationId: this.conversationId });
+    this.#persistConversation();
+  }
+
+  /** Stores what changes with every event and message: lastSeq and the outbox. */
+  #persistConversation() {
+    this.#write(this.#convKey(this.conversationId), { lastSeq: this.lastSeq, outbox: this.#outbox.toJSON() });
+  }
+
+  /** @param {string} key @param {unknown} value */
+  #write(key, value) {
+    if (!this.#storage) return;
     try {
-      storage.setItem(`${this.#storageKey}:client`, JSON.stringify({ clientId: this.clientId, conversationId: this.conversationId }));
-      storage.setItem(this.#convKey(this.conversationId), JSON.stringify({ lastSeq: this.lastSeq, outbox: this.#outbox.toJSON() }));
+      this.#storage.setItem(key, JSON.stringify(value));
     } catch {
       // quota or privacy mode: the client works on without persistence
     }

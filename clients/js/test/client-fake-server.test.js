@@ -168,6 +168,7 @@ test("a silent server is declared dead and the client resumes", async () => {
   assert.match(lost[0].reason, /no frame from the server/);
   assert.equal(server.connects()[1].last_seq, 1);
   await eventually(() => server.conns[1].frames.some((f) => f.type === "ping"), { what: "ping" });
+  assert.equal(server.conns.length, 2); // the live server answers pings: no further loss
 });
 
 test("4401 renews the token via the provider; auth.expiring refreshes in place", async () => {

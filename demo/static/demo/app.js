@@ -208,7 +208,8 @@ function entryNode(entry) {
     li.setAttribute("aria-busy", String(entry.status === "streaming"));
   }
   const text = li.querySelector(".text");
-  if (text.textContent !== entry.text) text.textContent = entry.text;
+  if (!text.firstChild) text.append(document.createTextNode(""));
+  if (text.firstChild.data !== entry.text) text.firstChild.data = entry.text;
   let note = li.querySelector(".note");
   const noteText = entry.status === "stopped" ? "stopped" : entry.status === "failed" ? `failed: ${entry.error}` : "";
   if (noteText && !note) {
@@ -245,9 +246,22 @@ function redraw() {
   updateStop();
 }
 
+// Follow the newest text while the reader is at the bottom. Measuring the transcript forces a
+// layout, so it happens once per frame, never once per event (a 1,000-event replay would
+// otherwise lay the page out 1,000 times).
+let stickToBottom = true;
+let scrollQueued = false;
+transcript.addEventListener("scroll", () => {
+  stickToBottom = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 120;
+});
+
 function scrollDown() {
-  const near = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 120;
-  if (near) transcript.scrollTop = transcript.scrollHeight;
+  if (scrollQueued) return;
+  scrollQueued = true;
+  requestAnimationFrame(() => {
+    scrollQueued = false;
+    if (stickToBottom) transcript.scrollTop = transcript.scrollHeight;
+  });
 }
 
 function updateStop() {
@@ -318,8 +332,11 @@ async function openConversation(id) {
   client.addEventListener("state", (e) => showBadge(e.detail));
   let held = null; // events that arrive while the page reloads the history over REST
   const show = (frame) => {
+    const li = frame.type === "agent.delta" ? nodes.get(view.byRun.get(frame.run_id)) : null;
     const entry = view.apply(frame);
-    if (entry) entryNode(entry);
+    // The common case, a delta for an answer already drawn, appends to its text: no re-render.
+    if (li && !entry.mismatch && !entry.partial) li.querySelector(".text").firstChild.appendData(frame.text);
+    else if (entry) entryNode(entry);
     if (entry?.kind === "user" && entry.clientMsgId) undrawPending(entry.clientMsgId);
     if (frame.type !== "agent.delta") updateStop();
   };
@@ -461,6 +478,11 @@ $("go-offline").addEventListener("click", () => client?.goOffline(5000));
 $("new-conversation").addEventListener("click", () => newConversation());
 $("sign-out").addEventListener("click", () => signOut());
 window.addEventListener("pagehide", () => view?.save());
+window.addEventListener("hashchange", () => {
+  // A link to another conversation (#c=<id>) opened in this tab.
+  const id = window.location.hash.startsWith(HASH_PREFIX) ? window.location.hash.slice(HASH_PREFIX.length) : null;
+  if (auth && id && id !== view?.conversationId) refreshList().then(() => openConversation(id));
+});
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "hidden") view?.save();
 });

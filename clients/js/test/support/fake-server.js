@@ -273,8 +273,12 @@ export function delta(seq, index, text) {
   return { type: "agent.delta", seq, run_id: RUN, index, text };
 }
 
-/** A script: ready, then read until the client goes away. */
+/** A script: ready, then answer every ping until the client goes away. */
 export async function serveForever(conn) {
   await conn.recv("connect");
   conn.send(ready("live"));
+  for (;;) {
+    const ping = await conn.recv("ping", 3_600_000);
+    conn.send({ type: "pong", id: ping.id });
+  }
 }
