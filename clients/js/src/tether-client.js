@@ -1717,7 +1717,10 @@ export class TetherClient extends EventTarget {
 
   #onOnline = () => this.#wakeUp(); // reconnect at once
 
-  #onOffline = () => this.#abandonSocket("browser offline", decision(Action.BACKOFF, "offline"), true);
+  #onOffline = () => {
+    this.#abandonSocket("browser offline", decision(Action.BACKOFF, "offline"), true);
+    this.#wakeUp(); // out of a backoff wait too: the loop reports "offline" and waits for `online`
+  };
 
   #onVisibility = () => {
     if (this.#window?.document?.visibilityState !== "visible") return;

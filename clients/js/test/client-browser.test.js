@@ -228,3 +228,26 @@ test("in a browser, persistence is on by default (sessionStorage)", () => {
     else delete globalThis.sessionStorage;
   }
 });
+
+test("going offline during a backoff wait reports offline at once, and online retries at once", async () => {
+  const win = new FakeWindow();
+  const server = await fakeServer(async (conn) => {
+    await conn.recv("connect");
+    conn.send(ready("n"));
+    conn.destroy();
+  }, serveForever);
+  const client = makeClient({
+    endpoints: [server.url],
+    token: "t",
+    window: win,
+    backoff: new Backoff({ baseMs: 60000, capMs: 60000, random: () => 0.99 }),
+  });
+  const log = record(client);
+  client.start();
+  await eventually(() => log.some(([t, d]) => t === "state" && d.state === "reconnecting" && d.delayMs > 50000), { what: "long wait" });
+  win.goOffline();
+  await eventually(() => client.state === "offline", { timeoutMs: 10000, what: "offline during the wait" });
+  win.goOnline();
+  await client.waitConnected({ timeoutMs: 10000 });
+  assert.equal(server.conns.length, 2);
+});
