@@ -161,6 +161,8 @@ def _limit(name: str, default: str) -> tuple[int, float]:
 REALTIME_RATE_CONNECT_USER = _limit("REALTIME_RATE_CONNECT_USER", "30/60")
 REALTIME_RATE_CONNECT_IP = _limit("REALTIME_RATE_CONNECT_IP", "120/60")
 REALTIME_RATE_MESSAGES = _limit("REALTIME_RATE_MESSAGES", "30/60")  # per conversation
+# Agent runs started per user, over all conversations (each message starts one; runs cost money).
+REALTIME_RATE_RUNS_USER = _limit("REALTIME_RATE_RUNS_USER", "60/60")
 REALTIME_RATE_FRAMES = _limit("REALTIME_RATE_FRAMES", "60/10")  # per connection, in memory
 REALTIME_MAX_CONNECTIONS_PER_USER = env_int("REALTIME_MAX_CONNECTIONS_PER_USER", 20)
 # Frames over the limit get an error; this many more in a row and the socket is closed 4429.
@@ -171,7 +173,8 @@ REALTIME_TRUSTED_PROXIES = env_list("REALTIME_TRUSTED_PROXIES", [])
 # --- REST and tokens --------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # JWTAuthentication that also refuses revoked tokens (sessions_app/revocation.py).
+        "sessions_app.authentication.StandingJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -186,6 +189,9 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
     "SIGNING_KEY": env_str("JWT_SIGNING_KEY", SECRET_KEY),
+    # Sign-in ids (`sid`) and token generations (`gen`), and the revocation checks on refresh.
+    "TOKEN_OBTAIN_SERIALIZER": "sessions_app.auth_api.SignInSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "sessions_app.auth_api.StandingRefreshSerializer",
 }
 
 # --- The realtime protocol ----------------------------------------------------------------
@@ -202,6 +208,11 @@ REALTIME_TOKEN_WARNING = env_float("REALTIME_TOKEN_WARNING", 60.0)
 REALTIME_BAD_FRAME_LIMIT = env_int("REALTIME_BAD_FRAME_LIMIT", 10)
 REALTIME_BAD_FRAME_WINDOW = env_float("REALTIME_BAD_FRAME_WINDOW", 60.0)
 REALTIME_REPLAY_BATCH = env_int("REALTIME_REPLAY_BATCH", 500)
+# A socket whose transport holds more than this unsent waits (its sender pauses); when that lasts
+# REALTIME_SEND_STALL_TIMEOUT seconds, the client is taken for one that stopped reading and is
+# dropped (slow_consumer, 4408). Bounds a node's memory per socket.
+REALTIME_MAX_UNSENT_BYTES = env_int("REALTIME_MAX_UNSENT_BYTES", 1024 * 1024)
+REALTIME_SEND_STALL_TIMEOUT = env_float("REALTIME_SEND_STALL_TIMEOUT", 30.0)
 # How often a connection re-reads the conversation's highest seq to catch a fan-out
 # message the at-most-once layer dropped.
 REALTIME_RESYNC_INTERVAL = env_float("REALTIME_RESYNC_INTERVAL", 10.0)

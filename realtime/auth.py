@@ -1,4 +1,5 @@
-"""Access-token checks that run in the event loop: SimpleJWT's AccessToken is pure CPU."""
+"""Access-token checks that run in the event loop: SimpleJWT's AccessToken is pure CPU.
+Whether a genuine token was revoked needs the database: sessions_app/revocation.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
+
+from sessions_app.revocation import Standing, standing_of
 
 
 class InvalidToken(Exception):
@@ -18,6 +21,8 @@ class AccessIdentity:
     user_id: str
     expires_at: int
     jti: str | None
+    # Its sign-in and generation: what a revocation is checked against.
+    standing: Standing
 
 
 def verify_access_token(raw: str) -> AccessIdentity:
@@ -29,4 +34,6 @@ def verify_access_token(raw: str) -> AccessIdentity:
     user_id = token.get(api_settings.USER_ID_CLAIM)
     if user_id is None:
         raise InvalidToken("token has no user claim")
-    return AccessIdentity(user_id=str(user_id), expires_at=int(token["exp"]), jti=token.get("jti"))
+    return AccessIdentity(
+        user_id=str(user_id), expires_at=int(token["exp"]), jti=token.get("jti"), standing=standing_of(token, user_id)
+    )

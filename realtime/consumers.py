@@ -1,6 +1,19 @@
-"""The /ws/v1/ consumer: the socket side of a conversation. Thin by design: frames are parsed
-by realtime.protocol, writes go through sessions_app.services, agent work happens in the
-node's RunSupervisor (never inside this consumer)."""
+"""The /ws/v1/ consumer: the I/O around one socket's ConnectionState.
+Design: docs/architecture.md, "One socket".
+
+It reads frames, the clock, Redis and the database, and performs the actions the state machine
+(realtime/connection_state.py) returns; it decides nothing about the connection itself.
+Rules:
+- Every write goes through sessions_app.services; every write that commits events goes through
+  realtime.fanout.commit_and_publish, which publishes them.
+- Sequenced events are sent only by the sender task (`_send_forever`), in the cursor's order.
+- What the socket holds (its connection slot, its live-feed membership, its connection row)
+  is released by `_release`. Every close calls it, and the connect path calls it again after
+  each await at which the socket closed meanwhile: a close at any point of the connect leaves
+  nothing behind (tests/test_connect_cleanup.py).
+- The node sees a socket only through the surface below "the node's view"
+  (realtime.node.NodeConnection).
+"""
 
 from __future__ import annotations
 
@@ -8,29 +21,62 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
+from realtime import closes, ratelimit, tokens
+from realtime import connection_state as cs
 from realtime import protocol as p
-from realtime import ratelimit, tokens
 from realtime.auth import InvalidToken, verify_access_token
 from realtime.db import db
-from realtime.fanout import FanoutUnavailable, publish
+from realtime.fanout import FanoutUnavailable, commit_and_publish
+from realtime.flow import flow_of
+from realtime.node import NodeRuntime
 from sessions_app import services
 
 log = logging.getLogger(__name__)
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
-
 # Retry delays of a failing channel-layer receive (Redis unreachable), in seconds.
 LAYER_RETRY_FIRST, LAYER_RETRY_MAX = 0.1, 2.0
+# How often a sender whose socket does not read checks whether the backlog drained, seconds.
+BACKLOG_POLL = 0.05
+
+# Failures that pass by themselves (database restarting, Redis unreachable): the client is told
+# to retry the same frame; anything else is a bug, logged with its traceback.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, TimeoutError)
+
+
+def connection_limits() -> cs.Limits:
+    """The state machine's settings, read when a socket opens (tests change them per test)."""
+    frames = ratelimit.rule("REALTIME_RATE_FRAMES")
+    return cs.Limits(
+        max_frame_bytes=settings.REALTIME_MAX_FRAME_BYTES,
+        max_message_chars=settings.REALTIME_MAX_MESSAGE_CHARS,
+        connect_timeout=settings.REALTIME_CONNECT_TIMEOUT,
+        heartbeat_interval_ms=settings.REALTIME_HEARTBEAT_INTERVAL_MS,
+        heartbeat_timeout=settings.REALTIME_HEARTBEAT_TIMEOUT,
+        token_warning=settings.REALTIME_TOKEN_WARNING,
+        bad_frame_limit=settings.REALTIME_BAD_FRAME_LIMIT,
+        bad_frame_window=settings.REALTIME_BAD_FRAME_WINDOW,
+        frame_capacity=frames.capacity,
+        frame_per_second=frames.per_second,
+        frame_overrun_close=settings.REALTIME_FRAME_OVERRUN_CLOSE,
+        ack_flush_interval=settings.REALTIME_ACK_FLUSH_INTERVAL,
+        replay_batch=settings.REALTIME_REPLAY_BATCH,
+        max_unsent_bytes=settings.REALTIME_MAX_UNSENT_BYTES,
+        send_stall_timeout=settings.REALTIME_SEND_STALL_TIMEOUT,
+    )
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
@@ -41,8 +87,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         outage. Channels' own receive task raises when Redis is unreachable, which ends the
         application instance: daphne closes every socket of the node with 1011 and
         `disconnect()` never runs (row, slot and fan-out membership are left behind). The
-        layer only carries `conn.replaced` here, which the periodic resync also finds, so the
-        socket can simply wait for Redis to come back."""
+        layer only carries `conn.replaced` and `conn.disconnect` here, which the periodic
+        resync also finds, so the socket can simply wait for Redis to come back."""
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.base_send = send
@@ -79,112 +125,111 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
-        self.node = self.scope["tether_node"]
-        self.phase = p.Phase.AWAITING_CONNECT
-        self.cursor = p.DeliveryCursor()
-        self.budget = p.BadFrameBudget(settings.REALTIME_BAD_FRAME_LIMIT, settings.REALTIME_BAD_FRAME_WINDOW)
-        self.conversation_id: str | None = None
-        self.connection_id: str | None = None
+        self.node: NodeRuntime = self.scope["tether_node"]
+        self.state = cs.ConnectionState(connection_limits(), asyncio.get_running_loop().time())
+        # Set by the connect, in this order; each is held until `_release` gives it back.
         self.user_id: str | None = None
-        self.access_expires_at = 0
-        self.expiry_warned = False
-        self.refresh_jti = ""
-        self.joined_feed: str | None = None
-        self.early_upto = 0
-        self.acked_seq = self.acked_written = 0
-        self.ack_written_at = float("-inf")
-        self.cleaned_up = False
-        self.deliver_lock = asyncio.Lock()
-        self.frame_bucket = ratelimit.LocalBucket(ratelimit.rule("REALTIME_RATE_FRAMES"))
-        self.frame_overruns = 0
-        self.slot: str | None = None
+        self.slot: str | None = None  # identity of the concurrent-connection slot held
+        self.joined_feed: str | None = None  # conversation whose live feed this socket is in
+        self.conversation_id: str | None = None
+        self.connection_id: str | None = None  # the open Connection row
         self.remote_addr = client_address(self.scope)
-        loop = asyncio.get_running_loop()
-        self.opened_at = self.last_frame_at = loop.time()
+        self.flow = flow_of(self.scope)  # the transport's backlog; None in-process
+        self._sender_wake = asyncio.Event()
+        self._watchdog_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
         await self.accept()
         if self.node.draining:
             # Accept-then-close so the client reads why and retries elsewhere at once
             # (a refused handshake would only be an HTTP 403 to it).
-            self.watchdog = None
-            await self.node_draining({})
+            await self.go_away()
             return
         self.node.connections.add(self)
-        self.watchdog = asyncio.create_task(self._watch())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._watch()), loop.create_task(self._send_forever())]
         if self.remote_addr:
-            await self._limit(f"ip:{self.remote_addr}", "REALTIME_RATE_CONNECT_IP")
+            verdict = await _check(ratelimit.hit(f"ip:{self.remote_addr}", ratelimit.rule("REALTIME_RATE_CONNECT_IP")))
+            if not verdict.allowed:
+                await self._perform(self.state.limited("ip", verdict.retry_after_ms))
 
     async def disconnect(self, code: int) -> None:
-        await self._cleanup(code, "client_closed" if code in (1000, 1001) else "connection_lost")
-
-    # --- inbound frames -------------------------------------------------------------------
+        self.state.disconnected(code)
+        await self._end()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        self.last_frame_at = asyncio.get_running_loop().time()
-        if self.phase is p.Phase.CLOSED:
-            return
-        verdict = self.frame_bucket.take()
-        if not verdict.allowed:
-            self.frame_overruns += 1
-            if self.frame_overruns > settings.REALTIME_FRAME_OVERRUN_CLOSE:
-                await self._terminate(p.CLOSE_RATE_LIMITED, "rate_limited", "too many frames",
-                                      retry_after_ms=verdict.retry_after_ms)
+        await self._perform(self.state.receive(text_data, bytes_data, asyncio.get_running_loop().time()))
+
+    # --- performing the state machine's actions -------------------------------------------
+
+    async def _perform(self, actions: list[cs.Action]) -> None:
+        for action in actions:
+            if isinstance(action, cs.Send):
+                await self._send(action.frame)
+            elif isinstance(action, cs.Close):
+                await self._close(action)
+            elif isinstance(action, cs.Authenticate):
+                await self._guarded(self._connect, action.frame, None)
+            elif isinstance(action, cs.PostMessage):
+                await self._guarded(self._post, action.frame, action.frame.client_msg_id)
+            elif isinstance(action, cs.CancelRun):
+                await self._guarded(self._cancel, action.run_id, action.run_id)
+            elif isinstance(action, cs.Renew):
+                await self._guarded(self._renew, action.frame, None)
+            elif isinstance(action, cs.FlushAck):
+                await self._flush_ack(action.seq)
+
+    async def _guarded(self, handler: Callable[[Any], Awaitable[None]], arg: Any, ref: Any) -> None:
+        """A frame's I/O failing becomes a documented error frame (`unavailable` or
+        `server_error`, with a retry hint); a failing connect tells the client to resume
+        shortly. The socket and the node stay up."""
+        try:
+            await handler(arg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported to the client, never a 1011
+            transient = isinstance(exc, TRANSIENT_ERRORS)
+            log.log(logging.WARNING if transient else logging.ERROR, "%s of %s failed",
+                    handler.__name__, self.channel_name, exc_info=not transient)
+            if handler == self._connect:
+                await self._perform(self.state.connect_failed("unavailable", "service unavailable; resume shortly"))
             else:
-                await self._send(p.error_frame("rate_limited", "too many frames; slow down",
-                                               retry_after_ms=verdict.retry_after_ms))
-            return
-        self.frame_overruns = 0
-        try:
-            obj = p.decode_frame(text_data, bytes_data, settings.REALTIME_MAX_FRAME_BYTES)
-            frame = p.parse_frame(obj, settings.REALTIME_MAX_MESSAGE_CHARS)
-            p.check_phase(self.phase, frame)
-        except p.ProtocolError as err:
-            await self._refuse(err)
-            return
-        try:
-            await self._dispatch(frame)
-        except p.ProtocolError as err:
-            await self._refuse(err)
+                await self._perform(self.state.handler_failed(ref, transient))
 
-    async def _dispatch(self, frame: p.ClientFrame) -> None:
-        if isinstance(frame, p.Ping):
-            await self._send({"type": "pong", "id": frame.id})
-        elif isinstance(frame, p.Ack):
-            await self._on_ack(frame.seq)
-        elif isinstance(frame, p.SendMessage):
-            await self._on_message(frame)
-        elif isinstance(frame, p.Connect):
-            await self._on_connect(frame)
-        elif isinstance(frame, p.AuthRefresh):
-            await self._on_auth_refresh(frame)
-        elif isinstance(frame, p.Cancel):
-            await self._on_cancel(frame)
+    async def _send(self, frame: dict) -> None:
+        await self.send(text_data=_dumps(frame))
 
-    async def _refuse(self, err: p.ProtocolError) -> None:
-        if err.close_code is not None:
-            await self._terminate(err.close_code, err.code, err.detail)
-            return
-        await self._send(err.frame())
-        if err.code in ("bad_frame", "too_long") and not self.budget.spend(time.monotonic()):
-            await self._terminate(
-                p.CLOSE_BAD_FRAMES, "bad_frame", f"more than {self.budget.limit} bad frames in {self.budget.window:g} s"
-            )
+    # --- the connect ------------------------------------------------------------------------
 
-    async def _on_connect(self, frame: p.Connect) -> None:
+    async def _connect(self, frame: p.Connect) -> None:
         try:
             identity = verify_access_token(frame.token)
         except InvalidToken as exc:
-            code = "token_expired" if tokens.is_expired_but_genuine(frame.token) else "unauthenticated"
-            await self._terminate(p.CLOSE_UNAUTHENTICATED, code, f"access token refused: {exc}")
+            await self._perform(self.state.token_refused(str(exc), tokens.is_expired_but_genuine(frame.token)))
             return
         self.user_id = identity.user_id
-        self.access_expires_at = identity.expires_at
-        if not await self._limit(f"user:{identity.user_id}", "REALTIME_RATE_CONNECT_USER"):
+        self.state.identified(identity.expires_at)
+        self._watchdog_wake.set()
+        verdict = await _check(ratelimit.hit(f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER")))
+        if not await self._still_open():
             return
-        if not await self._take_slot(
+        if not verdict.allowed:
+            await self._perform(self.state.limited("user", verdict.retry_after_ms))
+            return
+        member = (
             ratelimit.slot_member(frame.client_id, frame.conversation_id)
             if frame.conversation_id is not None
             else ratelimit.pending_slot_member(self.channel_name)
-        ):
+        )
+        verdict = await _check(ratelimit.take_slot(
+            f"user:{self.user_id}", member, settings.REALTIME_MAX_CONNECTIONS_PER_USER, _slot_lease(),
+            owner=self.channel_name,
+        ))
+        if verdict.allowed:
+            self.slot = member
+        if not await self._still_open():
+            return
+        if not verdict.allowed:
+            await self._perform(self.state.limited("slots", verdict.retry_after_ms))
             return
         # Join the live feed before reading where the log stands, so an event committed
         # between the read and the join cannot fall between the replay and the live feed.
@@ -199,353 +244,271 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 node=self.node.node_id,
                 remote_addr=self.remote_addr,
                 resumed_from_seq=frame.last_seq,
+                token_sid=identity.standing.sid,
+                token_generation=identity.standing.generation,
             )
         except services.ServiceError as exc:
-            close = {
-                "not_found": p.CLOSE_NOT_FOUND,
-                "forbidden": p.CLOSE_FORBIDDEN,
-            }.get(exc.code, p.CLOSE_UNAUTHENTICATED)
-            await self._terminate(close, exc.code, str(exc))
+            await self._perform(self.state.connect_failed(exc.code, str(exc)))
             return
-        self.conversation_id = opened.conversation_id
         self.connection_id = opened.connection_id
+        self.conversation_id = opened.conversation_id
+        if not await self._still_open():
+            return
         if frame.conversation_id is None:
             await self._rename_slot(ratelimit.slot_member(frame.client_id, opened.conversation_id))
-        if self.joined_feed is None and not await self._join(opened.conversation_id):
-            return
+            if not await self._still_open() or not await self._join(opened.conversation_id):
+                return
         for channel in opened.replaced_channels:
             try:
                 await self.channel_layer.send(channel, {"type": "conn.replaced"})
             except Exception:  # noqa: BLE001 - its row is closed: its next resync ends it anyway
                 log.warning("telling %s it was replaced failed", channel, exc_info=True)
+        await self._perform(self.state.opened(
+            conversation_id=opened.conversation_id,
+            client_last_seq=frame.last_seq,
+            last_seq=opened.last_seq,
+            first_kept_seq=opened.first_kept_seq,
+            created=opened.created,
+            intact=opened.intact,
+            node=self.node.node_id,
+        ))
+        self._sender_wake.set()
+        self._watchdog_wake.set()
 
-        plan = p.plan_resume(frame.last_seq, opened.last_seq, opened.first_kept_seq, opened.created)
-        await self._send(
-            {
-                "type": "ready",
-                "conversation_id": opened.conversation_id,
-                "resumed": plan.resumed,
-                "last_seq": opened.last_seq,
-                "replay_count": plan.replay_count,
-                "heartbeat_interval_ms": settings.REALTIME_HEARTBEAT_INTERVAL_MS,
-                "access_expires_at": self.access_expires_at,
-                "node": self.node.node_id,
-            }
-        )
-        self.cursor.sent_seq = plan.replay_from
-        async with self.deliver_lock:
-            await self._fill(opened.last_seq)
-            # Live events announced while the backlog was read: the log has them too.
-            while self.early_upto > self.cursor.sent_seq and self.phase is not p.Phase.CLOSED:
-                await self._fill(self.early_upto)
-            if self.phase is p.Phase.CLOSED:
-                return
-            self.phase = p.Phase.READY
-        self.watchdog_wake()
-
-    async def _on_ack(self, seq: int) -> None:
-        """Acks only steer retention and the admin, so they are written at most every
-        REALTIME_ACK_FLUSH_INTERVAL per socket (and at close), not once per frame."""
-        self.acked_seq = max(self.acked_seq, seq)
-        now = asyncio.get_running_loop().time()
-        if now - self.ack_written_at >= settings.REALTIME_ACK_FLUSH_INTERVAL:
-            await self._flush_ack(now)
-
-    async def _flush_ack(self, now: float) -> None:
-        if self.acked_seq > self.acked_written:
-            self.ack_written_at = now
-            self.acked_written = self.acked_seq
-            await db(services.record_ack)(self.connection_id, self.conversation_id, self.acked_seq)
-
-    async def _on_message(self, frame: p.SendMessage) -> None:
-        verdict = await _check(ratelimit.hit(f"conv:{self.conversation_id}", ratelimit.rule("REALTIME_RATE_MESSAGES")))
-        if not verdict.allowed:
-            await self._send(p.error_frame("rate_limited", "too many messages in this conversation",
-                                           frame.client_msg_id, retry_after_ms=verdict.retry_after_ms))
-            return
-        posted = await db(services.post_user_message)(self.conversation_id, frame.client_msg_id, frame.text)
-        await publish(self.conversation_id, posted.events)
-        ack = {"type": "message.ack", "client_msg_id": frame.client_msg_id, "seq": posted.seq}
-        await self._send({**ack, "duplicate": posted.duplicate})
-        if not posted.duplicate:
-            self.node.kick(self.conversation_id)
-
-    async def _on_cancel(self, frame: p.Cancel) -> None:
-        try:
-            outcome, events = await db(services.request_cancel)(self.conversation_id, frame.run_id)
-        except services.ConversationNotFound:
-            await self._send(p.error_frame("not_found", "no such run in this conversation", frame.run_id))
-            return
-        await publish(self.conversation_id, events)
-        if outcome == "cancelling":
-            self.node.cancel_local_run(frame.run_id)
-
-    async def _on_auth_refresh(self, frame: p.AuthRefresh) -> None:
-        try:
-            if frame.refresh is not None:
-                renewed = await db(tokens.rotate_refresh_token)(frame.refresh, self.user_id)
-            else:
-                renewed = tokens.accept_new_access_token(frame.access, self.user_id)
-        except tokens.RefreshRefused as exc:
-            # The socket keeps its current expiry: a failed renewal is not a reason to drop it.
-            await db(services.record_auth_refresh)(self.connection_id, refused=str(exc))
-            await self._send(p.error_frame("refresh_failed", str(exc)))
-            return
-        await db(services.record_auth_refresh)(self.connection_id, refresh_jti=renewed.refresh_jti)
-        if renewed.refresh_jti:
-            self.refresh_jti = renewed.refresh_jti
-        self.access_expires_at = renewed.access_expires_at
-        self.expiry_warned = False
-        reply: dict[str, Any] = {"type": "auth.refreshed", "access_expires_at": renewed.access_expires_at}
-        if renewed.access is not None:
-            reply["access"] = renewed.access
-            reply["refresh"] = renewed.refresh
-        await self._send(reply)
-        self.watchdog_wake()
-
-    # --- outbound events ------------------------------------------------------------------
-
-    async def conv_events(self, message: dict) -> None:
-        """From the node's fan-out: committed events (or just their highest seq)."""
-        if self.phase is p.Phase.CLOSED:
-            return
-        if self.phase is not p.Phase.READY:
-            # Joined but still replaying: remember how far the log goes, never drop.
-            self.early_upto = max(self.early_upto, message["upto"])
-            return
-        async with self.deliver_lock:
-            if self.phase is not p.Phase.READY:
-                return
-            events = message.get("events")
-            if events is None:
-                await self._fill(message["upto"])
-                return
-            for event in events:
-                arrival = self.cursor.classify(event["seq"])
-                if arrival is p.Arrival.DUPLICATE:
-                    continue
-                if arrival is p.Arrival.GAP:
-                    # The layer lost or reordered something: the log has it.
-                    await self._fill(event["seq"] - 1)
-                await self._send(event)
-                self.cursor.advance(event["seq"])
-
-    async def catch_up(self) -> None:
-        """The fan-out lost messages (Redis reconnected): read the log up to its end."""
-        if self.phase is not p.Phase.READY:
-            return
-        last_seq = await db(services.conversation_last_seq)(self.conversation_id)
-        async with self.deliver_lock:
-            if self.phase is p.Phase.READY and last_seq > self.cursor.sent_seq:
-                await self._fill(last_seq)
-
-    async def conn_replaced(self, message: dict) -> None:
-        await self._terminate(p.CLOSE_REPLACED, "replaced", "a newer connection of this client took over")
-
-    async def node_draining(self, message: dict) -> None:
-        await self._terminate(
-            p.CLOSE_GOING_AWAY, "going_away", "server is restarting", frame_type="reconnect",
-            retry_after_ms=message.get("retry_after_ms", 0),
-        )
-
-    async def _fill(self, upto: int) -> None:
-        """Sends every logged event in (sent_seq, upto] in order. Caller holds deliver_lock."""
-        while self.cursor.sent_seq < upto:
-            batch = await db(services.events_after)(
-                self.conversation_id, self.cursor.sent_seq, upto, settings.REALTIME_REPLAY_BATCH
-            )
-            if not batch or batch[0]["seq"] != self.cursor.sent_seq + 1:
-                # Pruned under our feet: the client must reload; nothing else can be honest.
-                await self._terminate(p.CLOSE_GOING_AWAY, "going_away", "event log moved on; resume again")
-                return
-            for event in batch:
-                await self._send(event)
-                self.cursor.advance(event["seq"])
-
-    async def _limit(self, bucket: str, setting: str) -> bool:
-        """Connection-attempt limits; over them: rate_limited error, then 4429."""
-        verdict = await _check(ratelimit.hit(bucket, ratelimit.rule(setting)))
-        if verdict.allowed:
-            return True
-        await self._terminate(p.CLOSE_RATE_LIMITED, "rate_limited", "too many connection attempts",
-                              retry_after_ms=verdict.retry_after_ms)
-        return False
-
-    async def _take_slot(self, member: str) -> bool:
-        """Concurrent connections per user across all nodes, one slot per (conversation,
-        client_id); the slot's lease is renewed at every resync, so slots of crashed nodes
-        free themselves."""
-        verdict = await _check(ratelimit.take_slot(
-            f"user:{self.user_id}", member, settings.REALTIME_MAX_CONNECTIONS_PER_USER, self._slot_lease()))
-        if verdict.allowed:
-            self.slot = member
-            return True
-        await self._terminate(p.CLOSE_RATE_LIMITED, "rate_limited", "too many open connections for this user",
-                              retry_after_ms=verdict.retry_after_ms)
-        return False
-
-    async def _rename_slot(self, member: str) -> None:
-        """The new conversation has its id: its slot takes the name a resume will use."""
-        if self.slot is None:
-            return
-        try:
-            if await ratelimit.rename_slot(f"user:{self.user_id}", self.slot, member):
-                self.slot = member
-        except Exception:  # noqa: BLE001 - limits fail open; the pending name is released at close
-            log.warning("renaming connection slot failed", exc_info=True)
-
-    @staticmethod
-    def _slot_lease() -> float:
-        return slot_lease()
-
-    async def _send(self, frame: dict) -> None:
-        await self.send(text_data=_dumps(frame))
+    async def _still_open(self) -> bool:
+        """Called after every await of the connect: if the socket closed meanwhile (watchdog,
+        drain, client gone), gives back what the connect acquired since the close's own release."""
+        if self.state.closed:
+            await self._release()
+            return False
+        return True
 
     async def _join(self, conversation_id: str) -> bool:
         try:
             await self.node.fanout.join(conversation_id, self)
         except FanoutUnavailable as exc:
             log.warning("live feed unavailable for %s: %s", conversation_id, exc)
-            await self._terminate(p.CLOSE_GOING_AWAY, "going_away", "live feed unavailable; reconnect",
-                                  retry_after_ms=1000)
+            await self._perform(self.state.connect_failed("feed_unavailable", "live feed unavailable; reconnect"))
             return False
         self.joined_feed = conversation_id
-        return True
+        return await self._still_open()
 
-    # --- ending ---------------------------------------------------------------------------
-
-    async def _terminate(
-        self, close_code: int, code: str, detail: str, frame_type: str = "error", **extra: Any
-    ) -> None:
-        """Every server-side close: explanatory frame first (daphne drops close reasons)."""
-        if self.phase is p.Phase.CLOSED:
+    async def _rename_slot(self, member: str) -> None:
+        """The new conversation has its id: its slot takes the name a resume will use."""
+        if self.slot is None:
             return
-        self.phase = p.Phase.CLOSED
         try:
-            if frame_type == "error":
-                await self._send(p.error_frame(code, detail, **extra))
-            else:
-                await self._send({"type": frame_type, "reason": detail, **extra})
-            await self.close(code=close_code)
-        except Exception:  # noqa: BLE001 - the peer may already be gone
-            log.debug("close of %s failed", self.channel_name, exc_info=True)
-        await self._cleanup(close_code, code)
+            if await ratelimit.rename_slot(f"user:{self.user_id}", self.slot, member, owner=self.channel_name):
+                self.slot = member
+        except Exception:  # noqa: BLE001 - limits fail open; the pending name is released at close
+            log.warning("renaming connection slot failed", exc_info=True)
 
-    async def _cleanup(self, close_code: int | None, reason: str) -> None:
-        """Releases everything the connection held. Idempotent: every ending path calls it."""
-        if self.cleaned_up:
+    # --- the other frames -------------------------------------------------------------------
+
+    async def _post(self, frame: p.SendMessage) -> None:
+        verdict = await _check(ratelimit.hit_all([
+            (f"conv:{self.conversation_id}", ratelimit.rule("REALTIME_RATE_MESSAGES")),
+            (f"runs:user:{self.user_id}", ratelimit.rule("REALTIME_RATE_RUNS_USER")),
+        ]))
+        if not verdict.allowed:
+            per_user = verdict.refused_by == 1
+            await self._perform(self.state.message_limited(frame.client_msg_id, verdict.retry_after_ms, per_user))
             return
-        self.cleaned_up = True
-        self.phase = p.Phase.CLOSED
-        self.node.connections.discard(self)
-        if self.watchdog is not None and self.watchdog is not asyncio.current_task():
-            self.watchdog.cancel()
-        # A replaced socket's slot (same conversation and client_id) now belongs to the socket
-        # that replaced it, so releasing it would free that one's slot.
-        if self.slot is not None and reason != "replaced":
-            await _check(ratelimit.release_slot(f"user:{self.user_id}", self.slot))
-        if self.joined_feed is not None:
-            await self.node.fanout.leave(self.joined_feed, self)
-        if self.connection_id is not None:
-            try:
-                if self.acked_seq > self.acked_written:
-                    await db(services.record_ack)(self.connection_id, self.conversation_id, self.acked_seq)
-                await db(services.close_connection)(self.connection_id, close_code, reason, self.cursor.sent_seq)
-            except Exception:  # noqa: BLE001 - the node reaper closes rows left open
-                log.warning("closing connection row %s failed", self.connection_id, exc_info=True)
+        try:
+            posted = await commit_and_publish(
+                services.post_user_message, self.conversation_id, frame.client_msg_id, frame.text
+            )
+        except services.ConversationNotFound:
+            await self._perform(self.state.conversation_gone())
+            return
+        await self._perform(self.state.message_posted(frame.client_msg_id, posted.seq, posted.duplicate))
+        if not posted.duplicate:
+            self.node.kick(self.conversation_id)
 
-    # --- watchdog: connect timeout, heartbeat, token expiry, resync --------------------------
+    async def _cancel(self, run_id: str) -> None:
+        try:
+            cancel = await commit_and_publish(services.request_cancel, self.conversation_id, run_id)
+        except services.ConversationNotFound:
+            await self._perform(self.state.cancel_unknown(run_id))
+            return
+        if cancel.outcome == "cancelling":
+            self.node.cancel_local_run(run_id)
 
-    def watchdog_wake(self) -> None:
-        """Deadlines moved: let the watchdog recompute its sleep."""
-        wake = getattr(self, "_wake", None)
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+    async def _renew(self, frame: p.AuthRefresh) -> None:
+        try:
+            if frame.refresh is not None:
+                renewed = await db(tokens.rotate_refresh_token)(frame.refresh, self.user_id)
+            else:
+                renewed = await db(tokens.accept_new_access_token)(frame.access, self.user_id)
+        except tokens.RefreshRefused as exc:
+            await db(services.record_auth_refresh)(self.connection_id, refused=str(exc))
+            await self._perform(self.state.refresh_refused(str(exc)))
+            return
+        await db(services.record_auth_refresh)(self.connection_id, standing=renewed.standing)
+        await self._perform(self.state.refreshed(renewed.access_expires_at, renewed.access, renewed.refresh))
+        self._watchdog_wake.set()
+
+    async def _flush_ack(self, seq: int) -> None:
+        """A failed store is not reported: the ack is stored at the next flush, resync or close."""
+        try:
+            await db(services.record_ack)(self.connection_id, self.conversation_id, seq)
+        except TRANSIENT_ERRORS:
+            log.warning("storing ack %s of %s failed; kept for later", seq, self.connection_id, exc_info=True)
+            self.state.ack_flush_failed(seq)
+
+    # --- the sender and the watchdog ------------------------------------------------------
+
+    async def _send_forever(self) -> None:
+        """The only sender of sequenced events: replays, live events and repairs, in order."""
+        try:
+            while not self.state.closed:
+                step = self.state.next_delivery()
+                if step is None:
+                    self._sender_wake.clear()
+                    if self.state.next_delivery() is None and not self.state.closed:
+                        await self._sender_wake.wait()
+                    continue
+                if isinstance(step, cs.ReadLog):
+                    batch = await db(services.events_after)(self.conversation_id, step.after, step.upto, step.limit)
+                    await self._perform(self.state.log_read(step, batch))
+                    continue
+                for event in step.events:
+                    if self.flow is not None and not await self._backlog_allows():
+                        return
+                    await self._send(event)
+                    self.state.delivered(event["seq"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the client resumes; nothing is lost
+            transient = isinstance(exc, TRANSIENT_ERRORS)
+            log.warning("sending to %s failed: %s", self.channel_name, exc, exc_info=not transient)
+            await self._perform(self.state.failed("the server could not read the event log; resume"))
+
+    async def _backlog_allows(self) -> bool:
+        """Waits while the transport holds more than the bound unsent; False once closed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            verdict = self.state.may_send(self.flow.unsent_bytes(), loop.time())
+            if verdict is True:
+                return True
+            if verdict is not False:
+                await self._perform(verdict)
+                return False
+            if self.state.closed:
+                return False
+            # No callback tells when a Twisted transport drains; a stalled socket polls.
+            await asyncio.sleep(BACKLOG_POLL)
 
     async def _watch(self) -> None:
+        """Connect timeout, heartbeat, token expiry and its warning: whatever `tick` says."""
         loop = asyncio.get_running_loop()
         try:
-            while self.phase is not p.Phase.CLOSED:
-                now = loop.time()
-                deadline = await self._check_deadlines(now)
+            while True:
+                self._watchdog_wake.clear()
+                actions, deadline = self.state.tick(loop.time(), time.time())
+                await self._perform(actions)
                 if deadline is None:
                     return
-                self._wake = loop.create_future()
                 try:
-                    await asyncio.wait_for(self._wake, max(0.01, deadline - loop.time()))
+                    await asyncio.wait_for(self._watchdog_wake.wait(), max(0.01, deadline - loop.time()))
                 except TimeoutError:
                     pass
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a watchdog bug must not leave a zombie behind
             log.exception("watchdog of %s failed; closing", self.channel_name)
-            await self._terminate(p.CLOSE_GOING_AWAY, "going_away", "internal error; resume")
+            await self._perform(self.state.failed("internal error; resume"))
 
-    async def _check_deadlines(self, now: float) -> float | None:
-        """Acts on every deadline that passed; returns the next one (None once closed)."""
-        if self.phase is p.Phase.AWAITING_CONNECT:
-            deadline = self.opened_at + settings.REALTIME_CONNECT_TIMEOUT
-            if now >= deadline:
-                await self._terminate(
-                    p.CLOSE_UNAUTHENTICATED, "unauthenticated",
-                    f"no 'connect' frame within {settings.REALTIME_CONNECT_TIMEOUT:g} s",
-                )
-                return None
-            return deadline
-        heartbeat_deadline = self.last_frame_at + settings.REALTIME_HEARTBEAT_TIMEOUT
-        if now >= heartbeat_deadline:
-            await self._terminate(
-                p.CLOSE_HEARTBEAT, "heartbeat_timeout",
-                f"no frame for {settings.REALTIME_HEARTBEAT_TIMEOUT:g} s",
-            )
+    # --- ending ---------------------------------------------------------------------------
+
+    async def _close(self, close: cs.Close) -> None:
+        """Every server-side close: explanatory frame first (daphne drops close reasons)."""
+        try:
+            await self._send(close.frame())
+            await self.close(code=close.reason.close_code)
+            if close.reason.abort and self.flow is not None:
+                self.flow.abort()
+        except Exception:  # noqa: BLE001 - the peer may already be gone
+            log.debug("close of %s failed", self.channel_name, exc_info=True)
+        await self._end()
+
+    async def _end(self) -> None:
+        """Stops the socket's tasks and releases what it holds. Safe to call more than once."""
+        self.node.connections.discard(self)
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        await self._release()
+
+    async def _release(self) -> None:
+        """Gives back whatever the socket holds now. Each resource is taken off the consumer
+        before its release is awaited, so concurrent calls never release one twice."""
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            # A no-op for a replaced socket: its successor owns the identity they share.
+            await _check(ratelimit.release_slot(f"user:{self.user_id}", slot, owner=self.channel_name))
+        feed, self.joined_feed = self.joined_feed, None
+        if feed is not None:
+            await self.node.fanout.leave(feed, self)
+        connection_id, self.connection_id = self.connection_id, None
+        if connection_id is not None:
+            code, reason = self.state.ended or (None, "closed")
+            try:
+                ack = self.state.unflushed_ack()
+                if ack is not None:
+                    await db(services.record_ack)(connection_id, self.conversation_id, ack)
+                await db(services.close_connection)(connection_id, code, reason, self.state.sent_seq)
+            except Exception:  # noqa: BLE001 - the node reaper closes rows left open
+                log.warning("closing connection row %s failed", connection_id, exc_info=True)
+
+    # --- the node's view (realtime.node.NodeConnection) -------------------------------------
+
+    def live(self, message: dict) -> None:
+        """From the node's fan-out: committed events (or just their highest seq)."""
+        if self.state.live(message):
+            self._sender_wake.set()
+
+    def lost_live_feed(self) -> None:
+        """The fan-out lost messages (Redis reconnected): read the log to its end."""
+        if self.state.lost_live_feed():
+            self._sender_wake.set()
+
+    def resync_entry(self) -> tuple[str, int, int] | None:
+        """(connection id, delivered seq, acked seq) for the node's periodic resync."""
+        entry = self.state.resync_entry()
+        if entry is None or self.connection_id is None:
             return None
-        deadlines = [heartbeat_deadline]
+        return (self.connection_id, *entry)
 
-        wall = time.time()
-        expires_in = self.access_expires_at - wall
-        if expires_in <= 0:
-            await self._terminate(p.CLOSE_UNAUTHENTICATED, "token_expired", "access token expired; refresh it")
-            return None
-        warn_in = expires_in - settings.REALTIME_TOKEN_WARNING
-        if warn_in <= 0 and not self.expiry_warned:
-            self.expiry_warned = True
-            await self._send({"type": "auth.expiring", "access_expires_at": self.access_expires_at})
-        deadlines.append(now + expires_in if self.expiry_warned else now + max(warn_in, 0))
+    def resync_slot(self) -> tuple[str, str] | None:
+        """The slot the resync renews: (scope, identity)."""
+        return (f"user:{self.user_id}", self.slot) if self.slot is not None else None
 
-        return min(deadlines)
+    def resynced(self, state: str, last_seq: int, acked_stored: int) -> None:
+        actions = self.state.resynced(state, last_seq, acked_stored)
+        if actions:
+            self.node.spawn(self._perform(actions))
+        else:
+            self._sender_wake.set()
 
-    # --- resync (driven by the node for all its sockets at once: realtime/resync.py) -------
+    async def go_away(self, retry_after_ms: int = 0) -> None:
+        """The node drains: tell the client to reconnect elsewhere now."""
+        await self._perform(self.state.terminate(
+            closes.DRAINING, "server is restarting", retry_after_ms=retry_after_ms))
 
-    def resync_entry(self) -> tuple[str, int, int, str] | None:
-        """What the node's periodic resync writes and checks for this socket."""
-        if self.phase is not p.Phase.READY or self.connection_id is None:
-            return None
-        return (self.connection_id, self.cursor.sent_seq, self.acked_seq, self.refresh_jti)
+    # --- channel-layer messages -------------------------------------------------------------
 
-    async def apply_resync(self, state: str, last_seq: int) -> None:
-        """Acts on what the resync found: a row closed by someone else (replaced, or reaped by
-        another node), a deactivated user or a revoked token, or events the fan-out dropped."""
-        if self.phase is not p.Phase.READY:
-            return
-        if state == "replaced":
-            await self._terminate(p.CLOSE_REPLACED, "replaced", "a newer connection of this client took over")
-        elif state == "closed":
-            # Reaped (this node was taken for dead, e.g. cut off from Redis for longer than the
-            # node TTL): the client did nothing wrong and must come back, which 4409 forbids.
-            await self._terminate(p.CLOSE_GOING_AWAY, "going_away", "this connection was closed by the server; resume")
-        elif state == "inactive":
-            await self._terminate(p.CLOSE_UNAUTHENTICATED, "unauthenticated", "user is deactivated")
-        elif state == "revoked":
-            await self._terminate(p.CLOSE_UNAUTHENTICATED, "unauthenticated", "refresh token was revoked")
-        elif last_seq > self.cursor.sent_seq:
-            async with self.deliver_lock:
-                if self.phase is p.Phase.READY:
-                    await self._fill(last_seq)
+    async def conn_replaced(self, message: dict) -> None:
+        await self._perform(self.state.terminate(closes.REPLACED, "a newer connection of this client took over"))
+
+    async def conn_disconnect(self, message: dict) -> None:
+        """An operator ended this socket (admin); the client resumes."""
+        await self._perform(self.state.terminate(closes.GOING_AWAY, "disconnected by an operator; resume"))
 
 
-def slot_lease() -> float:
-    """A slot outlives three missed resyncs: slots of a crashed node free themselves."""
-    return 3 * settings.REALTIME_RESYNC_INTERVAL + settings.REALTIME_HEARTBEAT_TIMEOUT
+def _slot_lease() -> float:
+    return ratelimit.slot_lease(settings.REALTIME_RESYNC_INTERVAL, settings.REALTIME_HEARTBEAT_TIMEOUT)
 
 
 def client_address(scope: dict) -> str:
@@ -563,7 +526,7 @@ def client_address(scope: dict) -> str:
     return peer
 
 
-async def _check(call: Any) -> Any:
+async def _check(call: Awaitable[ratelimit.Verdict]) -> ratelimit.Verdict:
     """Rate limits fail open: with Redis unreachable the service degrades, it does not stop."""
     try:
         return await call

@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from realtime.db import db
+from realtime.fanout import publish_many
 from sessions_app import services
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ class DeltaWriter:
         self.busy_seconds = 0.0
 
     async def write(self, conversation_id: str, run_id: str, fencing_token: int, text: str) -> list[dict]:
-        """Commits one delta of a run (at most one in flight per run); returns its frames or
-        raises LeaseLost / RunCancelled like services.append_run_delta."""
+        """Commits and publishes one delta of a run (at most one in flight per run); returns its
+        frames or raises LeaseLost / RunCancelled like services.append_run_delta."""
         loop = asyncio.get_running_loop()
         if not self._tasks or any(t.done() for t in self._tasks):
             for task in self._tasks:
@@ -85,6 +86,10 @@ class DeltaWriter:
         if self.batches % 200 == 0:
             log.info("delta writer: %d batches, %.1f writes/batch, %.1f ms/batch", self.batches,
                      self.writes / self.batches, 1000 * self.busy_seconds / self.batches)
+        # Published before the runs hear back, so a run's next delta cannot be announced
+        # ahead of this one; one pipelined round trip for every conversation of the batch.
+        committed = [(w.conversation_id, outcomes[w.run_id]) for w, _ in live]
+        await publish_many([(cid, events) for cid, events in committed if not isinstance(events, Exception)])
         for write, future in live:
             if future.done():
                 continue

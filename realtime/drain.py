@@ -21,7 +21,6 @@ from typing import Any
 
 from django.conf import settings
 
-import realtime.node
 from realtime import liveness
 from realtime.node import NodeRuntime
 
@@ -60,7 +59,6 @@ class Drainer:
         self.started_at = time.monotonic()
         deadline = asyncio.get_running_loop().time() + self.grace
         self.node.draining = True
-        realtime.node.DRAINING = True
         try:
             try:
                 await asyncio.wait_for(
@@ -90,7 +88,7 @@ class Drainer:
         for start in range(0, len(consumers), batch):
             if start:
                 await asyncio.sleep(settings.REALTIME_DRAIN_BATCH_INTERVAL)
-            pending = [asyncio.ensure_future(c.node_draining({})) for c in consumers[start : start + batch]]
+            pending = [asyncio.ensure_future(c.go_away()) for c in consumers[start : start + batch]]
             done, not_done = await asyncio.wait(pending, timeout=self.close_timeout)
             for task in not_done:
                 task.cancel()

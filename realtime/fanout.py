@@ -16,14 +16,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from realtime.db import db
 from realtime.redis_client import get_redis, key
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Events larger than this travel as a bare notification; the consumer reads them from the log.
 INLINE_LIMIT_BYTES = 16 * 1024
@@ -31,9 +35,20 @@ SUBSCRIBE_TIMEOUT = 5.0
 
 
 class Listener(Protocol):
-    async def conv_events(self, message: dict) -> None: ...
+    """A local socket of a conversation (realtime.node.NodeConnection). Both calls are made from
+    the fan-out's reader and must not block: they only record what happened and wake the
+    socket's sender."""
 
-    async def catch_up(self) -> None: ...
+    def live(self, message: dict) -> None: ...
+
+    def lost_live_feed(self) -> None: ...
+
+
+class Committing(Protocol):
+    """A service result that committed events to one conversation's log."""
+
+    conversation_id: str
+    events: list[dict]
 
 
 class FanoutUnavailable(Exception):
@@ -58,6 +73,22 @@ def layer_message(events: list[dict]) -> dict:
     return {"type": "conv.events", "events": events, "upto": upto}
 
 
+async def commit_and_publish(write: Callable[..., T], *args: Any) -> T:
+    """Runs a service write that commits events (in a database thread) and publishes them.
+
+    Rule: realtime code commits events only through here or `publish_committed` (for results
+    obtained otherwise: a claim awaited under a shield, the delta group commit). A committed
+    event that is never published is not lost (the log has it), but its sockets would only
+    see it at their next resync, seconds later."""
+    result = await db(write)(*args)
+    await publish_committed(result)
+    return result
+
+
+async def publish_committed(result: Committing) -> None:
+    await publish(result.conversation_id, result.events)
+
+
 async def publish(conversation_id: str, events: list[dict]) -> None:
     """Best effort: the events are already committed, so a failure here only delays them
     until the consumers' periodic resync."""
@@ -67,6 +98,21 @@ async def publish(conversation_id: str, events: list[dict]) -> None:
         await get_redis().publish(channel_for(conversation_id), json.dumps(layer_message(events)))
     except Exception:  # noqa: BLE001 - Redis down must not fail a committed write
         log.warning("fan-out of %s events for %s failed", len(events), conversation_id, exc_info=True)
+
+
+async def publish_many(batches: list[tuple[str, list[dict]]]) -> None:
+    """Publishes several conversations' events in one pipelined round trip (the delta group
+    commit). Best effort, like `publish`."""
+    batches = [(c, e) for c, e in batches if e]
+    if not batches:
+        return
+    try:
+        async with get_redis().pipeline(transaction=False) as pipe:
+            for conversation_id, events in batches:
+                pipe.publish(channel_for(conversation_id), json.dumps(layer_message(events)))
+            await pipe.execute()
+    except Exception:  # noqa: BLE001 - Redis down must not fail committed writes
+        log.warning("fan-out of %s conversations failed", len(batches), exc_info=True)
 
 
 class FanoutHub:
@@ -79,7 +125,6 @@ class FanoutHub:
         self._client: aioredis.Redis | None = None
         self._pubsub: Any = None
         self._reader: asyncio.Task | None = None
-        self._deliveries: set[asyncio.Task] = set()
         self.reconnects = 0
 
     async def join(self, conversation_id: str, listener: Listener) -> None:
@@ -189,18 +234,14 @@ class FanoutHub:
                 # between is lost to this node, so its sockets catch up from the log.
                 self.reconnects += 1
                 for listener in list(self.members.get(cid, ())):
-                    self._deliver(listener.catch_up())
+                    listener.lost_live_feed()
         elif kind == "message":
+            # Handed to each socket synchronously: a socket only records the news and wakes its
+            # own sender, so a slow socket holds up nobody (we found a task per delivery cost
+            # more than the delivery itself at hundreds of events per second).
             payload = json.loads(message["data"])
             for listener in list(self.members.get(cid, ())):
-                self._deliver(listener.conv_events(payload))
-
-    def _deliver(self, coro: Any) -> None:
-        # One task per delivery so a socket filling a gap from the database does not hold up
-        # the others; per-socket order is kept by the consumer's delivery lock.
-        task = asyncio.get_running_loop().create_task(coro)
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
+                listener.live(payload)
 
     async def _resubscribe(self) -> None:
         """After a lost connection: a new subscription for every local conversation, then every
@@ -229,15 +270,13 @@ class FanoutHub:
         self.reconnects += 1
         for members in list(self.members.values()):
             for listener in list(members):
-                self._deliver(listener.catch_up())
+                listener.lost_live_feed()
 
     async def stop(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
-        for task in list(self._deliveries):
-            task.cancel()
         if self._pubsub is not None:
             try:
                 await self._pubsub.aclose()

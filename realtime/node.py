@@ -1,11 +1,15 @@
-"""One server node's long-lived parts: its identity, its run supervisor, its open sockets."""
+"""One server node's long-lived parts: its identity, its run supervisor, its open sockets.
+
+The node reaches its sockets only through `NodeConnection`: the fan-out hands them news, the
+resync reads and answers them in bulk, the drain sends them away. Nothing else of a consumer
+is the node's business."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -22,6 +26,28 @@ log = logging.getLogger(__name__)
 RUN_KICK_GROUP = "tether.runs.kick"
 
 
+class NodeConnection(Protocol):
+    """What the node may call on one of its sockets (realtime.consumers.ConversationConsumer)."""
+
+    def live(self, message: dict) -> None:
+        """Fan-out: committed events of the socket's conversation (or their highest seq)."""
+
+    def lost_live_feed(self) -> None:
+        """Fan-out: announcements may have been lost; read the log to its end."""
+
+    def resync_entry(self) -> tuple[str, int, int] | None:
+        """Resync: (connection id, delivered seq, acked seq), None while not ready."""
+
+    def resync_slot(self) -> tuple[str, str] | None:
+        """Resync: the connection slot to renew, (scope, identity)."""
+
+    def resynced(self, state: str, last_seq: int, acked_stored: int) -> None:
+        """Resync: what services.touch_connections found for this socket."""
+
+    async def go_away(self, retry_after_ms: int = 0) -> None:
+        """Drain: `reconnect` then 4012."""
+
+
 class NodeRuntime:
     def __init__(
         self,
@@ -35,6 +61,7 @@ class NodeRuntime:
         self.node_id = node_id or settings.REALTIME_NODE_ID
         self.ws_url = ws_url or settings.REALTIME_PUBLIC_WS_URL
         self.register = register
+        # Set on SIGTERM (realtime.drain): new sockets are sent away, /readyz answers 503.
         self.draining = False
         # Checked before every announce: a heartbeat stuck in a thread-bound DB call may outlive
         # its cancellation, and one late announce would keep a dead node in discovery.
@@ -42,7 +69,7 @@ class NodeRuntime:
         run_agents = settings.REALTIME_RUN_AGENTS_IN_SERVER if run_agents is None else run_agents
         self.supervisor = RunSupervisor(self.node_id, **supervisor_options) if run_agents else None
         # Weak so a consumer that vanished without cleanup (killed app instance) is not kept alive.
-        self.connections: weakref.WeakSet = weakref.WeakSet()
+        self.connections: weakref.WeakSet[NodeConnection] = weakref.WeakSet()
         self.fanout = FanoutHub()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick_listener: asyncio.Task | None = None

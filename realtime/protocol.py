@@ -1,5 +1,6 @@
-"""The v1 wire protocol without I/O: frame parsing and validation, connection state,
-seq ordering rules and the bad-frame budget. Everything here is pure and synchronous."""
+"""The v1 wire protocol without I/O (docs/protocol.md): frame parsing and validation, the
+bad-frame budget and the resume plan. Everything here is pure and synchronous; the decisions
+about one connection are realtime/connection_state.py's."""
 
 from __future__ import annotations
 
@@ -8,49 +9,25 @@ import re
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
-# --- close codes (see ../shared/protocol.md) ----------------------------------------------
-CLOSE_NORMAL = 1000
-CLOSE_TOO_LARGE = 4413
-CLOSE_GOING_AWAY = 4012
-CLOSE_BAD_FRAMES = 4400
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-CLOSE_HEARTBEAT = 4408
-CLOSE_REPLACED = 4409
-CLOSE_RATE_LIMITED = 4429
-
-# error `code` sent before each 4xxx close (daphne drops close reasons)
-CLOSE_REASONS = {
-    CLOSE_TOO_LARGE: "frame_too_large",
-    CLOSE_GOING_AWAY: "going_away",
-    CLOSE_BAD_FRAMES: "bad_frame",
-    CLOSE_UNAUTHENTICATED: "unauthenticated",
-    CLOSE_FORBIDDEN: "forbidden",
-    CLOSE_NOT_FOUND: "not_found",
-    CLOSE_HEARTBEAT: "heartbeat_timeout",
-    CLOSE_REPLACED: "replaced",
-    CLOSE_RATE_LIMITED: "rate_limited",
-}
+from realtime import closes
+from realtime.closes import CloseReason
 
 MAX_TOKEN_CHARS = 4096
-MAX_CLIENT_ID_CHARS = 64
 MAX_SEQ = 2**53  # the largest integer every JSON client represents exactly
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class ProtocolError(Exception):
-    """An input the server refuses. `close_code` None means: answer and stay open."""
+    """An input the server refuses. `close` None means: answer with an error and stay open."""
 
-    def __init__(self, code: str, detail: str, ref: Any = None, close_code: int | None = None):
+    def __init__(self, code: str, detail: str, ref: Any = None, close: CloseReason | None = None):
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.ref = ref
-        self.close_code = close_code
+        self.close = close
 
     def frame(self) -> dict:
         return error_frame(self.code, self.detail, self.ref)
@@ -105,6 +82,15 @@ class Cancel:
 ClientFrame = Connect | SendMessage | Ack | Ping | AuthRefresh | Cancel
 
 
+def frame_ref(frame: ClientFrame) -> Any:
+    """What an error about a parsed frame refers to (its client_msg_id, id or run_id)."""
+    for attr in ("client_msg_id", "run_id", "id"):
+        value = getattr(frame, attr, None)
+        if value is not None:
+            return value
+    return None
+
+
 def _frame_ref(obj: dict) -> Any:
     for key in ("client_msg_id", "id", "run_id"):
         value = obj.get(key)
@@ -153,11 +139,11 @@ def decode_frame(text: str | None, data: bytes | None, max_bytes: int) -> dict:
     """Turns a raw WebSocket frame into a JSON object, or raises ProtocolError."""
     if text is None:
         if data is not None and len(data) > max_bytes:
-            raise ProtocolError("frame_too_large", f"frame exceeds {max_bytes} bytes", close_code=CLOSE_TOO_LARGE)
+            raise ProtocolError("frame_too_large", f"frame exceeds {max_bytes} bytes", close=closes.FRAME_TOO_LARGE)
         raise _bad("binary frames are not supported; send JSON text frames")
     # A str's UTF-8 size is at most 4 bytes per character: skip encoding when it cannot trip.
     if len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise ProtocolError("frame_too_large", f"frame exceeds {max_bytes} bytes", close_code=CLOSE_TOO_LARGE)
+        raise ProtocolError("frame_too_large", f"frame exceeds {max_bytes} bytes", close=closes.FRAME_TOO_LARGE)
     try:
         obj = json.loads(text)
     except RecursionError:
@@ -209,25 +195,7 @@ def parse_frame(obj: dict, max_message_chars: int) -> ClientFrame:
     raise _bad(f"unknown frame type '{kind[:40]}'", ref)
 
 
-# --- connection state ---------------------------------------------------------------------
-
-
-class Phase(Enum):
-    AWAITING_CONNECT = "awaiting_connect"
-    READY = "ready"
-    CLOSED = "closed"
-
-
-def check_phase(phase: Phase, frame: ClientFrame) -> None:
-    """Which frames each phase accepts."""
-    if phase is Phase.CLOSED:
-        raise ProtocolError("bad_frame", "connection is closing")
-    if phase is Phase.AWAITING_CONNECT and not isinstance(frame, Connect):
-        raise ProtocolError(
-            "unauthenticated", "the first frame must be 'connect'", close_code=CLOSE_UNAUTHENTICATED
-        )
-    if phase is Phase.READY and isinstance(frame, Connect):
-        raise _bad("already connected; open a new socket to switch conversations")
+# --- budgets and plans --------------------------------------------------------------------
 
 
 @dataclass
@@ -246,34 +214,6 @@ class BadFrameBudget:
         return len(self._times) <= self.limit
 
 
-# --- seq rules ----------------------------------------------------------------------------
-
-
-class Arrival(Enum):
-    DUPLICATE = "duplicate"  # at or below what the client already has
-    NEXT = "next"  # exactly the next seq: send it
-    GAP = "gap"  # something is missing before it: read the gap from the log
-
-
-@dataclass
-class DeliveryCursor:
-    """Highest seq sent on this socket; every seq is sent once, in order, without holes."""
-
-    sent_seq: int = 0
-
-    def classify(self, seq: int) -> Arrival:
-        if seq <= self.sent_seq:
-            return Arrival.DUPLICATE
-        if seq == self.sent_seq + 1:
-            return Arrival.NEXT
-        return Arrival.GAP
-
-    def advance(self, seq: int) -> None:
-        if seq != self.sent_seq + 1:
-            raise ValueError(f"seq {seq} does not follow {self.sent_seq}")
-        self.sent_seq = seq
-
-
 @dataclass(frozen=True)
 class ResumePlan:
     resumed: bool
@@ -281,11 +221,14 @@ class ResumePlan:
     replay_count: int
 
 
-def plan_resume(client_last_seq: int | None, server_last_seq: int, first_kept_seq: int, created: bool) -> ResumePlan:
+def plan_resume(
+    client_last_seq: int | None, server_last_seq: int, first_kept_seq: int, created: bool, intact: bool = True
+) -> ResumePlan:
     """What `ready` says and what follows it.
 
     A client claiming a seq beyond the server's (a bug, or another server's state) is treated
-    as having nothing usable: it gets resumed:false and reloads.
+    as having nothing usable: it gets resumed:false and reloads. So does a client whose missed
+    events are not all in the log (`intact` False: pruned, or a hole an operator made).
     """
     if created or client_last_seq is None:
         # A new conversation is empty; a fresh client of an existing one gets its whole log.
@@ -294,6 +237,6 @@ def plan_resume(client_last_seq: int | None, server_last_seq: int, first_kept_se
         client_last_seq = 0
     if client_last_seq > server_last_seq:
         return ResumePlan(resumed=False, replay_from=server_last_seq, replay_count=0)
-    if client_last_seq + 1 < first_kept_seq:
+    if client_last_seq + 1 < first_kept_seq or not intact:
         return ResumePlan(resumed=False, replay_from=server_last_seq, replay_count=0)
     return ResumePlan(resumed=True, replay_from=client_last_seq, replay_count=server_last_seq - client_last_seq)

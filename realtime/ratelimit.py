@@ -10,45 +10,88 @@ from django.conf import settings
 
 from realtime.redis_client import get_redis, key
 
-# KEYS[1] bucket; ARGV: capacity, refill per second, cost. Redis' own clock, so nodes with
-# skewed clocks still agree. Returns {allowed (0/1), retry_after_ms}.
-_BUCKET_LUA = """
-local capacity = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
+# KEYS: the buckets; ARGV: capacity and refill per second of each bucket in turn, then the
+# cost. Allowed only if every bucket has the tokens, and then taken from all of them, so that a
+# refusal by one bucket does not use up another. Redis' own clock, so nodes with skewed clocks
+# still agree. Returns {allowed (0/1), retry_after_ms, index of the most limiting bucket}.
+_BUCKETS_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil then tokens = capacity; ts = now end
-tokens = math.min(capacity, tokens + (now - ts) * rate / 1000)
-local allowed = 0
+local n = #KEYS
+local cost = tonumber(ARGV[2 * n + 1])
+local levels = {}
 local retry = 0
-if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
-else
-  retry = math.ceil((cost - tokens) * 1000 / rate)
+local which = 0
+for i = 1, n do
+  local capacity = tonumber(ARGV[2 * i - 1])
+  local rate = tonumber(ARGV[2 * i])
+  local state = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local tokens = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if tokens == nil then tokens = capacity; ts = now end
+  tokens = math.min(capacity, tokens + (now - ts) * rate / 1000)
+  levels[i] = tokens
+  if tokens < cost then
+    local wait = math.ceil((cost - tokens) * 1000 / rate)
+    if wait > retry then retry = wait; which = i - 1 end
+  end
 end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(capacity * 1000 / rate) + 1000)
-return {allowed, retry}
+local allowed = 0
+if retry == 0 then allowed = 1 end
+for i = 1, n do
+  local capacity = tonumber(ARGV[2 * i - 1])
+  local rate = tonumber(ARGV[2 * i])
+  local tokens = levels[i]
+  if allowed == 1 then tokens = tokens - cost end
+  redis.call('HSET', KEYS[i], 'tokens', tokens, 'ts', now)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(capacity * 1000 / rate) + 1000)
+end
+return {allowed, retry, which}
 """
 
-# KEYS[1] zset of connection ids scored by lease expiry (ms); ARGV: id, limit, lease ms.
-# Expired members are dropped first, so a crashed node's slots free themselves.
+# KEYS[1] zset of socket identities scored by lease expiry (ms), KEYS[2] hash identity -> the
+# socket (channel name) holding it now; ARGV: identity, limit, lease ms, owner. Expired members
+# are dropped first, so a crashed node's slots free themselves. A reconnect of the same identity
+# takes its slot over (it becomes the owner): only the owner's release frees it.
 _SLOT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #expired > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  redis.call('HDEL', KEYS[2], unpack(expired))
+end
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   return {0, math.max(1, tonumber(oldest[2]) - now)}
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + 1000)
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]) + 1000)
 return {1, 0}
+"""
+
+# KEYS[1] slot zset, KEYS[2] owners; ARGV: identity, owner. A socket that was replaced no
+# longer owns the identity it shares with its successor, so its release is a no-op.
+_RELEASE_SLOT_LUA = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS[1] slot zset, KEYS[2] owners; ARGV: old identity, new identity, owner. The slot keeps its
+# lease. Added before the old one goes: removing a zset's last member deletes the key, and the
+# ZADD would then create it again without its expiry.
+_RENAME_SLOT_LUA = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score == false or redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[3] then return 0 end
+redis.call('ZADD', KEYS[1], score, ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
 """
 
 
@@ -56,6 +99,7 @@ return {1, 0}
 class Verdict:
     allowed: bool
     retry_after_ms: int = 0
+    refused_by: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,17 +116,37 @@ def rule(setting: str) -> Rule:
 
 
 async def hit(bucket: str, limit: Rule, cost: float = 1.0) -> Verdict:
-    redis = get_redis()
-    allowed, retry = await redis.eval(
-        _BUCKET_LUA, 1, key("rl", bucket), limit.capacity, limit.per_second, cost
+    return await hit_all([(bucket, limit)], cost)
+
+
+async def hit_all(buckets: list[tuple[str, Rule]], cost: float = 1.0) -> Verdict:
+    """One event against several buckets at once: allowed only if all allow it.
+    `refused_by` is the index of the bucket that makes the client wait longest."""
+    args: list[float] = []
+    for _, limit in buckets:
+        args += [limit.capacity, limit.per_second]
+    allowed, retry, which = await get_redis().eval(
+        _BUCKETS_LUA, len(buckets), *(key("rl", b) for b, _ in buckets), *args, cost
     )
-    return Verdict(bool(int(allowed)), int(retry))
+    return Verdict(bool(int(allowed)), int(retry), int(which) if not int(allowed) else None)
 
 
-async def take_slot(scope: str, member: str, limit: int, lease_seconds: float) -> Verdict:
-    """Holds one of `limit` concurrent slots; renew by calling again, free with release_slot."""
-    redis = get_redis()
-    allowed, retry = await redis.eval(_SLOT_LUA, 1, key("slots", scope), member, limit, int(lease_seconds * 1000))
+def slot_lease(resync_interval: float, heartbeat_timeout: float) -> float:
+    """A slot outlives three missed resyncs (every resync renews it): slots of a crashed node
+    free themselves."""
+    return 3 * resync_interval + heartbeat_timeout
+
+
+def _slot_keys(scope: str) -> tuple[str, str]:
+    return key("slots", scope), key("slot-owners", scope)
+
+
+async def take_slot(scope: str, member: str, limit: int, lease_seconds: float, owner: str) -> Verdict:
+    """Holds one of `limit` concurrent slots for `owner`; renew with renew_slots, free with
+    release_slot (by the same owner)."""
+    allowed, retry = await get_redis().eval(
+        _SLOT_LUA, 2, *_slot_keys(scope), member, limit, int(lease_seconds * 1000), owner
+    )
     return Verdict(bool(int(allowed)), int(retry))
 
 
@@ -96,8 +160,10 @@ async def renew_slots(slots: list[tuple[str, str]], lease_seconds: float) -> Non
     until = (await redis.time())[0] * 1000 + int(lease_seconds * 1000)
     async with redis.pipeline(transaction=False) as pipe:
         for scope, member in slots:
-            pipe.zadd(key("slots", scope), {member: until}, xx=True)
-            pipe.pexpire(key("slots", scope), int(lease_seconds * 1000) + 1000)
+            slots_key, owners_key = _slot_keys(scope)
+            pipe.zadd(slots_key, {member: until}, xx=True)
+            pipe.pexpire(slots_key, int(lease_seconds * 1000) + 1000)
+            pipe.pexpire(owners_key, int(lease_seconds * 1000) + 1000)
         await pipe.execute()
 
 
@@ -113,48 +179,44 @@ def pending_slot_member(channel_name: str) -> str:
     return f"new:{channel_name}"
 
 
-# KEYS[1] slot zset; ARGV: old member, new member. The slot keeps its lease. Added before
-# the old one goes: removing a zset's last member deletes the key, and the ZADD would then
-# create it again without its expiry.
-_RENAME_SLOT_LUA = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score == false then return 0 end
-redis.call('ZADD', KEYS[1], score, ARGV[2])
-redis.call('ZREM', KEYS[1], ARGV[1])
-return 1
-"""
+async def rename_slot(scope: str, old: str, new: str, owner: str) -> bool:
+    return bool(int(await get_redis().eval(_RENAME_SLOT_LUA, 2, *_slot_keys(scope), old, new, owner)))
 
 
-async def rename_slot(scope: str, old: str, new: str) -> bool:
-    return bool(int(await get_redis().eval(_RENAME_SLOT_LUA, 1, key("slots", scope), old, new)))
-
-
-async def release_slot(scope: str, member: str) -> None:
-    await get_redis().zrem(key("slots", scope), member)
+async def release_slot(scope: str, member: str, owner: str | None = None) -> bool:
+    """Frees a slot if `owner` still holds it (None: whoever holds it)."""
+    if owner is None:
+        await release_slots([(scope, member)])
+        return True
+    return bool(int(await get_redis().eval(_RELEASE_SLOT_LUA, 2, *_slot_keys(scope), member, owner)))
 
 
 async def release_slots(slots: list[tuple[str, str]]) -> None:
+    """Frees slots whoever holds them (the reaper, for sockets of dead nodes)."""
     if not slots:
         return
     async with get_redis().pipeline(transaction=False) as pipe:
         for scope, member in slots:
-            pipe.zrem(key("slots", scope), member)
+            slots_key, owners_key = _slot_keys(scope)
+            pipe.zrem(slots_key, member)
+            pipe.hdel(owners_key, member)
         await pipe.execute()
 
 
 class LocalBucket:
-    """Per-connection frame budget, kept in memory: checked on every inbound frame."""
+    """Per-connection frame budget, kept in memory: checked on every inbound frame. Pure: the
+    caller passes the (monotonic) time, as the connection state machine does."""
 
     __slots__ = ("capacity", "rate", "tokens", "stamp")
 
-    def __init__(self, limit: Rule):
+    def __init__(self, limit: Rule, now: float | None = None):
         self.capacity = limit.capacity
         self.rate = limit.per_second
         self.tokens = limit.capacity
-        self.stamp = time.monotonic()
+        self.stamp = time.monotonic() if now is None else now
 
-    def take(self, cost: float = 1.0) -> Verdict:
-        now = time.monotonic()
+    def take(self, cost: float = 1.0, now: float | None = None) -> Verdict:
+        now = time.monotonic() if now is None else now
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens >= cost:

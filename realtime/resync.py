@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -20,12 +20,15 @@ from realtime import ratelimit
 from realtime.db import db
 from sessions_app import services
 
+if TYPE_CHECKING:
+    from realtime.node import NodeRuntime
+
 log = logging.getLogger(__name__)
 
 BATCH = 1000
 
 
-async def resync_forever(node: Any) -> None:
+async def resync_forever(node: NodeRuntime) -> None:
     while True:
         await asyncio.sleep(settings.REALTIME_RESYNC_INTERVAL)
         try:
@@ -36,26 +39,19 @@ async def resync_forever(node: Any) -> None:
             log.warning("resync of %s failed", node.node_id, exc_info=True)
 
 
-async def resync_once(node: Any) -> None:
-    from realtime.consumers import slot_lease
-
-    consumers = [c for c in list(node.connections) if c.resync_entry() is not None]
-    for start in range(0, len(consumers), BATCH):
-        chunk = consumers[start : start + BATCH]
-        entries = [c.resync_entry() for c in chunk]
-        pairs = [(c, e) for c, e in zip(chunk, entries, strict=True) if e is not None]
-        found = await db(services.touch_connections)([e for _, e in pairs])
+async def resync_once(node: NodeRuntime) -> None:
+    lease = ratelimit.slot_lease(settings.REALTIME_RESYNC_INTERVAL, settings.REALTIME_HEARTBEAT_TIMEOUT)
+    pairs = [(c, e) for c in list(node.connections) if (e := c.resync_entry()) is not None]
+    for start in range(0, len(pairs), BATCH):
+        chunk = pairs[start : start + BATCH]
+        found = await db(services.touch_connections)([e for _, e in chunk])
         slots = []
-        for consumer, entry in pairs:
-            state, last_seq = found[entry[0]]
-            if state == "ok":
-                consumer.acked_written = max(consumer.acked_written, min(entry[2], last_seq))
-                if consumer.slot is not None:
-                    slots.append((f"user:{consumer.user_id}", consumer.slot))
-                if last_seq <= consumer.cursor.sent_seq:
-                    continue
-            node.spawn(consumer.apply_resync(state, last_seq))
+        for socket, (connection_id, _, acked) in chunk:
+            state, last_seq = found[connection_id]
+            if state == "ok" and (slot := socket.resync_slot()) is not None:
+                slots.append(slot)
+            socket.resynced(state, last_seq, min(acked, last_seq))
         try:
-            await ratelimit.renew_slots(slots, slot_lease())
+            await ratelimit.renew_slots(slots, lease)
         except Exception:  # noqa: BLE001 - limits fail open; the next round renews
             log.warning("renewing connection slots failed", exc_info=True)

@@ -19,7 +19,7 @@ from django.conf import settings
 from realtime.agents.base import Agent, AgentContext, load_agent
 from realtime.db import db
 from realtime.delta_writer import DeltaWriter
-from realtime.fanout import publish
+from realtime.fanout import commit_and_publish, publish_committed
 from sessions_app import services
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class RunSupervisor:
 
     async def _execute(self, claim: services.ClaimedRun) -> None:
         conversation_id, run_id, token = claim.conversation_id, claim.run_id, claim.fencing_token
-        await publish(conversation_id, claim.events)
+        await publish_committed(claim)
         queue: asyncio.Queue = asyncio.Queue()
         self.executing[run_id] = queue
         self._claims[run_id] = claim
@@ -191,8 +191,7 @@ class RunSupervisor:
             producer = asyncio.get_running_loop().create_task(self._produce(agent_context, queue))
             async with asyncio.timeout(self.run_timeout):
                 await self._pump(claim, queue)
-            events = await db(services.complete_run)(conversation_id, run_id, token, agent_context.memory)
-            await publish(conversation_id, events)
+            await commit_and_publish(services.complete_run, conversation_id, run_id, token, agent_context.memory)
         except services.LeaseLost:
             log.warning("run %s: lease lost; another node continues it", run_id)
         except services.RunCancelled:
@@ -211,12 +210,11 @@ class RunSupervisor:
 
     async def _end(self, claim: services.ClaimedRun, error: str, cancelled: bool = False) -> None:
         try:
-            events = await db(services.fail_run)(
-                claim.conversation_id, claim.run_id, claim.fencing_token, error, cancelled
+            await commit_and_publish(
+                services.fail_run, claim.conversation_id, claim.run_id, claim.fencing_token, error, cancelled
             )
         except services.LeaseLost:
             return
-        await publish(claim.conversation_id, events)
 
     async def _produce(self, context: AgentContext, queue: asyncio.Queue) -> None:
         try:
@@ -272,9 +270,9 @@ class RunSupervisor:
             return
         text = "".join(pending)
         pending.clear()
-        events = await self.writer.write(claim.conversation_id, claim.run_id, claim.fencing_token, text)
+        # The writer commits and publishes (with every other run's delta of the same batch).
+        await self.writer.write(claim.conversation_id, claim.run_id, claim.fencing_token, text)
         self._renewed_at[claim.run_id] = asyncio.get_running_loop().time()
-        await publish(claim.conversation_id, events)
 
     async def _renew(self, claim: services.ClaimedRun, queue: asyncio.Queue) -> None:
         """Keeps the lease while the agent thinks between deltas; reports loss or cancel."""

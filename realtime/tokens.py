@@ -10,12 +10,13 @@ import jwt
 from django.db import transaction
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from realtime.auth import InvalidToken, verify_access_token
+from sessions_app.auth_api import StandingRefreshSerializer
+from sessions_app.revocation import Standing, TokenRevoked, check_standing
 
 log = logging.getLogger("tether.auth")
 
@@ -27,9 +28,10 @@ class RefreshRefused(Exception):
 @dataclass(frozen=True)
 class Renewed:
     access_expires_at: int
+    # The new access token's sign-in and generation, which the resync checks from now on.
+    standing: Standing
     access: str | None = None
     refresh: str | None = None
-    refresh_jti: str = ""
 
 
 def is_expired_but_genuine(raw: str) -> bool:
@@ -50,6 +52,8 @@ def is_expired_but_genuine(raw: str) -> bool:
 
 
 def accept_new_access_token(raw: str | None, user_id: str | None) -> Renewed:
+    """A new access token handed to the socket (the app refreshed over REST). Touches the
+    database (revocation standing): run it in a database thread."""
     try:
         identity = verify_access_token(raw or "")
     except InvalidToken as exc:
@@ -57,12 +61,17 @@ def accept_new_access_token(raw: str | None, user_id: str | None) -> Renewed:
     if identity.user_id != str(user_id):
         log.warning("auth.refresh refused: access token of user %s on a socket of user %s", identity.user_id, user_id)
         raise RefreshRefused("access token belongs to another user")
-    return Renewed(access_expires_at=identity.expires_at)
+    try:
+        check_standing(identity.standing)
+    except TokenRevoked as exc:
+        raise RefreshRefused(f"access token refused: {exc}") from None
+    return Renewed(access_expires_at=identity.expires_at, standing=identity.standing)
 
 
 def rotate_refresh_token(raw: str, user_id: str | None) -> Renewed:
-    """SimpleJWT's refresh (rotation, blacklist after rotation), serialised per token so that
-    two concurrent uses of one refresh token cannot both succeed. Touches the database."""
+    """The REST refresh (rotation, blacklist after rotation, revocation checks), serialised per
+    token so that two concurrent uses of one refresh token cannot both succeed. Touches the
+    database."""
     try:
         with transaction.atomic():
             token = RefreshToken(raw)
@@ -71,22 +80,29 @@ def rotate_refresh_token(raw: str, user_id: str | None) -> Renewed:
                 raise RefreshRefused("refresh token belongs to another user")
             # Lock the outstanding row so a concurrent reuse waits, then sees the blacklist.
             OutstandingToken.objects.select_for_update().filter(jti=token["jti"]).first()
-            serializer = TokenRefreshSerializer(data={"refresh": raw})
+            serializer = StandingRefreshSerializer(data={"refresh": raw})
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
     except (TokenError, AuthenticationFailed) as exc:
         log.warning("auth.refresh refused for user %s: %s", user_id, exc)
-        raise RefreshRefused(f"refresh token refused: {exc}") from None
+        raise RefreshRefused(f"refresh token refused: {_detail(exc)}") from None
     except Exception as exc:  # serializer ValidationError wraps TokenError
         if isinstance(exc, RefreshRefused):
             raise
         log.warning("auth.refresh refused for user %s: %s", user_id, exc)
         raise RefreshRefused("refresh token refused") from None
     identity = verify_access_token(data["access"])
-    refresh = data.get("refresh", raw)
     return Renewed(
         access_expires_at=identity.expires_at,
+        standing=identity.standing,
         access=data["access"],
-        refresh=refresh,
-        refresh_jti=str(RefreshToken(refresh, verify=False)["jti"]),
+        refresh=data.get("refresh", raw),
     )
+
+
+def _detail(exc: Exception) -> str:
+    """SimpleJWT's InvalidToken carries a dict or a list as detail; the client wants a sentence."""
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, dict):
+        detail = detail.get("detail", detail)
+    return str(detail if detail is not None else exc)

@@ -1,10 +1,11 @@
-"""REST endpoints of the protocol (see ../shared/protocol.md, "HTTP endpoints")."""
+"""REST endpoints of the protocol (docs/protocol.md, "HTTP API")."""
 
 from __future__ import annotations
 
 import redis
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
@@ -94,11 +95,11 @@ def healthz(request) -> JsonResponse:
 
 
 def readyz(request) -> JsonResponse:
-    """Ready to take sockets: not draining, database and Redis answering."""
-    import realtime.node
-
+    """Ready to take sockets: not draining, database and Redis answering. The node is the one
+    serving this request (realtime.routing puts it into the ASGI scope)."""
     failed = []
-    if getattr(realtime.node, "DRAINING", False):
+    node = request.scope.get("tether_node") if isinstance(request, ASGIRequest) else None
+    if node is not None and node.draining:
         failed.append("draining")
     try:
         with connection.cursor() as cursor:

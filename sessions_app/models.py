@@ -148,9 +148,11 @@ class Connection(models.Model):
     auth_refusals = models.IntegerField(default=0)
     last_auth_refusal = models.CharField(max_length=200, blank=True, default="")
     last_auth_refusal_at = models.DateTimeField(null=True, blank=True)
-    # The newest refresh token this socket rotated to: if it is blacklisted (logout,
-    # operator revocation) the socket is closed at its next resync.
-    refresh_jti = models.CharField(max_length=255, blank=True, default="")
+    # The standing of the access token the socket holds now (set at connect and at every
+    # auth.refresh): its sign-in (`sid` claim) and its user's token generation (`gen` claim).
+    # The periodic resync closes the socket when either was revoked (sessions_app/revocation.py).
+    token_sid = models.UUIDField(null=True, blank=True)
+    token_generation = models.IntegerField(default=0)
 
     class Meta:
         ordering = ["-opened_at"]
@@ -166,3 +168,34 @@ class Connection(models.Model):
     @property
     def is_open(self) -> bool:
         return self.closed_at is None
+
+
+class RevokedSignIn(models.Model):
+    """A sign-in that was ended (logout): every token of its lineage is refused.
+
+    A sign-in is one refresh-token lineage: the `sid` claim given at login and kept by every
+    rotation and every access token derived from it. Rotation is not revocation: a rotated
+    token is blacklisted, but its sign-in lives on in the token that replaced it."""
+
+    sid = models.UUIDField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="revoked_sign_ins")
+    revoked_at = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=200, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"sign-in {self.sid} of {self.user_id}"
+
+
+class UserTokenGeneration(models.Model):
+    """Raising a user's generation revokes every token issued before (`gen` claim lower than
+    this; tokens without the claim are generation 0): "end every session of this user"."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="token_generation"
+    )
+    generation = models.IntegerField(default=0)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=200, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"tokens of {self.user_id}: generation {self.generation}"

@@ -19,11 +19,11 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
-from django.db.models import F, Max, Min, OuterRef, Q, Subquery
+from django.db.models import Count, F, Max, Min, OuterRef, Q, Subquery
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
-from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
+from sessions_app import revocation
 from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
 
 User = get_user_model()
@@ -43,7 +43,9 @@ class ConversationForbidden(ServiceError):
     code = "forbidden"
 
 
-class UserInactive(ServiceError):
+class Unauthenticated(ServiceError):
+    """The user is unknown or deactivated, or the token's sign-in was revoked."""
+
     code = "unauthenticated"
 
 
@@ -60,18 +62,13 @@ class RunCancelled(ServiceError):
 # --- conversations ------------------------------------------------------------------------
 
 
+# Revocation is its own module; re-exported because every write is reached through here.
+revoke_user_sessions = revocation.revoke_user_sessions
+revoke_sign_in = revocation.revoke_sign_in
+
+
 def create_conversation(user_id: int, title: str = "") -> Conversation:
     return Conversation.objects.create(owner_id=user_id, title=title[:200])
-
-
-def get_active_user(user_id: Any) -> Any:
-    try:
-        user = User.objects.get(pk=user_id)
-    except (User.DoesNotExist, ValueError, TypeError):
-        raise UserInactive("unknown user") from None
-    if not user.is_active:
-        raise UserInactive("user is deactivated")
-    return user
 
 
 def get_owned_conversation(user_id: Any, conversation_id: Any) -> Conversation:
@@ -93,6 +90,8 @@ class OpenedSession:
     last_seq: int
     # Lowest seq still kept; events below it were pruned.
     first_kept_seq: int
+    # Every event after the client's last_seq is still in the log (no hole to replay over).
+    intact: bool
     connection_id: str
     replaced_channels: list[str]
 
@@ -106,13 +105,19 @@ def open_session(
     node: str,
     remote_addr: str = "",
     resumed_from_seq: int | None = None,
+    token_sid: str | None = None,
+    token_generation: int = 0,
 ) -> OpenedSession:
-    """Authorises the user, opens or creates the conversation and records the connection.
+    """Authorises the user (active, token not revoked), opens or creates the conversation and
+    records the connection.
 
     Older open connections of the same (conversation, client_id) are closed here with 4409;
     their channel names are returned so the caller can tell those sockets to go.
     """
-    get_active_user(user_id)
+    try:
+        revocation.check_standing(revocation.Standing(str(user_id), token_sid, token_generation))
+    except revocation.TokenRevoked as exc:
+        raise Unauthenticated(str(exc)) from None
     with transaction.atomic():
         if conversation_id is None:
             conversation = create_conversation(user_id)
@@ -135,13 +140,16 @@ def open_session(
             node=node,
             remote_addr=remote_addr[:64],
             resumed_from_seq=resumed_from_seq,
+            token_sid=token_sid,
+            token_generation=token_generation,
         )
-    first_kept = first_kept_seq(conversation.pk, conversation.last_seq)
+    first_kept, intact = _log_extent(conversation.pk, conversation.last_seq, resumed_from_seq)
     return OpenedSession(
         conversation_id=str(conversation.pk),
         created=created,
         last_seq=conversation.last_seq,
         first_kept_seq=first_kept,
+        intact=intact,
         connection_id=str(connection.pk),
         replaced_channels=replaced,
     )
@@ -149,8 +157,21 @@ def open_session(
 
 def first_kept_seq(conversation_id: Any, last_seq: int) -> int:
     """Lowest seq still in the log (last_seq + 1 when the log is empty)."""
-    lowest = Event.objects.filter(conversation_id=conversation_id).aggregate(m=Min("seq"))["m"]
-    return lowest if lowest is not None else last_seq + 1
+    return _log_extent(conversation_id, last_seq, None)[0]
+
+
+def _log_extent(conversation_id: Any, last_seq: int, after: int | None) -> tuple[int, bool]:
+    """(lowest seq kept, whether every event after `after` is there), in one index scan. The
+    log is gapless by construction; a hole means someone removed rows, and a replay across it
+    would be dishonest, so the resume answers resumed:false instead."""
+    after = 0 if after is None else after
+    found = Event.objects.filter(conversation_id=conversation_id).aggregate(
+        # Bounded by last_seq: events committed since it was read are not counted.
+        lowest=Min("seq"), kept_after=Count("id", filter=Q(seq__gt=after, seq__lte=last_seq))
+    )
+    lowest = found["lowest"] if found["lowest"] is not None else last_seq + 1
+    intact = after >= last_seq or found["kept_after"] == last_seq - max(after, lowest - 1)
+    return lowest, intact
 
 
 def events_after(conversation_id: Any, after_seq: int, upto_seq: int | None = None, limit: int = 500) -> list[dict]:
@@ -168,7 +189,11 @@ def conversation_last_seq(conversation_id: Any) -> int:
 
 
 def _lock_conversation(conversation_id: Any) -> Conversation:
-    return Conversation.objects.select_for_update().get(pk=conversation_id)
+    try:
+        return Conversation.objects.select_for_update().get(pk=conversation_id)
+    except Conversation.DoesNotExist:
+        # Deleted under an open socket or a run: a refusal the callers know, not a crash.
+        raise ConversationNotFound("this conversation no longer exists") from None
 
 
 def _append(conversation: Conversation, entries: list[tuple[str, dict, Any]]) -> list[Event]:
@@ -198,7 +223,16 @@ def message_payload(message: Message) -> dict:
 
 
 @dataclass(frozen=True)
+class Committed:
+    """What a write committed to a conversation's log: the frames to publish."""
+
+    conversation_id: str
+    events: list[dict]
+
+
+@dataclass(frozen=True)
 class PostedMessage:
+    conversation_id: str
     seq: int
     duplicate: bool
     message_id: str
@@ -213,6 +247,7 @@ def post_user_message(conversation_id: Any, client_msg_id: Any, text: str) -> Po
     transaction, so a message never exists without exactly one run.
     """
     client_msg_id = uuid.UUID(str(client_msg_id))
+    conversation_id = str(conversation_id)
     existing = _existing_message(conversation_id, client_msg_id)
     if existing is not None:
         return existing
@@ -240,7 +275,12 @@ def post_user_message(conversation_id: Any, client_msg_id: Any, text: str) -> Po
             raise
         return existing
     return PostedMessage(
-        seq=event.seq, duplicate=False, message_id=str(message.id), run_id=str(run.id), events=[event.as_frame()]
+        conversation_id=conversation_id,
+        seq=event.seq,
+        duplicate=False,
+        message_id=str(message.id),
+        run_id=str(run.id),
+        events=[event.as_frame()],
     )
 
 
@@ -254,7 +294,12 @@ def _existing_message(conversation_id: Any, client_msg_id: uuid.UUID) -> PostedM
         return None
     message_id, seq, run_id = row
     return PostedMessage(
-        seq=seq, duplicate=True, message_id=str(message_id), run_id=str(run_id) if run_id else None, events=[]
+        conversation_id=str(conversation_id),
+        seq=seq,
+        duplicate=True,
+        message_id=str(message_id),
+        run_id=str(run_id) if run_id else None,
+        events=[],
     )
 
 
@@ -300,12 +345,15 @@ def close_connection(connection_id: Any, code: int | None, reason: str, delivere
     return bool(updated)
 
 
-def record_auth_refresh(connection_id: Any, *, refused: str | None = None, refresh_jti: str = "") -> None:
-    """Counts a renewal over the socket, or a refusal with its reason for the admin."""
+def record_auth_refresh(
+    connection_id: Any, *, refused: str | None = None, standing: revocation.Standing | None = None
+) -> None:
+    """Counts a renewal over the socket (and moves the row to the new token's standing, which
+    the resync checks), or a refusal with its reason for the admin."""
     if refused is None:
         changes: dict[str, Any] = {"auth_refreshes": F("auth_refreshes") + 1}
-        if refresh_jti:
-            changes["refresh_jti"] = refresh_jti
+        if standing is not None:
+            changes.update(token_sid=standing.sid, token_generation=standing.generation)
     else:
         changes = {
             "auth_refusals": F("auth_refusals") + 1,
@@ -315,30 +363,33 @@ def record_auth_refresh(connection_id: Any, *, refused: str | None = None, refre
     Connection.objects.filter(pk=connection_id).update(**changes)
 
 
-def touch_connections(entries: list[tuple[str, int, int, str]]) -> dict[str, tuple[str, int]]:
-    """The periodic resync of many sockets in three statements: for each
-    (connection_id, delivered_seq, acked_seq, refresh_jti) returns (state, conversation
-    last_seq) with state "ok", "replaced" (a newer socket of the same client took over),
-    "closed" (closed meanwhile by someone else, e.g. reaped as node_lost), "inactive"
-    (user deactivated) or "revoked" (the refresh token it rotated to was blacklisted); open
-    rows get last_seen_at, delivered_seq and acked_seq (clamped to the log) moved forward."""
+def touch_connections(entries: list[tuple[str, int, int]]) -> dict[str, tuple[str, int]]:
+    """The periodic resync of many sockets in a few statements: for each
+    (connection_id, delivered_seq, acked_seq) returns (state, conversation last_seq) with state
+    "ok", "replaced" (a newer socket of the same client took over), "closed" (closed meanwhile
+    by someone else, e.g. reaped as node_lost), "inactive" (user deactivated) or "revoked" (the
+    token the socket holds was revoked: sessions_app/revocation.py); open rows get
+    last_seen_at, delivered_seq and acked_seq (clamped to the log) moved forward."""
     if not entries:
         return {}
     now = timezone.now()
     rows = {
         str(r[0]): r
         for r in Connection.objects.filter(pk__in=[e[0] for e in entries]).values_list(
-            "id", "closed_at", "user__is_active", "conversation__last_seq", "close_reason"
+            "id", "closed_at", "user__is_active", "conversation__last_seq", "close_reason",
+            "user_id", "token_sid", "token_generation",
         )
     }
-    jtis = [e[3] for e in entries if e[3]]
-    revoked = set()
-    if jtis:
-        revoked = set(BlacklistedToken.objects.filter(token__jti__in=jtis).values_list("token__jti", flat=True))
+    standings = {
+        cid: revocation.Standing(str(r[5]), str(r[6]) if r[6] else None, r[7])
+        for cid, r in rows.items()
+        if r[1] is None and r[2]
+    }
+    revoked = revocation.revoked_among(list(set(standings.values())))
     result: dict[str, tuple[str, int]] = {}
     updates = []
     stamp = db_connection.ops.adapt_datetimefield_value(now)
-    for connection_id, delivered, acked, jti in entries:
+    for connection_id, delivered, acked in entries:
         row = rows.get(str(connection_id))
         if row is None or row[1] is not None:
             result[connection_id] = ("replaced" if row is not None and row[4] == "replaced" else "closed", 0)
@@ -346,7 +397,7 @@ def touch_connections(entries: list[tuple[str, int, int, str]]) -> dict[str, tup
         last_seq = row[3]
         if not row[2]:
             result[connection_id] = ("inactive", last_seq)
-        elif jti and jti in revoked:
+        elif standings[str(connection_id)] in revoked:
             result[connection_id] = ("revoked", last_seq)
         else:
             result[connection_id] = ("ok", last_seq)
@@ -679,7 +730,7 @@ def release_run(run_id: Any, fencing_token: int) -> bool:
     )
 
 
-def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: dict | None) -> list[dict]:
+def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: dict | None) -> Committed:
     """Creates the assistant message from the committed deltas; the text therefore equals
     their concatenation by construction, whichever nodes produced them."""
     with transaction.atomic():
@@ -696,16 +747,16 @@ def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: 
             conversation.agent_memory = memory
             conversation.save(update_fields=["agent_memory"])
         _finish(run, AgentRun.Status.COMPLETED, "")
-    return [e.as_frame() for e in events]
+    return Committed(str(conversation_id), [e.as_frame() for e in events])
 
 
-def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False) -> list[dict]:
+def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False) -> Committed:
     with transaction.atomic():
         conversation = _lock_conversation(conversation_id)
         run = _owned_run(conversation, run_id, fencing_token)
         events = _append(conversation, [("agent.failed", _failed_payload(run, error, cancelled), run.id)])
         _finish(run, AgentRun.Status.CANCELLED if cancelled else AgentRun.Status.FAILED, error)
-    return [e.as_frame() for e in events]
+    return Committed(str(conversation_id), [e.as_frame() for e in events])
 
 
 def _failed_payload(run: AgentRun, error: str, cancelled: bool) -> dict:
@@ -723,9 +774,18 @@ def _finish(run: AgentRun, status: str, error: str) -> None:
     run.save(update_fields=["status", "error", "finished_at", "lease_expires_at"])
 
 
-def request_cancel(conversation_id: Any, run_id: Any) -> tuple[str, list[dict]]:
+@dataclass(frozen=True)
+class CancelRequested:
+    # "cancelled" (it was queued), "cancelling" (its owner stops it) or "finished" (too late).
+    outcome: str
+    conversation_id: str
+    events: list[dict]
+
+
+def request_cancel(conversation_id: Any, run_id: Any) -> CancelRequested:
     """A queued run is cancelled at once; a running one is flagged and its owner stops it
-    at its next append or lease renewal. Returns (outcome, events appended now)."""
+    at its next append or lease renewal."""
+    conversation_id = str(conversation_id)
     with transaction.atomic():
         conversation = _lock_conversation(conversation_id)
         run = AgentRun.objects.select_for_update().filter(pk=run_id, conversation=conversation).first()
@@ -734,9 +794,9 @@ def request_cancel(conversation_id: Any, run_id: Any) -> tuple[str, list[dict]]:
         if run.status == AgentRun.Status.QUEUED:
             events = _append(conversation, [("agent.failed", _failed_payload(run, "cancelled", True), run.id)])
             _finish(run, AgentRun.Status.CANCELLED, "cancelled")
-            return "cancelled", [e.as_frame() for e in events]
+            return CancelRequested("cancelled", conversation_id, [e.as_frame() for e in events])
         if run.status == AgentRun.Status.RUNNING:
             run.cancel_requested = True
             run.save(update_fields=["cancel_requested"])
-            return "cancelling", []
-        return "finished", []
+            return CancelRequested("cancelling", conversation_id, [])
+        return CancelRequested("finished", conversation_id, [])

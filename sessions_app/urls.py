@@ -1,11 +1,13 @@
 from django.urls import path
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from sessions_app import api
+from sessions_app import api, auth_api
 
 urlpatterns = [
     path("api/auth/token/", TokenObtainPairView.as_view(), name="token_obtain"),
     path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
+    path("api/auth/logout/", auth_api.SignOut.as_view(), name="logout"),
+    path("api/auth/logout-all/", auth_api.SignOutEverywhere.as_view(), name="logout_all"),
     path("api/conversations/", api.ConversationList.as_view(), name="conversations"),
     path("api/conversations/<uuid:conversation_id>/", api.ConversationDetail.as_view(), name="conversation"),
     path("api/conversations/<uuid:conversation_id>/messages/", api.MessageList.as_view(), name="messages"),

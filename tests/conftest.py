@@ -17,6 +17,9 @@ from tests.support.ws import close_all_clients
 TEST_PREFIX = f"tether-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+_used_redis = False
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_infrastructure():
     """Own Redis keyspace for this run; no persistent DB connections in worker threads
@@ -26,7 +29,8 @@ def _isolated_infrastructure():
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{TEST_PREFIX}:layer:"
     channel_layers.backends = {}
     yield
-    _delete_keyspace()
+    if _used_redis:
+        _delete_keyspace()
 
 
 def _delete_keyspace() -> None:
@@ -42,9 +46,14 @@ def _delete_keyspace() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_keyspace(_isolated_infrastructure):
+def _fresh_keyspace(request, _isolated_infrastructure):
     """Every test starts from an empty keyspace. A test that kills a node on purpose leaves
-    its slots and leases to expire on their own; the next test must not count them as its own."""
+    its slots and leases to expire on their own; the next test must not count them as its own.
+    Tests marked `pure` (no server, Redis or database) run without Redis."""
+    global _used_redis
+    if request.node.get_closest_marker("pure") is not None:
+        return
+    _used_redis = True
     _delete_keyspace()
 
 
@@ -106,14 +115,17 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _release_thread_connections(django_db_setup, django_db_blocker):
-    """Channels' test communicator turns `close_old_connections` into a no-op while it waits
-    for the application (channels.testing.application, a module-wide patch), so threads that
-    ran the ORM meanwhile keep their connections: executor threads that ended with their
-    test's event loop (their connections wait in collectable cycles) and asgiref's shared
-    thread, which lives on. PostgreSQL refuses to drop the test database while any linger.
-    Production code is not concerned: there the connections are closed after every call."""
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's database setup, plus: before the test database is dropped, end the
+    connections that channels' test communicator left open. It turns `close_old_connections`
+    into a no-op while it waits for the application (channels.testing.application, a
+    module-wide patch), so threads that ran the ORM meanwhile keep their connections:
+    executor threads that ended with their test's event loop (their connections wait in
+    collectable cycles) and asgiref's shared thread, which lives on. PostgreSQL refuses to drop
+    the test database while any linger. Production code is not concerned: there the
+    connections are closed after every call. Only tests that use the database set it up, so a
+    run of `pure` tests needs no database."""
     yield
     gc.collect()
     from django.db import connection

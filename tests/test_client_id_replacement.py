@@ -3,8 +3,12 @@ once: the old socket gets `replaced` and 4409, the new one resumes without loss,
 node or on another one."""
 
 import pytest
+import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings as django_settings
 
+from realtime import ratelimit
 from sessions_app.models import Connection
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient, assert_gapless, run_text, sequenced
@@ -49,3 +53,37 @@ async def test_reconnect_with_same_client_id_replaces_the_zombie(settings, clust
 async def _closed_first(rows):
     got = await database_sync_to_async(rows)()
     return got if len(got) == 2 and got[0][2] is not None else None
+
+
+async def test_a_replaced_socket_closing_on_its_own_keeps_its_successors_slot(cluster, user, token, monkeypatch):
+    """The replaced socket drops before `conn.replaced` reaches it (here the message is lost):
+    its release must not free the slot its successor now holds (issue 9, item 11)."""
+    node, app = cluster("node-1")
+    r = aioredis.from_url(django_settings.REDIS_URL)
+    slot_key = f"{django_settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}"
+    old = WSClient(app)
+    ready = await old.connect(token, client_id="phone-1")
+    member = ratelimit.slot_member("phone-1", ready["conversation_id"])
+
+    async def lost(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(type(get_channel_layer()), "send", lost)
+    new = WSClient(app)
+    await new.connect(token, conversation_id=ready["conversation_id"], last_seq=0, client_id="phone-1")
+    await old.drop()  # the old socket goes away by itself; nobody told it it was replaced
+
+    async def old_socket_gone():
+        return len(node.connections) == 1
+
+    await eventually(old_socket_gone, timeout=5, what="the old socket cleaned up")
+    try:
+        assert await r.zscore(slot_key, member) is not None, "the successor's slot was freed"
+        await new.drop()
+
+        async def freed():
+            return await r.zscore(slot_key, member) is None
+
+        await eventually(freed, timeout=5, what="the successor's own close frees the slot")
+    finally:
+        await r.aclose()

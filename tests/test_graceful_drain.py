@@ -3,15 +3,15 @@
 lets runs finish within the grace period and hands the rest over."""
 
 import asyncio
+import json
 import threading
 import time
 
 import pytest
 from channels.db import database_sync_to_async
-from django.test import Client
+from channels.testing import HttpCommunicator
 from django.utils import timezone
 
-import realtime.node
 from realtime import liveness
 from realtime.drain import Drainer
 from sessions_app import services
@@ -20,12 +20,6 @@ from tests.support.waiting import eventually
 from tests.support.ws import WSClient, run_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def not_draining_after():
-    yield
-    realtime.node.DRAINING = False
 
 
 async def test_drain_moves_sockets_and_hands_runs_over(settings, cluster, user, token):
@@ -52,8 +46,8 @@ async def test_drain_moves_sockets_and_hands_runs_over(settings, cluster, user, 
         assert frames[-1]["type"] == "reconnect" and frames[-1]["retry_after_ms"] == 0
     assert stopped == [True]
     assert "node-a" not in [n.node for n in await liveness.live_nodes()]
-    readyz = await database_sync_to_async(Client().get)("/readyz")
-    assert readyz.status_code == 503 and "draining" in readyz.json()["failed"]
+    readyz = await HttpCommunicator(app_a, "GET", "/readyz", headers=[(b"host", b"localhost")]).get_response()
+    assert readyz["status"] == 503 and "draining" in json.loads(readyz["body"])["failed"]
 
     late = WSClient(app_a)
     await late.open()

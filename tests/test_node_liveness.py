@@ -189,7 +189,8 @@ async def _crash(node, clients: list[WSClient]) -> None:
     consumers = list(node.connections)
     await node.stop(abandon=True)
     for consumer in consumers:
-        consumer.watchdog.cancel()
+        for task in consumer._tasks:  # noqa: SLF001 - a crash stops them where they are
+            task.cancel()
     for client in clients:
         client.comm.future.cancel()
     await asyncio.gather(*(c.comm.future for c in clients), return_exceptions=True)

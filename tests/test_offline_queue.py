@@ -5,14 +5,14 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from realtime.consumers import ConversationConsumer
 from realtime.fanout import publish
 from sessions_app import services
 from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually_sync
 from tests.support.ws import WSClient, assert_gapless, run_text, sequenced
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -176,25 +176,29 @@ async def test_trailing_event_committed_during_replay_is_not_left_to_the_resync(
     """An event committed and announced while the resuming socket reads its backlog, with
     nothing after it: no later gap reveals it, so the replay itself must pick it up."""
     settings.REALTIME_RESYNC_INTERVAL = 60
-    _, app = cluster("node-1")
+    node, app = cluster("node-1")
     c = WSClient(app)
     ready = await c.connect(token)
     frames = await c.converse("one")
     await c.drop()
     conversation_id = ready["conversation_id"]
-    original_fill = ConversationConsumer._fill
+    original_read = services.events_after
     injected: list[dict] = []
 
-    async def fill_with_a_commit_meanwhile(self, upto):
+    def read_with_a_commit_meanwhile(conversation_id, after, upto=None, limit=500):
+        batch = original_read(conversation_id, after, upto, limit)
         if not injected:
-            event = await database_sync_to_async(services.append_event)(conversation_id, "note", {"n": 1})
+            event = services.append_event(conversation_id, "note", {"n": 1})
             injected.append(event.as_frame())
-            await publish(conversation_id, injected)
-            # Let the node's fan-out hand the announcement to this (not yet live) socket.
-            await eventually(lambda: _announced(self, event.seq), timeout=2, what="announcement delivered")
-        await original_fill(self, upto)
+            async_to_sync(publish)(conversation_id, injected)
+            # Let the node's fan-out hand the announcement to the socket still replaying.
+            eventually_sync(
+                lambda: any(s.state.known_upto >= event.seq for s in list(node.connections)),
+                timeout=2, what="announcement delivered",
+            )
+        return batch
 
-    monkeypatch.setattr(ConversationConsumer, "_fill", fill_with_a_commit_meanwhile)
+    monkeypatch.setattr(services, "events_after", read_with_a_commit_meanwhile)
     back = WSClient(app)
     await back.connect(token, conversation_id=conversation_id, last_seq=0)
     got = await back.recv_until(lambda f: f["type"] == "note", timeout=3)
@@ -202,7 +206,3 @@ async def test_trailing_event_committed_during_replay_is_not_left_to_the_resync(
     assert sequenced(got)[:-1] == sequenced(frames)
     await back.assert_silent()
     await back.drop()
-
-
-async def _announced(consumer, seq: int) -> bool:
-    return consumer.early_upto >= seq

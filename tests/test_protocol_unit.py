@@ -1,4 +1,5 @@
-"""The pure protocol module: parsing, phases, seq rules, resume planning. No I/O."""
+"""The pure protocol module: parsing, the bad-frame budget, resume planning. No I/O. (Phases
+and the delivery cursor: tests/test_connection_state.py.)"""
 
 import json
 import uuid
@@ -7,7 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from realtime import closes
 from realtime import protocol as p
+
+pytestmark = pytest.mark.pure
 
 CID = str(uuid.uuid4())
 
@@ -63,7 +67,7 @@ def test_valid_frames():
 def test_invalid_frames(obj, detail):
     with pytest.raises(p.ProtocolError) as err:
         parse(obj)
-    assert (err.value.code, err.value.detail, err.value.close_code) == ("bad_frame", detail, None)
+    assert (err.value.code, err.value.detail, err.value.close) == ("bad_frame", detail, None)
 
 
 def test_too_long_text_and_too_large_frame():
@@ -72,25 +76,13 @@ def test_too_long_text_and_too_large_frame():
     assert err.value.code == "too_long" and err.value.ref == CID
     with pytest.raises(p.ProtocolError) as err:
         p.decode_frame("é" * 600, None, 1000)  # 1200 bytes of UTF-8
-    assert (err.value.code, err.value.close_code) == ("frame_too_large", p.CLOSE_TOO_LARGE)
+    assert (err.value.code, err.value.close) == ("frame_too_large", closes.FRAME_TOO_LARGE)
     with pytest.raises(p.ProtocolError) as err:
         p.decode_frame(None, b"x" * 2000, 1000)
-    assert err.value.close_code == p.CLOSE_TOO_LARGE
+    assert err.value.close == closes.FRAME_TOO_LARGE
     with pytest.raises(p.ProtocolError) as err:
         p.decode_frame(None, b"{}", 1000)
-    assert err.value.code == "bad_frame" and err.value.close_code is None
-
-
-def test_phases():
-    ping = p.Ping(1)
-    with pytest.raises(p.ProtocolError) as err:
-        p.check_phase(p.Phase.AWAITING_CONNECT, ping)
-    assert err.value.close_code == p.CLOSE_UNAUTHENTICATED
-    p.check_phase(p.Phase.READY, ping)
-    with pytest.raises(p.ProtocolError):
-        p.check_phase(p.Phase.READY, p.Connect("t", None, None, "c"))
-    with pytest.raises(p.ProtocolError):
-        p.check_phase(p.Phase.CLOSED, ping)
+    assert err.value.code == "bad_frame" and err.value.close is None
 
 
 def test_bad_frame_budget_slides():
@@ -98,19 +90,6 @@ def test_bad_frame_budget_slides():
     assert budget.spend(0) and budget.spend(1)
     assert not budget.spend(2)
     assert budget.spend(20)  # the old ones left the window
-
-
-def test_delivery_cursor():
-    cursor = p.DeliveryCursor(sent_seq=4)
-    assert [cursor.classify(s) for s in (3, 4, 5, 7)] == [
-        p.Arrival.DUPLICATE,
-        p.Arrival.DUPLICATE,
-        p.Arrival.NEXT,
-        p.Arrival.GAP,
-    ]
-    cursor.advance(5)
-    with pytest.raises(ValueError):
-        cursor.advance(7)
 
 
 @pytest.mark.parametrize(

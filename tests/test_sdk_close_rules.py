@@ -19,9 +19,18 @@ def test_a_reconnect_frame_means_retry_now(code):
     assert decision.rotate
 
 
-@pytest.mark.parametrize("code", [4403, 4404, 4409, 4400, 4413, 1009])
+@pytest.mark.parametrize("code", [4403, 4404, 4409, 4400])
 def test_a_reconnect_frame_does_not_override_a_hard_stop(code):
     assert decide(code, reconnect=True).action is Action.STOP
+
+
+@pytest.mark.parametrize("code", [4413, 1009])
+def test_frame_too_large_drops_the_refused_message(code):
+    """Never STOP with the rest of the outbox unsent, never resend the refused frame: the
+    client drops the message it blames (tether_client.oversize), or stops if it blames none."""
+    for decision in (decide(code), decide(code, reconnect=True)):
+        assert decision.action is Action.DROP_MESSAGE
+        assert "frame too large" in decision.reason
 
 
 def test_rate_limited_waits_retry_after_from_the_error_frame():
@@ -44,8 +53,6 @@ def test_rate_limited_without_retry_after_backs_off():
     ("code", "why"),
     [
         (1000, "normal close"),
-        (1009, "frame too large"),
-        (4413, "frame too large"),
         (4400, "too many bad frames"),
         (4403, "not your conversation"),
         (4404, "no such conversation"),
@@ -93,7 +100,7 @@ def test_lost_and_unknown_codes_back_off_on_another_node(code):
         ("forbidden", Action.STOP),
         ("not_found", Action.STOP),
         ("replaced", Action.STOP),
-        ("frame_too_large", Action.STOP),
+        ("frame_too_large", Action.DROP_MESSAGE),
         ("token_expired", Action.REFRESH_TOKEN),
         ("unauthenticated", Action.REFRESH_TOKEN),
         ("heartbeat_timeout", Action.BACKOFF),

@@ -17,3 +17,12 @@ def test_daphne_args_from_environment(monkeypatch):
     assert args[args.index("--endpoint") + 1] == "tcp:port=9001:interface=127.0.0.1:backlog=512"
     assert args[args.index("--websocket-max-message-size") + 1] == "2000"
     assert args[-3:] == ["--verbosity", "0", "project.asgi:application"]
+
+
+def test_close_handshake_timeout_from_environment(monkeypatch):
+    from realtime.serve import close_handshake_timeout
+
+    monkeypatch.delenv("DAPHNE_CLOSE_HANDSHAKE_TIMEOUT", raising=False)
+    assert close_handshake_timeout() == 5.0
+    monkeypatch.setenv("DAPHNE_CLOSE_HANDSHAKE_TIMEOUT", "1.5")
+    assert close_handshake_timeout() == 1.5

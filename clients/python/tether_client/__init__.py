@@ -17,6 +17,7 @@ from tether_client.events import (
     Message,
     MessageAcked,
     MessageCreated,
+    MessageRefused,
     Reconnecting,
     ReloadRequired,
     SequencedEvent,
@@ -26,6 +27,7 @@ from tether_client.events import (
     parse_event,
 )
 from tether_client.outbox import Outbox, PendingMessage
+from tether_client.oversize import SentFrames
 from tether_client.rest import Node, TokenPair, fetch_events, fetch_messages, fetch_nodes, obtain_token, refresh_access
 from tether_client.state import Arrival, ReadyOutcome, ResumeState
 
@@ -47,6 +49,7 @@ __all__ = [
     "Message",
     "MessageAcked",
     "MessageCreated",
+    "MessageRefused",
     "MessageRejected",
     "Node",
     "Outbox",
@@ -57,6 +60,7 @@ __all__ = [
     "ResumeState",
     "SequencedEvent",
     "SequencedEventType",
+    "SentFrames",
     "ServerError",
     "TetherClient",
     "TetherClosed",

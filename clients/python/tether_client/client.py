@@ -35,6 +35,7 @@ from tether_client.events import (
     Disconnected,
     Event,
     MessageAcked,
+    MessageRefused,
     Reconnecting,
     ReloadRequired,
     SequencedEventType,
@@ -51,6 +52,7 @@ from tether_client.frames import (
     refresh_with_token_frame,
 )
 from tether_client.outbox import Outbox, PendingMessage
+from tether_client.oversize import SentFrames, frame_size
 from tether_client.state import Arrival, ResumeState
 
 log = logging.getLogger("tether_client")
@@ -82,6 +84,7 @@ class _SessionEnd:
     lived: float = 0.0  # seconds between `ready` and the loss
     local: Decision | None = None  # the client's own verdict (no close code applies)
     lost_at: float = field(default_factory=time.monotonic)
+    sent: SentFrames | None = None  # what was sent on the socket: a "frame too large" names no frame
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:
@@ -161,6 +164,7 @@ class TetherClient:
         self._task: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
         self._ready_ws: ClientConnection | None = None
+        self._sent = SentFrames()  # frames sent on ``_ws``
         self._stopped = False
         self.error: TetherError | None = None
 
@@ -356,6 +360,15 @@ class TetherClient:
         error_code = str(end.error.get("code")) if end.error and end.error.get("code") else None
         log.info("socket ended: %s -> %s", end.reason, decision)
 
+        if decision.action is Action.DROP_MESSAGE:
+            # A resend of the refused frame would be refused again, forever (oversize.py).
+            culprit = end.sent.culprit(self._outbox) if end.sent is not None else None
+            if culprit is None:
+                decision = Decision(Action.STOP, f"{decision.reason}; no pending message was that large")
+            else:
+                self._refuse_message(culprit, "frame_too_large", end.code)
+                decision = Decision(Action.RETRY_NOW, f"{decision.reason}; message {culprit} dropped")
+
         if decision.action is Action.REFRESH_TOKEN:
             self._auth_failures += 1
             if self._auth_failures > self._max_auth_failures or not await self._renew_token():
@@ -414,8 +427,11 @@ class TetherClient:
             reason = f"connect to {endpoint} failed: {exc!r}"
             return _SessionEnd(None, reason, local=Decision(Action.BACKOFF, reason, rotate=True))
         self._ws = ws
+        self._sent = SentFrames()
         try:
-            return await self._session(ws, endpoint, token)
+            end = await self._session(ws, endpoint, token)
+            end.sent = self._sent
+            return end
         finally:
             self._ws = None
             self._ready_ws = None
@@ -432,8 +448,8 @@ class TetherClient:
         last_error: dict[str, Any] | None = None
         reconnect: dict[str, Any] | None = None
         try:
-            await ws.send(json.dumps(connect_frame(token, sent_conversation, sent_last_seq, self.client_id)))
-            self._last_sent = time.monotonic()
+            await self._transmit(ws, connect_frame(token, sent_conversation, sent_last_seq, self.client_id),
+                                 raise_closed=True)
             async with asyncio.timeout(self._ready_timeout):
                 while True:
                     frame = _decode(await ws.recv())
@@ -561,12 +577,22 @@ class TetherClient:
         if not isinstance(ref, str) or ref not in self._outbox:
             return
         if code in _REJECTED_CODES:
-            self._outbox.discard(ref)
-            future = self._ack_waiters.get(ref)
-            if future is not None and not future.done():
-                future.set_exception(MessageRejected(f"message refused: {code}", error_code=code))
+            self._refuse_message(ref, code, None)
         elif code == "rate_limited":
             self._spawn(self._resend_later(ws, ref, (retry_after_ms or 1000) / 1000))
+
+    def _refuse_message(self, client_msg_id: str, error_code: str, close_code: int | None) -> None:
+        """The server refused a message for good: out of the outbox (never resent), its
+        ``wait_acked`` raises ``MessageRejected``, the application gets ``MessageRefused``."""
+        item = self._outbox.discard(client_msg_id)
+        if item is None:
+            return
+        future = self._ack_waiters.get(client_msg_id)
+        if future is not None and not future.done():
+            future.set_exception(
+                MessageRejected(f"message refused: {error_code}", code=close_code, error_code=error_code)
+            )
+        self._emit(MessageRefused(client_msg_id, item.text, error_code, close_code))
 
     def _on_refreshed(self, frame: Mapping[str, Any]) -> None:
         if frame.get("access"):
@@ -582,11 +608,17 @@ class TetherClient:
 
     # --- frames out -------------------------------------------------------------------
 
-    async def _transmit(self, ws: ClientConnection, frame: Mapping[str, Any]) -> bool:
+    async def _transmit(self, ws: ClientConnection, frame: Mapping[str, Any], *, raise_closed: bool = False) -> bool:
         """Sends one frame; False if the socket is gone (the read loop notices and resumes)."""
+        text = json.dumps(frame)
+        if ws is self._ws:
+            # Before sending: a server may refuse a frame while it is still being sent.
+            self._sent.record(frame, frame_size(text))
         try:
-            await ws.send(json.dumps(frame))
+            await ws.send(text)
         except ConnectionClosed:
+            if raise_closed:
+                raise
             return False
         self._last_sent = time.monotonic()
         return True

@@ -12,7 +12,10 @@ frame and whether the server sent a `reconnect` frame.
 | 4408                                | BACKOFF               | heartbeat timeout: resume                      |
 | 1006 / 1011 / 1013 / 1014 / None    | BACKOFF (rotate)      | dropped / server error: resume elsewhere       |
 | 1000                                | STOP                  | normal close                                   |
-| 1009 / 4413                         | STOP                  | frame too large: a retry sends it again        |
+| 1009 / 4413                         | DROP_MESSAGE          | frame too large: drop the refused message from |
+|                                     |                       | the outbox, report it, resume at once with the |
+|                                     |                       | rest; STOP if no message can be blamed         |
+|                                     |                       | (``oversize.py``): a resend would loop forever |
 | 4400                                | STOP                  | too many bad frames: a client bug              |
 | 4403                                | STOP                  | not your conversation                          |
 | 4404                                | STOP                  | no such conversation: the app starts a new one |
@@ -39,6 +42,7 @@ class Action(Enum):
     RETRY_AFTER = "retry_after"
     BACKOFF = "backoff"
     REFRESH_TOKEN = "refresh_token"
+    DROP_MESSAGE = "drop_message"  # a frame was too large: never resend it (see ``oversize``)
     STOP = "stop"
 
 
@@ -61,14 +65,13 @@ STOP_CODES: Mapping[int, str] = {
     1003: "unsupported data",
     1007: "invalid frame payload",
     1008: "policy violation",
-    1009: "frame too large",
     1010: "extension negotiation failed",
     4400: "too many bad frames",
     4403: "not your conversation",
     4404: "no such conversation",
     4409: "replaced by a newer connection of this client",
-    4413: "frame too large",
 }
+FRAME_TOO_LARGE_CODES = frozenset({1009, 4413})
 # error `code` sent before each 4xxx close -> the close code it names
 ERROR_CODE_CLOSES: Mapping[str, int] = {
     "going_away": 4012,
@@ -122,6 +125,8 @@ def decide(
     if error is not None and error.get("code"):
         label += f" ({error.get('code')})"
 
+    if effective in FRAME_TOO_LARGE_CODES:
+        return Decision(Action.DROP_MESSAGE, f"{label}: frame too large")
     if effective is not None and effective in STOP_CODES and not (reconnect and effective == 1000):
         return Decision(Action.STOP, f"{label}: {STOP_CODES[effective]}")
     if reconnect or effective in GOING_AWAY_CODES:

@@ -143,6 +143,21 @@ class ServerError:
     retry_after_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class MessageRefused:
+    """The server refused a message sent with ``send()`` for good: it left the outbox and is
+    never sent again (a resend would be refused again, forever). ``error_code``: `too_long`
+    (text over the server's limit; the socket stays open), `bad_frame`, or `frame_too_large`
+    (the frame was over the server's size limit: the socket was closed with ``close_code``
+    4413 or 1009 and the client resumed without it). Its ``wait_acked`` raises
+    ``MessageRejected``."""
+
+    client_msg_id: str
+    text: str
+    error_code: str
+    close_code: int | None = None
+
+
 ConnectionEvent = Connecting | Connected | Reconnecting | Disconnected | ReloadRequired
 Event = (
     MessageCreated
@@ -157,6 +172,7 @@ Event = (
     | Disconnected
     | ReloadRequired
     | MessageAcked
+    | MessageRefused
     | ServerError
 )
 

@@ -1,4 +1,4 @@
-"""Builders of the client frames of protocol v1 (see ../shared/protocol.md)."""
+"""Builders of the client frames of protocol v1 (the contract: docs/protocol.md in the repository)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,44 @@
+"""Forced interleavings: a gate holds a call at a chosen point until the test opens it, and the
+test can wait until the call has arrived there. Sync calls (database threads) and async calls
+(the event loop) both wait on threading events, so one gate serves either."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+HOLD_LIMIT = 20.0  # a gate never holds forever: a broken test fails instead of hanging
+
+
+class Gate:
+    def __init__(self) -> None:
+        self._arrived = threading.Event()
+        self._opened = threading.Event()
+        # Set by the caller once the held call returned (see `passed`).
+        self._passed = threading.Event()
+
+    def hold(self) -> None:
+        """Inside a sync call: announce arrival, wait for the test."""
+        self._arrived.set()
+        if not self._opened.wait(HOLD_LIMIT):
+            raise TimeoutError("gate never opened")
+
+    async def hold_async(self) -> None:
+        self._arrived.set()
+        if not await asyncio.to_thread(self._opened.wait, HOLD_LIMIT):
+            raise TimeoutError("gate never opened")
+
+    async def arrived(self, timeout: float = 10) -> None:
+        if not await asyncio.to_thread(self._arrived.wait, timeout):
+            raise AssertionError("the call never reached the gate")
+
+    def open(self) -> None:
+        self._opened.set()
+
+    def mark_passed(self) -> None:
+        self._passed.set()
+
+    @property
+    def passed(self) -> bool:
+        """The held call has returned (or raised) after the gate opened."""
+        return self._passed.is_set()
