@@ -9,7 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tether_client.close_rules import ERROR_CODE_CLOSES, STOP_CODES, decide
+from tether_client.close_rules import ERROR_CODE_CLOSES, FRAME_TOO_LARGE_CODES, STOP_CODES, decide
 
 from tests.support.tools import node_or_skip
 
@@ -35,7 +35,7 @@ CASES = [
 ]
 
 JS = """
-import { decide, STOP_CODES, ERROR_CODE_CLOSES } from "./clients/js/src/tether-client.js";
+import { decide, STOP_CODES, ERROR_CODE_CLOSES, FRAME_TOO_LARGE_CODES } from "./clients/js/src/tether-client.js";
 let input = "";
 process.stdin.on("data", (d) => (input += d));
 process.stdin.on("end", () => {
@@ -43,7 +43,8 @@ process.stdin.on("end", () => {
     const d = decide(c.code, { error: c.error, reconnect: c.reconnect, retryAfterMs: c.retryAfterMs });
     return [d.action, d.reason, d.delayMs, d.rotate];
   });
-  process.stdout.write(JSON.stringify({ decisions, STOP_CODES, ERROR_CODE_CLOSES }));
+  const tooLarge = [...FRAME_TOO_LARGE_CODES];
+  process.stdout.write(JSON.stringify({ decisions, STOP_CODES, ERROR_CODE_CLOSES, FRAME_TOO_LARGE_CODES: tooLarge }));
 });
 """
 
@@ -67,6 +68,7 @@ def test_both_sdks_decide_every_close_the_same_way():
     js = json.loads(result.stdout)
     assert {int(k): v for k, v in js["STOP_CODES"].items()} == dict(STOP_CODES)
     assert js["ERROR_CODE_CLOSES"] == dict(ERROR_CODE_CLOSES)
+    assert set(js["FRAME_TOO_LARGE_CODES"]) == set(FRAME_TOO_LARGE_CODES)
     differences = [
         (case, py, got)
         for case, got in zip(CASES, js["decisions"], strict=True)

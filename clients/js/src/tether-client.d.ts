@@ -26,6 +26,8 @@ export function messageFrame(clientMsgId: string, text: string): {
     client_msg_id: string;
     text: string;
 };
+/** Bytes of a text frame's payload, as the server counts them (UTF-8). @param {string} text */
+export function frameSize(text: string): number;
 /**
  * A JSON object received from the server (`ready`, `agent.delta`, `error`, ...).
  * @typedef {{type: string, seq?: number, [key: string]: any}} ServerFrame
@@ -79,6 +81,20 @@ export function refreshAccess({ baseUrl, refresh, fetch }: {
 }): Promise<{
     access: string;
     refresh: string;
+}>;
+/**
+ * `POST /api/auth/logout/`: signs out the sign-in a refresh token belongs to (every token of it
+ * is refused from now on, its sockets close with 4401).
+ * @param {{baseUrl: string, refresh: string, fetch?: FetchLike}} args
+ * @returns {Promise<{signed_out: boolean, sign_in_revoked: boolean}>}
+ */
+export function signOut({ baseUrl, refresh, fetch }: {
+    baseUrl: string;
+    refresh: string;
+    fetch?: FetchLike;
+}): Promise<{
+    signed_out: boolean;
+    sign_in_revoked: boolean;
 }>;
 /**
  * `GET /api/realtime/nodes/` -> the live, non-draining nodes.
@@ -183,13 +199,14 @@ export class Backoff {
     /** Whether retry number `attempt` (0-based) may still be made. @param {number} attempt */
     allows(attempt: number): boolean;
 }
-/** @typedef {"retry_now" | "retry_after" | "backoff" | "refresh_token" | "stop"} ActionName */
+/** @typedef {"retry_now" | "retry_after" | "backoff" | "refresh_token" | "drop_message" | "stop"} ActionName */
 /** The client's possible next steps after a close. */
 export const Action: Readonly<{
     RETRY_NOW: "retry_now";
     RETRY_AFTER: "retry_after";
     BACKOFF: "backoff";
     REFRESH_TOKEN: "refresh_token";
+    DROP_MESSAGE: "drop_message";
     STOP: "stop";
 }>;
 /**
@@ -206,6 +223,8 @@ export const GOING_AWAY_CODES: ReadonlySet<number>;
 export const STOP_CODES: Readonly<Record<number, string>>;
 /** The error `code` sent before each 4xxx close -> the close code it names. @type {Readonly<Record<string, number>>} */
 export const ERROR_CODE_CLOSES: Readonly<Record<string, number>>;
+/** Closes that mean "a frame this client sent was too large" (4413 from the application, 1009 from the transport). */
+export const FRAME_TOO_LARGE_CODES: Set<number>;
 /** How a sequenced event relates to what was applied. */
 export const Arrival: Readonly<{
     NEXT: "next";
@@ -284,6 +303,27 @@ export class Outbox {
     [Symbol.iterator](): ArrayIterator<PendingMessage>;
     #private;
 }
+/** Sizes of the frames sent on one socket. */
+export class SentFrames {
+    /** @type {Map<string, number>} client_msg_id -> largest frame sent, in first-sent order */
+    messages: Map<string, number>;
+    /** the largest frame that was not a `message` */
+    largestOther: number;
+    /** @param {{type: string, client_msg_id?: unknown}} frame @param {number} size */
+    record(frame: {
+        type: string;
+        client_msg_id?: unknown;
+    }, size: number): void;
+    /**
+     * The `client_msg_id` of the message to drop after a "frame too large" close, or null when
+     * no message still pending can be the refused frame.
+     * @param {{has(id: string): boolean}} pending the outbox
+     * @returns {string | null}
+     */
+    culprit(pending: {
+        has(id: string): boolean;
+    }): string | null;
+}
 /** The server refused or could not run a request; `status` is the HTTP status. */
 export class HttpError extends Error {
     /** @param {string} message @param {number} status @param {unknown} body */
@@ -301,10 +341,13 @@ export class TetherError extends Error {
 /** No usable access token: the token was refused and could not be renewed. */
 export class AuthError extends TetherError {
 }
-/** The server refused a message for good (`too_long`, `frame_too_large`, `bad_frame`); it is not resent. */
+/**
+ * The server refused a message for good (`too_long`, `frame_too_large`, `bad_frame`); it is not
+ * resent. `code`: the close code (4413/1009) when the refusal closed the socket.
+ */
 export class MessageRejected extends TetherError {
-    /** @param {string} message @param {string | null} [errorCode] */
-    constructor(message: string, errorCode?: string | null);
+    /** @param {string} message @param {string | null} [errorCode] @param {number | null} [code] */
+    constructor(message: string, errorCode?: string | null, code?: number | null);
 }
 /**
  * An async client of one Tether conversation, for browsers and Node 20.
@@ -491,6 +534,7 @@ export type RejectedDetail = {
     text: string;
     code: string;
     detail: string;
+    closeCode: number | null;
 };
 export type ServerErrorDetail = {
     code: string;
@@ -679,8 +723,12 @@ export type SessionEnd = {
      * ended by the client itself for a browser reason: no reconnecting report
      */
     quiet?: boolean | undefined;
+    /**
+     * what was sent on the socket: a "frame too large" names no frame
+     */
+    sent?: SentFrames | undefined;
 };
-export type ActionName = "retry_now" | "retry_after" | "backoff" | "refresh_token" | "stop";
+export type ActionName = "retry_now" | "retry_after" | "backoff" | "refresh_token" | "drop_message" | "stop";
 export type Decision = {
     action: ActionName;
     reason: string;

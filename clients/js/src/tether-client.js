@@ -12,6 +12,8 @@
 // Units: milliseconds for every duration, seconds since the epoch for token expiry (as the
 // server sends `access_expires_at`).
 
+const textEncoder = new TextEncoder();
+
 // --- backoff ------------------------------------------------------------------------------
 
 // 2**64 * any sane base is far above any cap; beyond it the bound is the cap anyway.
@@ -71,15 +73,18 @@ export class Backoff {
 // | 4401                              | REFRESH_TOKEN      | token expired/refused: renew, then resume |
 // | 4408                              | BACKOFF            | heartbeat timeout: resume                 |
 // | 1006 / 1011 / 1013 / 1014 / null  | BACKOFF (rotate)   | dropped / server error                    |
-// | 1000, 1009, 4413, 4400, 4403,     | STOP               | retrying cannot fix it                    |
-// |   4404, 4409, 1002/3/7/8/10       |                    |                                           |
+// | 1009 / 4413                       | DROP_MESSAGE       | frame too large: drop the refused message |
+// |                                   |                    | (SentFrames), resume at once with the     |
+// |                                   |                    | rest; STOP if no message can be blamed    |
+// | 1000, 4400, 4403, 4404, 4409,     | STOP               | retrying cannot fix it                    |
+// |   1002/3/7/8/10                   |                    |                                           |
 // | other 4400-4499                   | STOP               | client-error class                        |
 // | any other code                    | BACKOFF (rotate)   | unknown: assume transient                 |
 //
 // Daphne drops close reasons and a dying peer may not send a close frame at all (browsers then
 // report 1006): the error frame sent just before the close names the cause.
 
-/** @typedef {"retry_now" | "retry_after" | "backoff" | "refresh_token" | "stop"} ActionName */
+/** @typedef {"retry_now" | "retry_after" | "backoff" | "refresh_token" | "drop_message" | "stop"} ActionName */
 
 /** The client's possible next steps after a close. */
 export const Action = Object.freeze({
@@ -87,6 +92,7 @@ export const Action = Object.freeze({
   RETRY_AFTER: /** @type {"retry_after"} */ ("retry_after"),
   BACKOFF: /** @type {"backoff"} */ ("backoff"),
   REFRESH_TOKEN: /** @type {"refresh_token"} */ ("refresh_token"),
+  DROP_MESSAGE: /** @type {"drop_message"} */ ("drop_message"), // a frame was too large: never resend it
   STOP: /** @type {"stop"} */ ("stop"),
 });
 
@@ -109,13 +115,11 @@ export const STOP_CODES = Object.freeze({
   1003: "unsupported data",
   1007: "invalid frame payload",
   1008: "policy violation",
-  1009: "frame too large",
   1010: "extension negotiation failed",
   4400: "too many bad frames",
   4403: "not your conversation",
   4404: "no such conversation",
   4409: "replaced by a newer connection of this client",
-  4413: "frame too large",
 });
 
 /** The error `code` sent before each 4xxx close -> the close code it names. @type {Readonly<Record<string, number>>} */
@@ -131,9 +135,8 @@ export const ERROR_CODE_CLOSES = Object.freeze({
 });
 
 const UNKNOWN_CODES = new Set([1005, 1006]);
-// Closes that mean "a frame this client sent was too large": the message that caused it must
-// leave the outbox, or every reconnect (and every page reload) would send it again.
-const TOO_LARGE_CODES = new Set([1009, 4413]);
+/** Closes that mean "a frame this client sent was too large" (4413 from the application, 1009 from the transport). */
+export const FRAME_TOO_LARGE_CODES = new Set([1009, 4413]);
 
 /**
  * @param {ActionName} action @param {string} reason
@@ -188,6 +191,7 @@ export function decide(code, { error = null, reconnect = false, retryAfterMs = n
   let label = code !== null ? `close ${code}` : "no close frame";
   if (error && error.code) label += ` (${error.code})`;
 
+  if (effective !== null && FRAME_TOO_LARGE_CODES.has(effective)) return decision(Action.DROP_MESSAGE, `${label}: frame too large`);
   if (effective !== null && effective in STOP_CODES && !(reconnect && effective === 1000)) {
     return decision(Action.STOP, `${label}: ${STOP_CODES[effective]}`);
   }
@@ -428,6 +432,56 @@ export class Outbox {
   }
 }
 
+// --- which message a "frame too large" close refers to --------------------------------------
+//
+// The server refuses a frame over its size limit by closing the socket (4413 after a
+// `frame_too_large` error frame, 1009 from the transport); neither names the frame. Rule (the
+// Python SDK's oversize.py): the refused frame is the largest frame sent on the closed socket
+// that the server did not accept; when that is a message still in the outbox, the client drops
+// it (reporting it) and resumes with the rest, one message per such close, so the loop ends.
+// When a non-message frame is at least as large (a huge `connect` token, say), dropping a
+// message would fix nothing: the client stops.
+
+/** Bytes of a text frame's payload, as the server counts them (UTF-8). @param {string} text */
+export function frameSize(text) {
+  return textEncoder.encode(text).length;
+}
+
+/** Sizes of the frames sent on one socket. */
+export class SentFrames {
+  constructor() {
+    /** @type {Map<string, number>} client_msg_id -> largest frame sent, in first-sent order */
+    this.messages = new Map();
+    /** the largest frame that was not a `message` */
+    this.largestOther = 0;
+  }
+
+  /** @param {{type: string, client_msg_id?: unknown}} frame @param {number} size */
+  record(frame, size) {
+    const id = frame.client_msg_id;
+    if (frame.type === "message" && typeof id === "string") this.messages.set(id, Math.max(size, this.messages.get(id) ?? 0));
+    else this.largestOther = Math.max(this.largestOther, size);
+  }
+
+  /**
+   * The `client_msg_id` of the message to drop after a "frame too large" close, or null when
+   * no message still pending can be the refused frame.
+   * @param {{has(id: string): boolean}} pending the outbox
+   * @returns {string | null}
+   */
+  culprit(pending) {
+    let best = null;
+    let bestSize = -1;
+    for (const [id, size] of this.messages) {
+      if (pending.has(id) && size > bestSize) {
+        best = id; // strictly larger: among equals the first sent
+        bestSize = size;
+      }
+    }
+    return best !== null && bestSize > this.largestOther ? best : null;
+  }
+}
+
 // --- frames and events ----------------------------------------------------------------------
 
 /**
@@ -496,11 +550,14 @@ export class AuthError extends TetherError {
   }
 }
 
-/** The server refused a message for good (`too_long`, `frame_too_large`, `bad_frame`); it is not resent. */
+/**
+ * The server refused a message for good (`too_long`, `frame_too_large`, `bad_frame`); it is not
+ * resent. `code`: the close code (4413/1009) when the refusal closed the socket.
+ */
 export class MessageRejected extends TetherError {
-  /** @param {string} message @param {string | null} [errorCode] */
-  constructor(message, errorCode = null) {
-    super(message, null, errorCode);
+  /** @param {string} message @param {string | null} [errorCode] @param {number | null} [code] */
+  constructor(message, errorCode = null, code = null) {
+    super(message, code, errorCode);
     this.name = "MessageRejected";
   }
 }
@@ -568,6 +625,20 @@ export async function refreshAccess({ baseUrl, refresh, fetch = defaultFetch() }
     body: JSON.stringify({ refresh }),
   });
   return { access: body.access, refresh: body.refresh ?? refresh };
+}
+
+/**
+ * `POST /api/auth/logout/`: signs out the sign-in a refresh token belongs to (every token of it
+ * is refused from now on, its sockets close with 4401).
+ * @param {{baseUrl: string, refresh: string, fetch?: FetchLike}} args
+ * @returns {Promise<{signed_out: boolean, sign_in_revoked: boolean}>}
+ */
+export function signOut({ baseUrl, refresh, fetch = defaultFetch() }) {
+  return requestJson(fetch, `${baseUrl}/api/auth/logout/`, {
+    method: "POST",
+    headers: JSON_HEADERS,
+    body: JSON.stringify({ refresh }),
+  });
 }
 
 /**
@@ -666,7 +737,11 @@ const DEFAULT_HEARTBEAT_INTERVAL_MS = 25000; // until `ready` says otherwise
 const IMMEDIATE_RETRY_LIMIT = 3; // back-to-back immediate retries before backing off anyway
 const REFRESH_MARGIN_S = 5; // renew a token this many seconds before it expires, when reconnecting
 const REJECTED_CODES = new Set(["too_long", "bad_frame", "frame_too_large"]);
-const textEncoder = new TextEncoder();
+// Error codes with `ref` after which the protocol says: send the same message again after
+// `retry_after_ms` (the Python SDK resends only after `rate_limited`; the others wait there for
+// the next reconnect).
+const RESEND_CODES = new Set(["rate_limited", "unavailable", "server_error"]);
+const SERVER_ERROR_RESENDS = 3; // "a few times at most" (docs/protocol.md, server_error)
 
 /** @typedef {"idle" | "connecting" | "connected" | "reconnecting" | "offline" | "closed"} ClientState */
 
@@ -687,7 +762,7 @@ const textEncoder = new TextEncoder();
  */
 
 /** @typedef {{clientMsgId: string, seq: number, duplicate: boolean}} AckDetail */
-/** @typedef {{clientMsgId: string, text: string, code: string, detail: string}} RejectedDetail */
+/** @typedef {{clientMsgId: string, text: string, code: string, detail: string, closeCode: number | null}} RejectedDetail */
 /** @typedef {{code: string, detail: string, ref: unknown, retryAfterMs: number | null}} ServerErrorDetail */
 /** @typedef {{conversationId: string, afterSeq: number, serverLastSeq: number}} ReloadDetail */
 /** @typedef {{access: string | null, refresh: string | null, accessExpiresAt: number | null}} TokensDetail */
@@ -760,6 +835,7 @@ const textEncoder = new TextEncoder();
  * @property {Decision | null} [local] the client's own verdict (no close code applies)
  * @property {number} [lostAt]
  * @property {boolean} [quiet] ended by the client itself for a browser reason: no reconnecting report
+ * @property {SentFrames} [sent] what was sent on the socket: a "frame too large" names no frame
  */
 
 /** @returns {number} */
@@ -928,12 +1004,13 @@ export class TetherClient extends EventTarget {
   /** @type {Outbox} */ #outbox;
   /** @type {Map<string, {resolve: (ack: any) => void, reject: (err: Error) => void, promise: Promise<any>}>} */
   #ackWaiters = new Map();
+  /** @type {Map<string, number>} `server_error` answers per pending message */ #serverErrors = new Map();
 
   // The connection task and its current socket.
   /** @type {Promise<void> | null} */ #task = null;
   /** @type {SocketQueue | null} the socket being opened or used */ #socket = null;
   /** @type {SocketQueue | null} the socket past `ready`, where frames may be sent */ #readySocket = null;
-  /** @type {Set<string>} client_msg_ids sent on the ready socket (the suspects of a 1009/4413) */ #sentOnSocket = new Set();
+  /** @type {SentFrames} frames sent on the current socket (the suspects of a 1009/4413) */ #sent = new SentFrames();
   #stopped = false;
   #closing = false;
   /** @type {TetherError | null} */ #error = null;
@@ -1047,7 +1124,7 @@ export class TetherClient extends EventTarget {
     if (typeof text !== "string" || !text) throw new TypeError("text must be a non-empty string");
     if (this.#stopped || this.#closing) throw this.#closedError();
     const probeId = clientMsgId ?? "00000000-0000-4000-8000-000000000000";
-    const size = textEncoder.encode(JSON.stringify(messageFrame(probeId, text))).length;
+    const size = frameSize(JSON.stringify(messageFrame(probeId, text)));
     if (size > this.#maxFrameBytes) {
       throw new MessageRejected(`message frame of ${size} bytes exceeds ${this.#maxFrameBytes}`, "frame_too_large");
     }
@@ -1229,11 +1306,20 @@ export class TetherClient extends EventTarget {
   async #afterEnd(end) {
     if (this.#lostAt === null && end.readySeen) this.#lostAt = end.lostAt ?? now(); // an outage starts when a ready socket is lost
     if (end.readySeen && (end.lived ?? 0) >= this.#stableAfterMs) this.#immediateStreak = 0;
-    const verdict = end.local || decide(end.code, { error: end.error ?? null, reconnect: Boolean(end.reconnect) });
+    let verdict = end.local || decide(end.code, { error: end.error ?? null, reconnect: Boolean(end.reconnect) });
     const errorCode = end.error && end.error.code ? String(end.error.code) : null;
     const code = end.code;
 
-    if (TOO_LARGE_CODES.has(/** @type {number} */ (effectiveCode(code, end.error ?? null)))) this.#dropOversizedMessage(end);
+    if (verdict.action === Action.DROP_MESSAGE) {
+      // A resend of the refused frame would be refused again, forever (SentFrames).
+      const culprit = end.sent ? end.sent.culprit(this.#outbox) : null;
+      if (culprit === null) {
+        verdict = decision(Action.STOP, `${verdict.reason}; no pending message was that large`);
+      } else {
+        this.#reject(culprit, "frame_too_large", `close ${code}: frame too large`, code);
+        verdict = decision(Action.RETRY_NOW, `${verdict.reason}; message ${culprit} dropped`);
+      }
+    }
     if (verdict.action === Action.REFRESH_TOKEN) {
       this.#authFailures += 1;
       if (this.#authFailures > this.#maxAuthFailures || !(await this.#renewToken())) {
@@ -1296,8 +1382,11 @@ export class TetherClient extends EventTarget {
     }
     const socket = new SocketQueue(ws);
     this.#socket = socket;
+    const sent = (this.#sent = new SentFrames());
     try {
-      return await this.#session(socket, endpoint, token);
+      const end = await this.#session(socket, endpoint, token);
+      end.sent = sent;
+      return end;
     } finally {
       this.#endSession(socket);
     }
@@ -1363,7 +1452,6 @@ export class TetherClient extends EventTarget {
     if (sentConversation === null) this.#adoptNewConversation(outcome.conversationId);
     this.#persist();
     // Resend the outbox before anything else may be sent on this socket, in order, same ids.
-    this.#sentOnSocket = new Set();
     this.#readySocket = socket;
     for (const message of this.#outbox.pending()) this.#transmitMessage(socket, message);
     this.#lastReceived = now();
@@ -1475,6 +1563,7 @@ export class TetherClient extends EventTarget {
     const clientMsgId = String(frame.client_msg_id);
     const ack = { clientMsgId, seq: Number(frame.seq || 0), duplicate: Boolean(frame.duplicate) };
     if (this.#outbox.ack(clientMsgId)) this.#persistConversation();
+    this.#serverErrors.delete(clientMsgId);
     this.#ackWaiters.get(clientMsgId)?.resolve(ack);
     this.#emit("ack", ack);
   }
@@ -1489,11 +1578,26 @@ export class TetherClient extends EventTarget {
       this.#refreshing = false;
       this.#pendingAccess = null;
     }
+    if (code === "unavailable" && ref === null && this.#refreshing) {
+      // An `auth.refresh` the server could not handle now (its database): send it again later.
+      this.#refreshing = false;
+      this.#timer(() => {
+        if (this.#readySocket === socket && !this.#refreshing) {
+          this.#refreshing = true;
+          this.#refreshOnSocket(socket);
+        }
+      }, retryAfterMs ?? 1000);
+    }
     if (typeof ref !== "string" || !this.#outbox.has(ref)) return;
     if (REJECTED_CODES.has(code)) {
       this.#reject(ref, code, String(frame.detail ?? ""));
-    } else if (code === "rate_limited") {
-      // The per-conversation message limit: resend on this socket after the wait.
+    } else if (RESEND_CODES.has(code)) {
+      // Not stored now (message limit per conversation, database unreachable, a server bug):
+      // the same message again on this socket after the wait; a server bug only a few times,
+      // then it waits for the next reconnect.
+      const tries = (this.#serverErrors.get(ref) ?? 0) + (code === "server_error" ? 1 : 0);
+      this.#serverErrors.set(ref, tries);
+      if (tries > SERVER_ERROR_RESENDS) return;
       this.#timer(() => {
         const item = this.#outbox.get(ref);
         if (item && this.#readySocket === socket) this.#transmitMessage(socket, item);
@@ -1501,35 +1605,17 @@ export class TetherClient extends EventTarget {
     }
   }
 
-  /** A message refused for good leaves the outbox (and storage) and is reported. @param {string} clientMsgId @param {string} code @param {string} detail */
-  #reject(clientMsgId, code, detail) {
+  /**
+   * A message refused for good leaves the outbox (and storage), its `waitAcked` rejects and
+   * the application gets `rejected`.
+   * @param {string} clientMsgId @param {string} code @param {string} detail @param {number | null} [closeCode]
+   */
+  #reject(clientMsgId, code, detail, closeCode = null) {
     const item = this.#outbox.discard(clientMsgId);
     if (!item) return;
     this.#persistConversation();
-    this.#ackWaiters.get(clientMsgId)?.reject(new MessageRejected(`message refused: ${code}`, code));
-    this.#emit("rejected", { clientMsgId, text: item.text, code, detail });
-  }
-
-  /**
-   * After 1009/4413 the server refused a frame of this socket as too large; the only large
-   * frames a client sends are messages, so the largest unacknowledged one sent on the socket is
-   * the cause. It leaves the outbox: resent after a reconnect (or a reload) it would be refused
-   * again, forever.
-   * @param {SessionEnd} end
-   */
-  #dropOversizedMessage(end) {
-    let culprit = null;
-    let largest = -1;
-    for (const id of this.#sentOnSocket) {
-      const item = this.#outbox.get(id);
-      if (!item) continue;
-      const size = textEncoder.encode(JSON.stringify(messageFrame(item.clientMsgId, item.text))).length;
-      if (size > largest) {
-        largest = size;
-        culprit = item;
-      }
-    }
-    if (culprit) this.#reject(culprit.clientMsgId, "frame_too_large", `close ${end.code}: frame too large`);
+    this.#ackWaiters.get(clientMsgId)?.reject(new MessageRejected(`message refused: ${code}`, code, closeCode));
+    this.#emit("rejected", { clientMsgId, text: item.text, code, detail, closeCode });
   }
 
   /** @param {ServerFrame} frame */
@@ -1551,8 +1637,11 @@ export class TetherClient extends EventTarget {
   /** Sends one frame; false if the socket is gone (the read loop notices and resumes). @param {SocketQueue} socket @param {object} frame */
   #transmit(socket, frame) {
     if (socket.detached || socket.ws.readyState !== 1) return false;
+    const text = JSON.stringify(frame);
+    // Recorded before sending: a server may refuse a frame while it is still being sent.
+    if (socket === this.#socket) this.#sent.record(/** @type {{type: string}} */ (frame), frameSize(text));
     try {
-      socket.ws.send(JSON.stringify(frame));
+      socket.ws.send(text);
     } catch {
       return false;
     }
@@ -1562,7 +1651,7 @@ export class TetherClient extends EventTarget {
 
   /** @param {SocketQueue} socket @param {PendingMessage} item */
   #transmitMessage(socket, item) {
-    if (this.#transmit(socket, messageFrame(item.clientMsgId, item.text))) this.#sentOnSocket.add(item.clientMsgId);
+    this.#transmit(socket, messageFrame(item.clientMsgId, item.text));
   }
 
   /** @param {SocketQueue} socket */

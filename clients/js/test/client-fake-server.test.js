@@ -341,41 +341,6 @@ test("a message refused as too long leaves the outbox and is never resent", asyn
   assert.deepEqual(JSON.parse(storage.get(`tether:conv:${CONV}`)).outbox.map((m) => m.clientMsgId), [fine]);
 });
 
-test("after 4413 the oversized message leaves the stored outbox, so a restarted client does not send it again", async () => {
-  const server = await fakeServer(
-    async (conn) => {
-      await conn.recv("connect");
-      conn.send(ready("n"));
-      await conn.recv("message");
-      await conn.recv("message");
-      conn.send({ type: "error", code: "frame_too_large", detail: "frame exceeds 1024 bytes" });
-      conn.close(4413);
-    },
-    async (conn) => {
-      await conn.recv("connect");
-      conn.send(ready("n", { resumed: true }));
-    },
-  );
-  const storage = new Map();
-  const store = { getItem: (k) => storage.get(k) ?? null, setItem: (k, v) => storage.set(k, v), removeItem: (k) => storage.delete(k) };
-  const client = makeClient({ endpoints: [server.url], token: "t", storage: store });
-  const log = record(client);
-  await client.start();
-  const small = await client.send("small");
-  const big = await client.send("y".repeat(5000));
-  await assert.rejects(client.waitAcked(big), MessageRejected);
-  await eventually(() => client.closed, { what: "stop after 4413" });
-  assert.deepEqual(states(log, "closed").map((d) => d.code), [4413]); // no retry after 4413
-  assert.deepEqual(log.filter(([t]) => t === "rejected").map(([, d]) => [d.clientMsgId, d.code]), [[big, "frame_too_large"]]);
-  assert.deepEqual(client.pendingMessages.map((m) => m.clientMsgId), [small]);
-
-  // A new client on the same storage (a page reload) resends only the small one.
-  const again = makeClient({ endpoints: [server.url], token: "t", storage: store });
-  await again.start();
-  await eventually(() => server.conns[1].frames.some((f) => f.type === "message"), { what: "resend" });
-  assert.deepEqual(server.conns[1].frames.filter((f) => f.type === "message").map((f) => f.client_msg_id), [small]);
-});
-
 test("send() refuses a message whose frame exceeds maxFrameBytes without queuing it", async () => {
   const client = makeClient({ endpoints: ["ws://127.0.0.1:9/ws/v1/"], token: "t", maxFrameBytes: 100 });
   await assert.rejects(client.send("z".repeat(200)), (err) => err instanceof MessageRejected && err.errorCode === "frame_too_large");
@@ -445,4 +410,23 @@ test("without any WebSocket the constructor says how to get one", () => {
   } finally {
     globalThis.WebSocket = saved;
   }
+});
+
+test("a message the server could not store now (unavailable, server_error) is resent after retry_after_ms", async () => {
+  const server = await fakeServer(async (conn) => {
+    await conn.recv("connect");
+    conn.send(ready("n"));
+    const first = await conn.recv("message");
+    conn.send({ type: "error", code: "unavailable", detail: "database", retry_after_ms: 30, ref: first.client_msg_id });
+    const second = await conn.recv("message");
+    conn.send({ type: "error", code: "server_error", detail: "bug", retry_after_ms: 30, ref: second.client_msg_id });
+    const third = await conn.recv("message");
+    conn.send({ type: "message.ack", client_msg_id: third.client_msg_id, seq: 1, duplicate: false });
+  });
+  const client = makeClient({ endpoints: [server.url], token: "t" });
+  await client.start();
+  const id = await client.send("hello");
+  assert.equal((await client.waitAcked(id)).seq, 1);
+  assert.deepEqual(server.conns[0].frames.filter((f) => f.type === "message").map((f) => f.client_msg_id), [id, id, id]);
+  assert.equal(server.conns.length, 1);
 });

@@ -23,8 +23,19 @@ test("a reconnect frame means retry now", () => {
 });
 
 test("a reconnect frame does not override a hard stop", () => {
-  for (const code of [4403, 4404, 4409, 4400, 4413, 1009]) {
+  for (const code of [4403, 4404, 4409, 4400]) {
     assert.equal(decide(code, { reconnect: true }).action, Action.STOP, String(code));
+  }
+});
+
+test("frame too large drops the refused message", () => {
+  // Never STOP with the rest of the outbox unsent, never resend the refused frame: the client
+  // drops the message it blames (SentFrames), or stops if it blames none.
+  for (const code of [4413, 1009]) {
+    for (const d of [decide(code), decide(code, { reconnect: true })]) {
+      assert.equal(d.action, Action.DROP_MESSAGE, String(code));
+      assert.ok(d.reason.includes("frame too large"), d.reason);
+    }
   }
 });
 
@@ -46,8 +57,6 @@ test("rate limited without retry_after_ms backs off", () => {
 test("codes that retrying cannot fix stop", () => {
   const cases = [
     [1000, "normal close"],
-    [1009, "frame too large"],
-    [4413, "frame too large"],
     [4400, "too many bad frames"],
     [4403, "not your conversation"],
     [4404, "no such conversation"],
@@ -94,7 +103,7 @@ test("the error frame names the cause when the close code is lost", () => {
     forbidden: Action.STOP,
     not_found: Action.STOP,
     replaced: Action.STOP,
-    frame_too_large: Action.STOP,
+    frame_too_large: Action.DROP_MESSAGE,
     token_expired: Action.REFRESH_TOKEN,
     unauthenticated: Action.REFRESH_TOKEN,
     heartbeat_timeout: Action.BACKOFF,

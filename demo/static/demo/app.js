@@ -17,6 +17,7 @@ import {
   listConversations,
   obtainToken,
   refreshAccess,
+  signOut as revokeSignIn,
 } from "tether-client";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -425,7 +426,9 @@ async function showApp() {
   else await newConversation();
 }
 
-function signOut(message = "") {
+function signOut(message = "", { revoke = false } = {}) {
+  // "Sign out" revokes the sign-in on the server too; an expired session only forgets it.
+  if (revoke && auth?.refresh) revokeSignIn({ baseUrl: origin, refresh: auth.refresh }).catch(() => {});
   client?.close();
   client = null;
   view = null;
@@ -476,7 +479,7 @@ $("stop").addEventListener("click", () => {
 $("drop").addEventListener("click", () => client?.drop());
 $("go-offline").addEventListener("click", () => client?.goOffline(5000));
 $("new-conversation").addEventListener("click", () => newConversation());
-$("sign-out").addEventListener("click", () => signOut());
+$("sign-out").addEventListener("click", () => signOut("", { revoke: true }));
 window.addEventListener("pagehide", () => view?.save());
 window.addEventListener("hashchange", () => {
   // A link to another conversation (#c=<id>) opened in this tab.

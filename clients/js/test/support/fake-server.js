@@ -23,9 +23,12 @@ export class Conn {
     socket.on("error", () => {});
   }
 
-  /** Resolves with the next client frame of this type (earlier ones of other types are kept in `frames`). */
+  /**
+   * Resolves with the next client frame of this type ("*": of any type) not taken yet; frames
+   * of other types stay in `frames`. Each frame carries `__bytes`, its UTF-8 size.
+   */
   recv(type, timeoutMs = 5000) {
-    const seen = this.frames.find((f) => f.type === type && !f.__taken);
+    const seen = this.frames.find((f) => (type === "*" || f.type === type) && !f.__taken);
     if (seen) {
       seen.__taken = true;
       return Promise.resolve(seen);
@@ -127,8 +130,9 @@ export class Conn {
 
   #onText(text) {
     const frame = JSON.parse(text);
+    Object.defineProperty(frame, "__bytes", { value: Buffer.byteLength(text), enumerable: false });
     this.frames.push(frame);
-    const i = this.waiters.findIndex((w) => w.type === frame.type);
+    const i = this.waiters.findIndex((w) => w.type === "*" || w.type === frame.type);
     if (i >= 0) {
       frame.__taken = true;
       this.waiters.splice(i, 1)[0].resolve(frame);

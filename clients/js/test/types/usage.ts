@@ -59,6 +59,6 @@ export async function usage(token: string, refreshToken: string, WebSocketImpl: 
   c.drop();
   c.goOffline(5000);
   await c.close();
-  const action: "retry_now" | "retry_after" | "backoff" | "refresh_token" | "stop" = decide(4012).action;
+  const action: "retry_now" | "retry_after" | "backoff" | "refresh_token" | "drop_message" | "stop" = decide(4012).action;
   void action;
 }
