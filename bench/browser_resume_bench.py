@@ -12,7 +12,8 @@ conversation opened in the tab (`/#c=<id>`, connected, nothing missed yet):
            sessions_app.services (one transaction), then the clock starts right before
            `page.reload()`: page load, module import, the client resumes from sessionStorage's
            last_seq, the server replays M events, the page renders them; the clock stops at
-           the first animation frame after the M-th event was drawn.
+           the first animation frame after the M-th event was drawn. "to ready": from the same
+           start to the client's `ready` (state `connected`).
   online   `context.set_offline(True)` (the page declares its socket dead), M events
            appended, then the clock starts right before `set_offline(False)`: the `online`
            event, reconnect, replay, render; stopped the same way.
@@ -53,6 +54,9 @@ Object.defineProperty(window, "tether", {
   set(client) {
     current = client;
     window.__target = Number(sessionStorage.getItem("bench:target") || "0");
+    client.addEventListener("state", (e) => {
+      if (e.detail.state === "connected") window.__readyAt = performance.timeOrigin + performance.now();
+    });
     client.addEventListener("event", (e) => {
       if (window.__target && e.detail.seq === window.__target) {
         requestAnimationFrame(() => { window.__doneAt = performance.timeOrigin + performance.now(); });
@@ -101,7 +105,7 @@ async def open_conversation(page, base: str, conversation_id: str) -> None:
     await page.wait_for_function(f"window.tether && window.tether.conversationId === {conversation_id!r}")
 
 
-async def one_rep(page, base: str, owner_id: int, mode: str, args) -> tuple[float, str | None]:
+async def one_rep(page, base: str, owner_id: int, mode: str, args) -> tuple[float, float, str | None]:
     from asgiref.sync import sync_to_async
 
     conversation = await sync_to_async(new_conversation)(owner_id)
@@ -122,11 +126,12 @@ async def one_rep(page, base: str, owner_id: int, mode: str, args) -> tuple[floa
         await page.context.set_offline(False)
     await page.wait_for_function("window.__doneAt !== undefined", timeout=60_000)
     done_at = await page.evaluate("window.__doneAt")
+    ready_at = await page.evaluate("window.__readyAt")
     shown = await page.evaluate(LAST_ANSWER)
     await page.evaluate("sessionStorage.removeItem('bench:target'); window.__doneAt = undefined")
     problem = None if shown == args.text * args.missed else (
         f"{mode}: the page shows {len(shown or '')} characters, expected {len(args.text) * args.missed}")
-    return done_at / 1000 - start, problem
+    return done_at / 1000 - start, ready_at / 1000 - start, problem
 
 
 async def scenario(node: Node, owner_id: int, username: str, args) -> dict:
@@ -145,15 +150,16 @@ async def scenario(node: Node, owner_id: int, username: str, args) -> dict:
         await page.get_by_role("button", name="Sign in").click()
         await page.wait_for_selector("#badge[data-state=connected]")
         for mode in args.modes.split(","):
-            times, problems = [], []
+            times, to_ready, problems = [], [], []
             for rep in range(args.warmup + args.reps):
-                elapsed, problem = await one_rep(page, base, owner_id, mode, args)
+                elapsed, ready, problem = await one_rep(page, base, owner_id, mode, args)
                 if problem:
                     problems.append(f"rep {rep}: {problem}")
                 if rep >= args.warmup:
                     times.append(elapsed)
-            results[mode] = {"to_last_rendered": summary(times), "problems": problems[:10],
-                             "problem_count": len(problems)}
+                    to_ready.append(ready)
+            results[mode] = {"to_last_rendered": summary(times), "to_ready": summary(to_ready),
+                             "problems": problems[:10], "problem_count": len(problems)}
             r = results[mode]["to_last_rendered"]
             print(f"{mode}: p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms", file=sys.stderr)
         await browser.close()
@@ -184,10 +190,12 @@ def main() -> None:
         run.failed = not ok
 
     rows = [[mode, args.missed, r["to_last_rendered"]["n"], f"{r['to_last_rendered']['p50_ms']:.0f}",
-             f"{r['to_last_rendered']['p99_ms']:.0f}", f"{r['to_last_rendered']['max_ms']:.0f}", r["problem_count"]]
+             f"{r['to_last_rendered']['p99_ms']:.0f}", f"{r['to_last_rendered']['max_ms']:.0f}",
+             f"{r['to_ready']['p50_ms']:.0f}", f"{r['to_ready']['p99_ms']:.0f}", r["problem_count"]]
             for mode, r in results.items() if mode != "node_log_problems"]
     print_report("browser_resume", vars(args), results,
-                 ["resume by", "missed events", "reps", "p50 ms", "p99 ms", "max ms", "lost/wrong"], rows)
+                 ["resume by", "missed events", "reps", "p50 ms", "p99 ms", "max ms", "to ready p50 ms",
+                  "to ready p99 ms", "lost/wrong"], rows)
     sys.exit(0 if ok else 1)
 
 
