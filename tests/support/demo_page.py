@@ -219,11 +219,12 @@ def count_answer(n: int) -> str:
 
 
 def run_progress(conversation_id: str) -> int:
-    """Deltas the server has committed for the conversation's newest run."""
+    """Words the server has committed for the conversation's newest run (deltas are coalesced,
+    so their number says little about how far the answer got)."""
 
     def progress() -> int:
         run = AgentRun.objects.filter(conversation_id=conversation_id).order_by("-created_at").first()
-        return run.next_index if run else 0
+        return len(run.text.split()) if run else 0
 
     return orm(progress)
 
