@@ -227,6 +227,9 @@ class BenchRun:
             "DB_CONN_MAX_AGE": "60",
             "REDIS_KEY_PREFIX": self.prefix,
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+            # BENCH_LOG_LEVELS=realtime.phases=DEBUG: the per-phase connect timing, without the
+            # per-frame DEBUG lines of daphne that would slow the node down.
+            "LOG_LEVELS": os.environ.get("BENCH_LOG_LEVELS", ""),
             "PYTHONPATH": str(ROOT),
         }
         import django
@@ -315,12 +318,13 @@ def append_events(conversation_id: str, count: int, text: str, start_index: int 
     take minutes. Returns the frames as the server will replay them."""
     from django.db import transaction
 
-    from sessions_app import services
+    from sessions_app.services.conversations import lock_conversation
+    from sessions_app.services.event_log import append_locked
 
     entries = [("agent.delta", {"run_id": None, "index": start_index + i, "text": text}, None)
                for i in range(count)]
     with transaction.atomic():
-        events = services._append(services._lock_conversation(conversation_id), entries)
+        events = append_locked(lock_conversation(conversation_id), entries)
     return [{"type": e.type, "seq": e.seq, **e.payload} for e in events]
 
 

@@ -105,7 +105,14 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        # LOG_LEVELS=realtime.phases=DEBUG,tether.auth=WARNING: levels of single loggers.
+        **{
+            name.strip(): {"level": level.strip().upper()}
+            for name, _, level in (item.partition("=") for item in env_list("LOG_LEVELS", []))
+        },
+    },
 }
 
 # --- Redis and the channel layer -------------------------------------------------------

@@ -41,6 +41,7 @@ from realtime.db import db
 from realtime.fanout import FanoutUnavailable, commit_and_publish
 from realtime.flow import flow_of
 from realtime.node import NodeRuntime
+from realtime.phase_timer import PhaseTimer
 from sessions_app import services
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self._sender_wake = asyncio.Event()
         self._watchdog_wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        # The connect's phase timer until the replay is sent: (timer, replay from, replay up to).
+        self._replay_timer: tuple[PhaseTimer, int, int] | None = None
         await self.accept()
         if self.node.draining:
             # Accept-then-close so the client reads why and retries elsewhere at once
@@ -201,6 +204,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     # --- the connect ------------------------------------------------------------------------
 
     async def _connect(self, frame: p.Connect) -> None:
+        loop = asyncio.get_running_loop()
+        timer = PhaseTimer(loop.time())
         try:
             identity = verify_access_token(frame.token)
         except InvalidToken as exc:
@@ -209,7 +214,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.user_id = identity.user_id
         self.state.identified(identity.expires_at)
         self._watchdog_wake.set()
+        timer.mark("token", loop.time())
         verdict = await _check(ratelimit.hit(f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER")))
+        timer.mark("user_limit", loop.time())
         if not await self._still_open():
             return
         if not verdict.allowed:
@@ -226,6 +233,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         ))
         if verdict.allowed:
             self.slot = member
+        timer.mark("slot", loop.time())
         if not await self._still_open():
             return
         if not verdict.allowed:
@@ -235,6 +243,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # between the read and the join cannot fall between the replay and the live feed.
         if frame.conversation_id is not None and not await self._join(frame.conversation_id):
             return
+        timer.mark("join", loop.time())
         try:
             opened = await db(services.open_session)(
                 user_id=identity.user_id,
@@ -252,6 +261,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.connection_id = opened.connection_id
         self.conversation_id = opened.conversation_id
+        timer.mark("open_session", loop.time())
         if not await self._still_open():
             return
         if frame.conversation_id is None:
@@ -272,6 +282,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             intact=opened.intact,
             node=self.node.node_id,
         ))
+        timer.mark("ready", loop.time())
+        timer.conversation_id = opened.conversation_id
+        self._replay_timer = (timer, self.state.sent_seq, opened.last_seq)
+        if self.state.sent_seq >= opened.last_seq:
+            self._replayed()  # nothing to replay
         self._sender_wake.set()
         self._watchdog_wake.set()
 
@@ -377,6 +392,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                         return
                     await self._send(event)
                     self.state.delivered(event["seq"])
+                if self._replay_timer is not None and self.state.sent_seq >= self._replay_timer[2]:
+                    self._replayed()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the client resumes; nothing is lost
@@ -398,6 +415,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 return False
             # No callback tells when a Twisted transport drains; a stalled socket polls.
             await asyncio.sleep(BACKLOG_POLL)
+
+    def _replayed(self) -> None:
+        timer, replay_from, replay_upto = self._replay_timer
+        self._replay_timer = None
+        timer.mark("replay", asyncio.get_running_loop().time())
+        timer.report(replay_upto - replay_from)
 
     async def _watch(self) -> None:
         """Connect timeout, heartbeat, token expiry and its warning: whatever `tick` says."""
@@ -442,8 +465,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self._release()
 
     async def _release(self) -> None:
-        """Gives back whatever the socket holds now. Each resource is taken off the consumer
-        before its release is awaited, so concurrent calls never release one twice."""
+        """Gives back whatever the socket holds now. Shielded: an ending task cancelled while it
+        releases (the client's disconnect cancels the watchdog that was closing the socket)
+        must not leave a resource taken off the consumer but never given back."""
+        await asyncio.shield(asyncio.ensure_future(self._release_now()))
+
+    async def _release_now(self) -> None:
+        # Each resource is taken off the consumer before its release is awaited, so concurrent
+        # calls never release one twice.
         slot, self.slot = self.slot, None
         if slot is not None:
             # A no-op for a replaced socket: its successor owns the identity they share.

@@ -105,9 +105,8 @@ async def reap_dead_nodes(self_node: str | None = None) -> ReapResult:
         slots += len(gone.orphan_slots)
         # Without this the dead node's slots would count against their users until their
         # lease ran out (a minute and more by default).
-        await ratelimit.release_slots(
-            [(f"user:{u}", ratelimit.slot_member(client, conv)) for u, client, conv in gone.orphan_slots]
-        )
+        for user, client, conversation, channel in gone.orphan_slots:
+            await ratelimit.release_slot(f"user:{user}", ratelimit.slot_member(client, conversation), owner=channel)
         log.warning(
             "node %s is gone: closed %s connections, released %s runs and %s slots",
             node, gone.connections_closed, gone.runs_released, len(gone.orphan_slots),

@@ -73,9 +73,11 @@ return {1, 0}
 """
 
 # KEYS[1] slot zset, KEYS[2] owners; ARGV: identity, owner. A socket that was replaced no
-# longer owns the identity it shares with its successor, so its release is a no-op.
+# longer owns the identity it shares with its successor, so its release is a no-op. A slot with
+# no owner recorded (taken before owners were) is released.
 _RELEASE_SLOT_LUA = """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+local owner = redis.call('HGET', KEYS[2], ARGV[1])
+if owner and owner ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1

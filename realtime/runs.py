@@ -172,24 +172,30 @@ class RunSupervisor:
 
     async def _execute(self, claim: services.ClaimedRun) -> None:
         conversation_id, run_id, token = claim.conversation_id, claim.run_id, claim.fencing_token
+        loop = asyncio.get_running_loop()
+        # The budget counts from the run's first start, not from this claim: restarted at every
+        # takeover, a run that keeps being taken over would never time out.
+        deadline = loop.time() + self.run_timeout - claim.elapsed_seconds
         await publish_committed(claim)
         queue: asyncio.Queue = asyncio.Queue()
         self.executing[run_id] = queue
         self._claims[run_id] = claim
         producer: asyncio.Task | None = None
-        renewer = asyncio.get_running_loop().create_task(self._renew(claim, queue))
+        renewer = loop.create_task(self._renew(claim, queue))
         try:
             context = await db(services.load_run_context)(run_id)
             if context.cancel_requested:
                 raise services.RunCancelled("cancel requested")
+            if loop.time() >= deadline:
+                raise TimeoutError  # spent before this claim: the agent is not started again
             agent_context = AgentContext(
                 conversation_id=conversation_id,
                 history=context.history,
                 memory=context.memory,
                 partial_text=context.partial_text,
             )
-            producer = asyncio.get_running_loop().create_task(self._produce(agent_context, queue))
-            async with asyncio.timeout(self.run_timeout):
+            producer = loop.create_task(self._produce(agent_context, queue))
+            async with asyncio.timeout_at(deadline):
                 await self._pump(claim, queue)
             await commit_and_publish(services.complete_run, conversation_id, run_id, token, agent_context.memory)
         except services.LeaseLost:

@@ -15,6 +15,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Asked from this model's own pages (delete view, bulk action), only `deletable` rows
+        # go. Asked while a whole conversation (or its owner) is deleted, the rows go with it:
+        # a log that disappears entirely leaves no hole, so that cascade is not blocked.
+        match = getattr(request, "resolver_match", None)
+        if (match is None or getattr(match.func, "model_admin", None) is self) and not self.deletable(obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def deletable(self, obj) -> bool:
+        """A deleted event is a hole in the log that resuming clients cannot get past; a
+        deleted message or run breaks "one user message, one run". Retention
+        (prune_events) is the only way events leave, and only as a prefix of a log."""
+        return False
+
 
 class MessageInline(admin.TabularInline):
     model = Message
@@ -42,6 +57,12 @@ class ConversationAdmin(admin.ModelAdmin):
     search_fields = ["id", "title", "owner__username"]
     readonly_fields = ["id", "owner", "last_seq", "acked_seq", "created_at", "updated_at"]
     inlines = [MessageInline, RunInline]
+
+    def save_model(self, request, obj, form, change) -> None:
+        # Only the fields the form edits: a full save wrote back the last_seq read when the
+        # form was posted, undoing appends committed meanwhile (the next append then reused a
+        # seq and failed on the unique constraint, for good).
+        obj.save(update_fields=form.changed_data if change else None)
 
 
 @admin.register(Message)
@@ -134,6 +155,11 @@ class ConnectionAdmin(ReadOnlyAdmin):
     list_filter = [OpenFilter, AuthRefusalFilter, "node", "close_code", "close_reason"]
     search_fields = ["client_id", "user__username", "conversation__id", "remote_addr", "last_auth_refusal"]
     change_list_template = "admin/sessions_app/connection/change_list.html"
+
+    def deletable(self, obj) -> bool:
+        # Closed rows are history. An open row is a live socket's: without it the socket's acks
+        # never reach the conversation and a dead node's reaper cannot free the socket's slot.
+        return obj is None or obj.closed_at is not None
 
     def changelist_view(self, request, extra_context=None):
         # Aggregates over the whole table (not the page): why sockets end and where they live.

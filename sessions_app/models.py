@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Conversation(models.Model):
@@ -66,7 +67,9 @@ class Event(models.Model):
     # The frame without its "type" and "seq" keys.
     payload = models.JSONField()
     run_id = models.UUIDField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Set by the writer under the conversation lock, never below the previous event's
+    # (services/event_log.py, log_stamp): grows with seq. auto_now_add would overwrite it at insert.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         ordering = ["conversation", "seq"]
@@ -156,6 +159,16 @@ class Connection(models.Model):
 
     class Meta:
         ordering = ["-opened_at"]
+        constraints = [
+            # One open row per socket identity: a client's reconnect replaces its old socket
+            # (4409). Two connects racing each other both find nothing to replace, so it is
+            # the database that refuses the second insert; open_session then replaces it.
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=models.Q(closed_at__isnull=True),
+                name="uniq_open_connection_per_client",
+            ),
+        ]
         indexes = [
             models.Index(fields=["node", "closed_at"]),
             models.Index(fields=["conversation", "client_id", "closed_at"]),

@@ -45,6 +45,43 @@ def test_log_rows_cannot_be_added_or_edited(admin_client_with_data):
     assert Event.objects.get(pk=event.pk).seq == 1
 
 
+def test_log_rows_cannot_be_deleted(admin_client_with_data):
+    """A deleted event is a hole resuming clients cannot get past (issue 9, item 4); a deleted
+    message or run breaks "one message, one run". Neither the delete page nor the bulk action."""
+    client, _, _ = admin_client_with_data
+    for model in (Event, Message, AgentRun):
+        name, pk = model._meta.model_name, model.objects.first().pk
+        assert client.get(f"/admin/sessions_app/{name}/{pk}/delete/").status_code == 403, name
+        assert client.post(f"/admin/sessions_app/{name}/{pk}/delete/", {"post": "yes"}).status_code == 403, name
+        client.post(f"/admin/sessions_app/{name}/", {"action": "delete_selected", "_selected_action": [pk],
+                                                     "post": "yes"})
+        assert model.objects.filter(pk=pk).exists(), name
+        changelist = client.get(f"/admin/sessions_app/{name}/").content.decode()
+        assert 'value="delete_selected"' not in changelist, name
+
+
+def test_only_closed_connection_rows_can_be_deleted(admin_client_with_data):
+    client, _, _ = admin_client_with_data
+    row = Connection.objects.get()
+    url = f"/admin/sessions_app/connection/{row.pk}/delete/"
+    assert client.post(url, {"post": "yes"}).status_code == 403
+    bulk = {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"}
+    assert client.post("/admin/sessions_app/connection/", bulk).status_code == 403
+    assert Connection.objects.filter(pk=row.pk).exists()
+    services.close_connection(row.pk, 1000, "client_close", 0)
+    assert client.post(url, {"post": "yes"}).status_code == 302
+    assert not Connection.objects.filter(pk=row.pk).exists()
+
+
+def test_a_whole_conversation_can_still_be_deleted_with_its_log(admin_client_with_data):
+    """Deleting the conversation removes its whole log at once: no hole, so the cascade over
+    the read-only rows is allowed."""
+    client, conversation, _ = admin_client_with_data
+    response = client.post(f"/admin/sessions_app/conversation/{conversation.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Conversation.objects.exists() and not Event.objects.exists() and not Connection.objects.exists()
+
+
 def test_connection_list_summarises_close_codes_open_nodes_and_refusals(admin_user):
     conversation = services.create_conversation(admin_user.pk, "ops")
     opened = [
@@ -66,3 +103,29 @@ def test_connection_list_summarises_close_codes_open_nodes_and_refusals(admin_us
     refused = client.get("/admin/sessions_app/connection/?refusals=yes").content.decode()
     assert "1 connection" in refused or "c4" in refused
     assert Connection.objects.get(pk=opened[4].connection_id).last_auth_refusal.startswith("refresh token refused")
+
+
+def test_editing_a_conversation_does_not_write_back_its_log_counters(admin_client_with_data, monkeypatch):
+    """An append commits between the admin reading the conversation and saving the title
+    change: the save must not put last_seq back (the next append would reuse a seq)."""
+    from sessions_app.admin import ConversationAdmin
+
+    client, conversation, _ = admin_client_with_data
+    read = ConversationAdmin.get_object
+
+    def read_then_append(self, request, object_id, from_field=None):
+        obj = read(self, request, object_id, from_field)
+        if request.method == "POST":
+            services.append_event(conversation.pk, "note", {})
+        return obj
+
+    monkeypatch.setattr(ConversationAdmin, "get_object", read_then_append)
+    form = {"title": "renamed", "agent_memory": "{}"}
+    for prefix in ("messages", "runs"):
+        form.update({f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"})
+    response = client.post(f"/admin/sessions_app/conversation/{conversation.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    conversation.refresh_from_db()
+    assert conversation.title == "renamed"
+    assert conversation.last_seq == Event.objects.filter(conversation=conversation).count() == 2
+    assert services.append_event(conversation.pk, "note", {}).seq == 3

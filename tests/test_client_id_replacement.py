@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 
 from realtime import ratelimit
 from sessions_app.models import Connection
+from sessions_app.services.conversations import lock_conversation
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient, assert_gapless, run_text, sequenced
 
@@ -87,3 +88,162 @@ async def test_a_replaced_socket_closing_on_its_own_keeps_its_successors_slot(cl
         await eventually(freed, timeout=5, what="the successor's own close frees the slot")
     finally:
         await r.aclose()
+
+
+# --- the database keeps one open row per (conversation, client_id) ------------------------
+
+# Advisory-lock key of the barrier below (any number no other test uses).
+_INSERT_BARRIER_KEY = 7_409_001
+
+
+@pytest.fixture
+def held_connection_inserts():
+    """A forced interleaving on PostgreSQL: every INSERT into the connection table first waits
+    for an advisory lock the test holds. Two `open_session` calls therefore both run their
+    "which rows do I replace?" lookup and then both stop right before inserting; the test
+    lets them go together once both are waiting. Yields the release function."""
+    from django.db import connection
+
+    table = Connection._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION tether_test_hold_insert() RETURNS trigger LANGUAGE plpgsql AS $$"
+            f" BEGIN PERFORM pg_advisory_xact_lock_shared({_INSERT_BARRIER_KEY}); RETURN NEW; END $$"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER tether_test_hold_insert BEFORE INSERT ON {table}"
+            " FOR EACH ROW EXECUTE FUNCTION tether_test_hold_insert()"
+        )
+        cursor.execute("SELECT pg_advisory_lock(%s)", [_INSERT_BARRIER_KEY])
+    released = []
+
+    def release() -> None:
+        if not released:
+            released.append(True)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [_INSERT_BARRIER_KEY])
+
+    try:
+        yield release
+    finally:
+        release()
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER IF EXISTS tether_test_hold_insert ON {table}")
+            cursor.execute("DROP FUNCTION IF EXISTS tether_test_hold_insert()")
+
+
+def _inserts_waiting() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = %s",
+            [_INSERT_BARRIER_KEY],
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+def test_concurrent_connects_of_one_client_leave_exactly_one_open_row(user, held_connection_inserts):
+    """Both connects find nothing to replace, then insert at the same moment: the database
+    lets one row in, the other connect replaces it (its socket is told 4409)."""
+    import threading
+
+    from django.db import connection
+
+    from sessions_app import services
+    from tests.support.waiting import eventually_sync
+
+    conversation = services.create_conversation(user.pk)
+    results: dict[str, object] = {}
+
+    def connect(channel: str) -> None:
+        try:
+            results[channel] = services.open_session(
+                user_id=user.pk, conversation_id=str(conversation.pk), client_id="phone-1",
+                channel_name=channel, node="node-1",
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            results[channel] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=connect, args=(f"specific.x!{name}",)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    eventually_sync(lambda: _inserts_waiting() == 2, timeout=10, what="both connects held before their insert")
+    held_connection_inserts()
+    for thread in threads:
+        thread.join(20)
+    assert all(isinstance(r, services.OpenedSession) for r in results.values()), results
+
+    rows = {
+        channel: (closed_at is None, code, reason)
+        for channel, closed_at, code, reason in Connection.objects.filter(client_id="phone-1").values_list(
+            "channel_name", "closed_at", "close_code", "close_reason"
+        )
+    }
+    open_channels = [channel for channel, (is_open, _, _) in rows.items() if is_open]
+    assert len(rows) == 2 and len(open_channels) == 1, rows
+    (winner,) = open_channels
+    (loser,) = set(rows) - {winner}
+    assert rows[loser] == (False, 4409, "replaced")
+    # The winner's socket tells the loser's to go; the loser replaced nobody.
+    assert results[winner].replaced_channels == [loser]
+    assert results[loser].replaced_channels == []
+
+
+def test_the_database_refuses_a_second_open_row_for_one_client(user):
+    from django.db import IntegrityError, transaction
+
+    from sessions_app import services
+
+    first = services.open_session(user_id=user.pk, conversation_id=None, client_id="phone-1",
+                                  channel_name="specific.x!a", node="node-1")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Connection.objects.create(user_id=user.pk, conversation_id=first.conversation_id, client_id="phone-1",
+                                  channel_name="specific.x!b", node="node-1")
+    # Closed rows are history and do not count; another client_id is another identity.
+    second = services.open_session(user_id=user.pk, conversation_id=first.conversation_id, client_id="phone-1",
+                                   channel_name="specific.x!b", node="node-1")
+    services.open_session(user_id=user.pk, conversation_id=first.conversation_id, client_id="laptop-1",
+                          channel_name="specific.x!c", node="node-1")
+    assert second.replaced_channels == ["specific.x!a"]
+    assert Connection.objects.filter(client_id="phone-1", closed_at__isnull=True).count() == 1
+
+
+@pytest.mark.postgres
+def test_a_connect_does_not_wait_for_the_conversation_row_lock(user):
+    """The streaming group commit holds the conversation row lock for whole batches: a resume
+    (open_session) must not queue behind it, so replacement is made atomic without that lock."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from sessions_app import services
+
+    conversation = services.create_conversation(user.pk)
+    locked, done = threading.Event(), threading.Event()
+
+    def streaming_writer() -> None:
+        try:
+            with transaction.atomic():
+                lock_conversation(conversation.pk)  # what every append does first
+                locked.set()
+                done.wait(20)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=streaming_writer)
+    writer.start()
+    try:
+        assert locked.wait(10)
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Waiting on any lock for longer fails the test instead of hanging it.
+            cursor.execute("SET LOCAL lock_timeout = '3s'")
+            opened = services.open_session(user_id=user.pk, conversation_id=str(conversation.pk),
+                                           client_id="phone-1", channel_name="specific.x!a", node="node-1")
+        assert opened.replaced_channels == []
+    finally:
+        done.set()
+        writer.join(20)

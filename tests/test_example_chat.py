@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.pure
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "clients" / "python" / "examples" / "chat.py"
 
 

@@ -11,7 +11,9 @@ import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
+from realtime import ratelimit
 from sessions_app.models import Connection
+from tests.support.gates import Gate
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient
 
@@ -58,3 +60,43 @@ async def test_pings_keep_a_socket_open_past_the_timeout(settings, node_app, tok
         await client.assert_silent(settle=TIMEOUT / 4)  # idle between pings, well within the timeout
     assert client.close_code is None
     await client.drop()
+
+
+async def test_a_client_leaving_while_its_close_is_released_leaves_nothing_open(settings, node_app, user, token,
+                                                                                monkeypatch):
+    """The watchdog closes the socket (4408) and is releasing its slot when the client's own
+    disconnect arrives, which cancels the watchdog: the release must still finish."""
+    settings.REALTIME_HEARTBEAT_TIMEOUT = 0.3
+    gate = Gate()
+    release = ratelimit.release_slot
+
+    async def held_release(*args, **kwargs):
+        await gate.hold_async()
+        return await release(*args, **kwargs)
+
+    monkeypatch.setattr(ratelimit, "release_slot", held_release)
+    client = WSClient(node_app)
+    ready = await client.connect(token)
+    await gate.arrived()  # the heartbeat close is releasing the socket's slot
+    await client.comm.send_input({"type": "websocket.disconnect", "code": 1006})
+
+    async def application_ended():
+        return client.comm.future.done()
+
+    await eventually(application_ended, timeout=5, what="the disconnect handled, the watchdog cancelled")
+    gate.open()
+
+    async def closed():
+        row = await database_sync_to_async(Connection.objects.get)(conversation_id=ready["conversation_id"])
+        return (row.close_code, row.close_reason) if row.closed_at else None
+
+    assert await eventually(closed, timeout=5) == (4408, "heartbeat_timeout")
+    r = aioredis.from_url(django_settings.REDIS_URL)
+    try:
+
+        async def slot_freed():
+            return await r.zcard(f"{django_settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}") == 0
+
+        await eventually(slot_freed, timeout=5, what="the slot the interrupted release was giving back")
+    finally:
+        await r.aclose()

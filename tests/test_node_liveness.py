@@ -133,30 +133,35 @@ async def test_killed_node_slots_are_freed_unless_their_client_came_back(cluster
     await again.drop(1000)
 
 
-def test_release_node_lists_only_slots_no_open_row_still_holds(user, other_user):
-    """The race the reaper must survive: a client whose row on another node opened before the
-    dead node's row was closed keeps its slot (freeing it would undercount that socket)."""
+def test_release_node_lists_the_slots_of_the_rows_it_closed_with_their_owners(user, other_user):
+    """What the reaper may free: the slots of the dead node's open rows, each with the socket
+    that held it, so that a client that came back elsewhere (and took its slot over) keeps it.
+    A client whose reconnect already replaced the dead node's row is not listed at all."""
     conversation = services.create_conversation(user.pk)
     other = services.create_conversation(other_user.pk)
 
     def row(owner, conv, client_id, node):
-        return Connection.objects.create(user=owner, conversation=conv, client_id=client_id, node=node)
+        return Connection.objects.create(user=owner, conversation=conv, client_id=client_id, node=node,
+                                         channel_name=f"specific.{node}!{client_id}")
 
     second = services.create_conversation(user.pk)
     row(user, conversation, "tab-1", "node-dead")
     row(user, conversation, "tab-2", "node-dead")
-    row(user, conversation, "tab-2", "node-live")  # tab-2 is back already, on node-live
+    # tab-2 is back already, on node-live: its connect replaced the dead node's row (one open
+    # row per client is a database constraint), so that row is not the reaper's to release.
+    services.open_session(user_id=user.pk, conversation_id=str(conversation.pk), client_id="tab-2",
+                          channel_name="specific.live!2", node="node-live")
     row(user, second, "tab-2", "node-dead")  # same client, another conversation: another slot
     row(other_user, other, "tab-2", "node-dead")  # same client_id, another user: its own slot
     row(user, conversation, "tab-3", "node-live")
 
     gone = services.release_node("node-dead")
 
-    assert gone.connections_closed == 4
+    assert gone.connections_closed == 3
     assert gone.orphan_slots == sorted([
-        (str(user.pk), "tab-1", str(conversation.pk)),
-        (str(user.pk), "tab-2", str(second.pk)),
-        (str(other_user.pk), "tab-2", str(other.pk)),
+        (str(user.pk), "tab-1", str(conversation.pk), "specific.node-dead!tab-1"),
+        (str(user.pk), "tab-2", str(second.pk), "specific.node-dead!tab-2"),
+        (str(other_user.pk), "tab-2", str(other.pk), "specific.node-dead!tab-2"),
     ])
     assert not Connection.objects.filter(node="node-dead", closed_at__isnull=True).exists()
     assert Connection.objects.filter(node="node-live", closed_at__isnull=True).count() == 2

@@ -8,10 +8,13 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 from tether_client import close_rules
 
 from realtime import closes, protocol
 from realtime.closes import CloseReason
+
+pytestmark = pytest.mark.pure
 
 CLOSE_REASONS = [v for v in vars(closes).values() if isinstance(v, CloseReason)]
 

@@ -6,6 +6,8 @@ import statistics
 import pytest
 from tether_client.backoff import Backoff
 
+pytestmark = pytest.mark.pure
+
 
 def test_defaults():
     backoff = Backoff()

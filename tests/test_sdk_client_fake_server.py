@@ -27,6 +27,8 @@ from tether_client import (
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+pytestmark = pytest.mark.pure
+
 CONV = "5b0c0d6e-8a2f-4c43-9a43-5d1f7d0b2a11"
 RUN = "9d4c1b7e-0f3a-4f55-8a1e-2b6c7d8e9f00"
 MSG_ID = "a1a1a1a1-0000-4000-8000-000000000001"
@@ -381,3 +383,54 @@ async def test_a_gap_triggers_a_resume_from_the_last_applied_seq(fake_server, cl
     events = await collect(client, lambda e: isinstance(e, SequencedEvent) and e.seq == 3)
     assert [e.seq for e in events if isinstance(e, SequencedEvent)] == [1, 2, 3]
     assert [e.delay for e in events if isinstance(e, Reconnecting)] == [0.0]
+
+
+async def test_unavailable_and_server_error_resend_the_same_message_later(fake_server, clients):
+    """A message the server could not handle now is resent with the same client_msg_id after
+    retry_after_ms; one that keeps hitting a server bug is reported after a few tries."""
+    async def flaky(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send(ready("n"))
+        first = await conn.recv("message")
+        await conn.send({"type": "error", "code": "unavailable", "detail": "retry", "ref": first["client_msg_id"],
+                         "retry_after_ms": 30})
+        again = await conn.recv("message")
+        assert again == first
+        await conn.send({"type": "message.ack", "client_msg_id": first["client_msg_id"], "seq": 1,
+                         "duplicate": False})
+        buggy = await conn.recv("message")
+        for _ in range(4):
+            await conn.send({"type": "error", "code": "server_error", "detail": "bug",
+                             "ref": buggy["client_msg_id"], "retry_after_ms": 10})
+            if _ < 3:
+                assert await conn.recv("message") == buggy
+        await conn.drain()
+
+    server = await fake_server(flaky)
+    client = clients([server.url], token="t")
+    await client.wait_connected(timeout=5)
+    stored = await client.send("hello")
+    ack = await client.wait_acked(stored, timeout=5)
+    assert (ack.seq, ack.duplicate) == (1, False)
+    doomed = await client.send("triggers a bug")
+    with pytest.raises(TetherError):
+        await client.wait_acked(doomed, timeout=5)
+    assert [m.client_msg_id for m in client.pending_messages] == []
+    messages = [f for f in server.conns[0].frames if f["type"] == "message"]
+    assert [m["client_msg_id"] for m in messages] == [stored, stored, doomed, doomed, doomed, doomed]
+
+
+async def test_unavailable_refresh_is_tried_again(fake_server, clients):
+    async def busy(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send(ready("n"), {"type": "auth.expiring", "access_expires_at": FAR_FUTURE})
+        first = await conn.recv("auth.refresh")
+        await conn.send({"type": "error", "code": "unavailable", "detail": "retry", "retry_after_ms": 20})
+        assert await conn.recv("auth.refresh") == first
+        await conn.send({"type": "auth.refreshed", "access": "a2", "refresh": "r2", "access_expires_at": FAR_FUTURE})
+        await conn.drain()
+
+    server = await fake_server(busy)
+    client = clients([server.url], token="a1", refresh_token="r1")
+    await client.wait_connected(timeout=5)
+    await eventually(lambda: (client.access_token, client.refresh_token) == ("a2", "r2"))

@@ -3,6 +3,8 @@
 import pytest
 from tether_client.close_rules import Action, decide
 
+pytestmark = pytest.mark.pure
+
 
 @pytest.mark.parametrize("code", [1001, 1012, 4012])
 def test_going_away_retries_at_once_on_another_node(code):

@@ -5,6 +5,8 @@ import uuid
 import pytest
 from tether_client.outbox import Outbox
 
+pytestmark = pytest.mark.pure
+
 
 def test_ids_are_generated_uuid4():
     outbox = Outbox()

@@ -1,7 +1,10 @@
 """The SDK's rule for a "frame too large" close (tether_client.oversize): which message it
 refers to, so that the message is dropped instead of resent forever."""
 
+import pytest
 from tether_client.oversize import SentFrames, frame_size
+
+pytestmark = pytest.mark.pure
 
 
 def _message(msg_id: str) -> dict:

@@ -12,6 +12,8 @@ from tether_client import Disconnected, MessageAcked, MessageRefused, MessageRej
 from tests import test_sdk_client_fake_server as fake
 from tests.test_sdk_client_fake_server import Conn, collect, ready
 
+pytestmark = pytest.mark.pure
+
 # The fake server and client factory of the main fake-server suite, as fixtures of this module.
 fake_server = fake.fake_server
 clients = fake.clients

@@ -3,6 +3,8 @@
 import pytest
 from tether_client.state import Arrival, ResumeState
 
+pytestmark = pytest.mark.pure
+
 CONV = "5b0c0d6e-8a2f-4c43-9a43-5d1f7d0b2a11"
 
 

@@ -1,6 +1,10 @@
 """The production launcher's daphne arguments (no server started)."""
 
+import pytest
+
 from realtime.serve import daphne_args, listen_endpoint
+
+pytestmark = pytest.mark.pure
 
 
 def test_listen_endpoint_has_a_large_backlog_and_escapes_ipv6():

@@ -63,6 +63,10 @@ DEFAULT_HEARTBEAT_INTERVAL = 25.0  # until `ready` says otherwise (protocol defa
 _IMMEDIATE_RETRY_LIMIT = 3  # back-to-back immediate retries before backing off anyway
 _REFRESH_MARGIN = 5.0  # renew a token this many seconds before it expires, when reconnecting
 _REJECTED_CODES = frozenset({"too_long", "bad_frame"})
+# Refusals of a message that pass: resend the same message after `retry_after_ms`.
+_RETRY_CODES = frozenset({"rate_limited", "unavailable", "server_error"})
+# A `server_error` is a server bug: resend a message this many times at most, then report it.
+_SERVER_ERROR_RETRIES = 3
 
 
 class _End:
@@ -138,6 +142,7 @@ class TetherClient:
         self._refresh_token = refresh_token
         self._pending_access: str | None = None
         self._refreshing = False  # an `auth.refresh` is in flight on the current socket
+        self._server_errors: dict[str, int] = {}  # `server_error` answers per pending message
         self._access_expires_at: float | None = None
         self.client_id = client_id or str(uuid.uuid4())
         self._backoff = backoff or Backoff()
@@ -574,11 +579,20 @@ class TetherClient:
         if code == "refresh_failed":
             self._refreshing = False
             self._pending_access = None
+        elif code in ("unavailable", "server_error") and ref is None and self._refreshing:
+            # The `auth.refresh` could not be handled now: the same renewal, a little later.
+            self._pending_access = None
+            self._spawn(self._refresh_later(ws, (retry_after_ms or 1000) / 1000))
         if not isinstance(ref, str) or ref not in self._outbox:
             return
         if code in _REJECTED_CODES:
             self._refuse_message(ref, code, None)
-        elif code == "rate_limited":
+        elif code in _RETRY_CODES:
+            if code == "server_error":
+                self._server_errors[ref] = self._server_errors.get(ref, 0) + 1
+                if self._server_errors[ref] > _SERVER_ERROR_RETRIES:
+                    self._refuse_message(ref, code, None)
+                    return
             self._spawn(self._resend_later(ws, ref, (retry_after_ms or 1000) / 1000))
 
     def _refuse_message(self, client_msg_id: str, error_code: str, close_code: int | None) -> None:
@@ -659,6 +673,13 @@ class TetherClient:
             item = self._outbox.get(client_msg_id)
             if item is not None and self._ready_ws is ws:
                 await self._transmit(ws, item.frame())
+
+    async def _refresh_later(self, ws: ClientConnection, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._ready_ws is ws:
+            await self._refresh_on_socket(ws)
+        else:
+            self._refreshing = False
 
     async def _refresh_on_socket(self, ws: ClientConnection) -> None:
         """`auth.expiring`: renew over the open socket (a new access token, else the refresh

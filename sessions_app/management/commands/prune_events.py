@@ -4,7 +4,10 @@ from sessions_app import services
 
 
 class Command(BaseCommand):
-    help = "Deletes acknowledged events past the acked window and any event past the unacked window."
+    help = (
+        "Deletes acknowledged events past the acked window and any event past the unacked window,"
+        " only ever a prefix of each conversation's log (never a hole)."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--acked-days", type=float, default=None)

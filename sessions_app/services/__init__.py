@@ -1,0 +1,76 @@
+"""The services: every write to the models goes through here. Design: docs/architecture.md.
+
+Rules:
+- Only services write models (the admin's few edits included, through the fields it allows).
+  Views, consumers, commands and the run supervisor call these functions; they never save a
+  model themselves. Services are sync; async callers wrap them with realtime.db.db.
+- A service that appends events returns them (`Committed`, `PostedMessage`, `ClaimedRun`,
+  `CancelRequested`); realtime code publishes them through realtime.fanout.commit_and_publish.
+- Seq is allocated only under the conversation row lock (services/event_log.py explains why
+  that makes the log gapless across processes).
+
+Modules: `errors` (refusals), `conversations`, `event_log` (appending and reading the log,
+user messages), `connections` (sessions, acks, resync), `nodes` (dead nodes), `runs` (claims,
+deltas, completion), `retention` (pruning), `sql` (plain SQL for hot paths). Revocation of
+tokens is its own module, sessions_app/revocation.py; its two writes are re-exported here.
+This package re-exports the public functions, so callers write `services.open_session(...)`.
+"""
+
+from sessions_app.revocation import revoke_sign_in, revoke_user_sessions
+from sessions_app.services.connections import (
+    OpenedSession,
+    close_connection,
+    open_session,
+    reconcile_acks,
+    record_ack,
+    record_auth_refresh,
+    touch_connections,
+)
+from sessions_app.services.conversations import create_conversation, get_owned_conversation
+from sessions_app.services.errors import (
+    ConversationForbidden,
+    ConversationNotFound,
+    LeaseLost,
+    RunCancelled,
+    ServiceError,
+    Unauthenticated,
+)
+from sessions_app.services.event_log import (
+    Committed,
+    PostedMessage,
+    append_event,
+    conversation_last_seq,
+    events_after,
+    first_kept_seq,
+    message_payload,
+    post_user_message,
+)
+from sessions_app.services.nodes import NodeRelease, open_connection_nodes_not_in, release_node
+from sessions_app.services.retention import PruneResult, prune_events
+from sessions_app.services.runs import (
+    CancelRequested,
+    ClaimedRun,
+    DeltaWrite,
+    RunContext,
+    append_run_delta,
+    append_run_deltas,
+    claim_next_run,
+    claimable_conversations,
+    complete_run,
+    fail_run,
+    load_run_context,
+    release_run,
+    renew_run_lease,
+    request_cancel,
+)
+
+__all__ = [
+    "CancelRequested", "ClaimedRun", "Committed", "ConversationForbidden", "ConversationNotFound", "DeltaWrite",
+    "LeaseLost", "NodeRelease", "OpenedSession", "PostedMessage", "PruneResult", "RunCancelled", "RunContext",
+    "ServiceError", "Unauthenticated", "append_event", "append_run_delta", "append_run_deltas", "claim_next_run",
+    "claimable_conversations", "close_connection", "complete_run", "conversation_last_seq", "create_conversation",
+    "events_after", "fail_run", "first_kept_seq", "get_owned_conversation", "load_run_context", "message_payload",
+    "open_connection_nodes_not_in", "open_session", "post_user_message", "prune_events", "reconcile_acks",
+    "record_ack", "record_auth_refresh", "release_node", "release_run", "renew_run_lease", "request_cancel",
+    "revoke_sign_in", "revoke_user_sessions", "touch_connections",
+]

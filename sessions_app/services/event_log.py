@@ -1,0 +1,170 @@
+"""The event log: appending (the only place seq is allocated), reading, and user messages.
+
+Invariant that makes seq gapless across processes: each write path starts by locking the
+conversation row (`lock_conversation`; SQLite serialises writers with IMMEDIATE transactions),
+then allocates seq from `Conversation.last_seq` and inserts the events in the same transaction.
+A rollback rolls back the allocation too, so no seq is ever skipped, and commits happen in seq
+order, so the committed log is always a prefix. Rule: events are appended only by
+`append_locked` (or the delta group commit in services/runs.py, which follows the same steps)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+
+from sessions_app.models import AgentRun, Conversation, Event, Message
+from sessions_app.services.conversations import lock_conversation
+
+
+def first_kept_seq(conversation_id: Any, last_seq: int) -> int:
+    """Lowest seq still in the log (last_seq + 1 when the log is empty)."""
+    return log_extent(conversation_id, last_seq, None)[0]
+
+
+def log_extent(conversation_id: Any, last_seq: int, after: int | None) -> tuple[int, bool]:
+    """(lowest seq kept, whether every event after `after` is there), in one index scan. The
+    log is gapless by construction; a hole means someone removed rows, and a replay across it
+    would be dishonest, so the resume answers resumed:false instead."""
+    after = 0 if after is None else after
+    found = Event.objects.filter(conversation_id=conversation_id).aggregate(
+        # Bounded by last_seq: events committed since it was read are not counted.
+        lowest=Min("seq"), kept_after=Count("id", filter=Q(seq__gt=after, seq__lte=last_seq))
+    )
+    lowest = found["lowest"] if found["lowest"] is not None else last_seq + 1
+    intact = after >= last_seq or found["kept_after"] == last_seq - max(after, lowest - 1)
+    return lowest, intact
+
+
+def events_after(conversation_id: Any, after_seq: int, upto_seq: int | None = None, limit: int = 500) -> list[dict]:
+    qs = Event.objects.filter(conversation_id=conversation_id, seq__gt=after_seq)
+    if upto_seq is not None:
+        qs = qs.filter(seq__lte=upto_seq)
+    return [{"type": t, "seq": s, **p} for t, s, p in qs.order_by("seq").values_list("type", "seq", "payload")[:limit]]
+
+
+def conversation_last_seq(conversation_id: Any) -> int:
+    return Conversation.objects.values_list("last_seq", flat=True).get(pk=conversation_id)
+
+
+def log_stamp(previous: datetime | None) -> datetime:
+    """`created_at` for events appended under the conversation lock: now, but never before
+    the conversation's previous append (its `updated_at`), so `created_at` grows with seq even
+    when the nodes' clocks disagree or a clock steps back. Retention does not rely on it (it
+    prunes by seq), but an operator reading the log, or a time cutoff, may."""
+    now = timezone.now()
+    return previous if previous is not None and previous > now else now
+
+
+def append_locked(conversation: Conversation, entries: list[tuple[str, dict, Any]]) -> list[Event]:
+    """Appends events to a conversation locked by the caller's transaction."""
+    first = conversation.last_seq + 1
+    conversation.last_seq += len(entries)
+    stamp = conversation.updated_at = log_stamp(conversation.updated_at)
+    Conversation.objects.filter(pk=conversation.pk).update(last_seq=conversation.last_seq, updated_at=stamp)
+    events = [
+        Event(conversation_id=conversation.pk, seq=first + i, type=kind, payload=payload, run_id=run_id,
+              created_at=stamp)
+        for i, (kind, payload, run_id) in enumerate(entries)
+    ]
+    Event.objects.bulk_create(events)
+    return events
+
+
+def append_event(conversation_id: Any, kind: str, payload: dict, run_id: Any = None) -> Event:
+    """Appends one server-side event (for operators, tests and integrations)."""
+    with transaction.atomic():
+        return append_locked(lock_conversation(conversation_id), [(kind, payload, run_id)])[0]
+
+
+def message_payload(message: Message) -> dict:
+    body = {"id": str(message.id), "role": message.role, "text": message.text}
+    if message.client_msg_id is not None:
+        body["client_msg_id"] = str(message.client_msg_id)
+    return body
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a write committed to a conversation's log: the frames to publish."""
+
+    conversation_id: str
+    events: list[dict]
+
+
+@dataclass(frozen=True)
+class PostedMessage:
+    conversation_id: str
+    seq: int
+    duplicate: bool
+    message_id: str
+    run_id: str | None
+    events: list[dict]
+
+
+def post_user_message(conversation_id: Any, client_msg_id: Any, text: str) -> PostedMessage:
+    """Idempotent on (conversation, client_msg_id): a resend returns the original seq.
+
+    The message, its `message.created` event and its queued run are created in one
+    transaction, so a message never exists without exactly one run.
+    """
+    client_msg_id = uuid.UUID(str(client_msg_id))
+    conversation_id = str(conversation_id)
+    existing = _existing_message(conversation_id, client_msg_id)
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            conversation = lock_conversation(conversation_id)
+            # Re-check under the lock: a concurrent sender may have won the race.
+            existing = _existing_message(conversation_id, client_msg_id)
+            if existing is not None:
+                return existing
+            seq = conversation.last_seq + 1
+            message = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.USER,
+                text=text,
+                client_msg_id=client_msg_id,
+                seq=seq,
+            )
+            (event,) = append_locked(conversation, [("message.created", {"message": message_payload(message)}, None)])
+            run = AgentRun.objects.create(conversation=conversation, message=message)
+    except IntegrityError:
+        # SQLite without row locks can still lose the race at the unique constraint.
+        existing = _existing_message(conversation_id, client_msg_id)
+        if existing is None:
+            raise
+        return existing
+    return PostedMessage(
+        conversation_id=conversation_id,
+        seq=event.seq,
+        duplicate=False,
+        message_id=str(message.id),
+        run_id=str(run.id),
+        events=[event.as_frame()],
+    )
+
+
+def _existing_message(conversation_id: Any, client_msg_id: uuid.UUID) -> PostedMessage | None:
+    row = (
+        Message.objects.filter(conversation_id=conversation_id, client_msg_id=client_msg_id)
+        .values_list("id", "seq", "run__id")
+        .first()
+    )
+    if row is None:
+        return None
+    message_id, seq, run_id = row
+    return PostedMessage(
+        conversation_id=str(conversation_id),
+        seq=seq,
+        duplicate=True,
+        message_id=str(message_id),
+        run_id=str(run_id) if run_id else None,
+        events=[],
+    )

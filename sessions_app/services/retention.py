@@ -1,0 +1,61 @@
+"""Retention of the event log (`manage.py prune_events`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import F, Max, Min, Q
+from django.utils import timezone
+
+from sessions_app.models import Event
+from sessions_app.services.connections import reconcile_acks
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    acked_deleted: int
+    unacked_deleted: int
+
+
+def prune_events(
+    now: datetime | None = None, acked_days: float | None = None, unacked_days: float | None = None
+) -> PruneResult:
+    """Deletes acknowledged events older than the acked window, and any event older than the
+    (longer) unacked window, but only ever a prefix of each conversation's log: the cutoff of
+    a conversation is the highest seq such that every event at or below it is eligible.
+
+    Never a time cutoff alone: an event's `created_at` is not guaranteed to grow with its seq
+    (logs written before it was, nodes with skewed clocks), and a cutoff that fell between such
+    a pair would leave a hole that resuming clients cannot get past. The seq counter lives on
+    the conversation, so pruning never lets a seq be reused either."""
+    now = now or timezone.now()
+    acked_days = settings.REALTIME_RETENTION_ACKED_DAYS if acked_days is None else acked_days
+    unacked_days = settings.REALTIME_RETENTION_UNACKED_DAYS if unacked_days is None else unacked_days
+    acked_cutoff = now - timedelta(days=acked_days)
+    unacked_cutoff = now - timedelta(days=unacked_days)
+    reconcile_acks()
+    eligible = Q(created_at__lt=unacked_cutoff) | Q(created_at__lt=acked_cutoff, seq__lte=F("conversation__acked_seq"))
+    bounds = (
+        Event.objects.filter(conversation_id__in=Event.objects.filter(eligible).values("conversation_id"))
+        .values("conversation_id")
+        .annotate(
+            first_kept=Min("seq"),
+            first_ineligible=Min("seq", filter=~eligible),
+            last=Max("seq"),
+            acked=Max("conversation__acked_seq"),
+        )
+        .values_list("conversation_id", "first_kept", "first_ineligible", "last", "acked")
+    )
+    acked_deleted = unacked_deleted = 0
+    for conversation_id, first_kept, first_ineligible, last, acked in bounds:
+        cutoff = last if first_ineligible is None else first_ineligible - 1
+        if cutoff < first_kept:
+            continue
+        # Eligibility only ever grows (time passes, acks move up), so the prefix found above
+        # is still eligible now; events appended meanwhile are above it.
+        log = Event.objects.filter(conversation_id=conversation_id)
+        acked_deleted += log.filter(seq__lte=min(cutoff, acked)).delete()[0]
+        unacked_deleted += log.filter(seq__gt=acked, seq__lte=cutoff).delete()[0]
+    return PruneResult(acked_deleted=acked_deleted, unacked_deleted=unacked_deleted)

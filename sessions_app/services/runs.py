@@ -1,0 +1,326 @@
+"""Agent runs: claiming with leases and fencing tokens, the delta group commit, completion,
+failure and cancellation (design: docs/architecture.md, "Agent runs")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection as db_connection
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from sessions_app.models import AgentRun, Conversation, Event, Message
+from sessions_app.services.conversations import lock_conversation
+from sessions_app.services.errors import ConversationNotFound, LeaseLost, RunCancelled, ServiceError
+from sessions_app.services.event_log import Committed, append_locked, log_stamp, message_payload
+from sessions_app.services.sql import update_by_pk
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    run_id: str
+    conversation_id: str
+    fencing_token: int
+    takeover: bool
+    events: list[dict]
+    # Seconds since the run's first claim (`started_at`) when this claim was made: the run
+    # timeout counts across claims, so a run taken over again and again still ends.
+    elapsed_seconds: float = 0.0
+
+
+def claimable_conversations(now: datetime | None = None, limit: int = 100) -> list[str]:
+    """Conversations with a run nobody is executing: queued, or running on a lapsed lease."""
+    now = now or timezone.now()
+    ids = (
+        AgentRun.objects.filter(
+            Q(status=AgentRun.Status.QUEUED) | Q(status=AgentRun.Status.RUNNING, lease_expires_at__lt=now)
+        )
+        .values_list("conversation_id", flat=True)
+        .distinct()[:limit]
+    )
+    return [str(i) for i in ids]
+
+
+def claim_next_run(conversation_id: Any, node: str, lease_seconds: float | None = None) -> ClaimedRun | None:
+    """Claims the conversation's earliest unfinished run if nobody holds a live lease on it.
+
+    Only the earliest unfinished run is ever claimable, which is what keeps the runs of one
+    conversation strictly sequential across all nodes.
+    """
+    lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    with transaction.atomic():
+        conversation = lock_conversation(conversation_id)
+        run = (
+            AgentRun.objects.select_for_update()
+            .filter(conversation=conversation, status__in=AgentRun.ACTIVE)
+            .order_by("message__seq")
+            .first()
+        )
+        now = timezone.now()
+        if run is None:
+            return None
+        if run.status == AgentRun.Status.RUNNING and run.lease_expires_at and run.lease_expires_at > now:
+            return None
+        takeover = run.status == AgentRun.Status.RUNNING
+        run.status = AgentRun.Status.RUNNING
+        run.node = node
+        run.fencing_token += 1
+        run.claims += 1
+        run.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        run.started_at = run.started_at or now
+        run.save(update_fields=["status", "node", "fencing_token", "claims", "lease_expires_at", "started_at"])
+        events: list[Event] = []
+        if run.claims == 1:
+            events = append_locked(
+                conversation,
+                [("agent.started", {"run_id": str(run.id), "in_reply_to": str(run.message_id)}, run.id)],
+            )
+    return ClaimedRun(
+        run_id=str(run.id),
+        conversation_id=str(conversation_id),
+        fencing_token=run.fencing_token,
+        takeover=takeover,
+        events=[e.as_frame() for e in events],
+        elapsed_seconds=max(0.0, (now - run.started_at).total_seconds()),
+    )
+
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: str
+    conversation_id: str
+    history: list[dict]
+    memory: dict
+    partial_text: str
+    next_index: int
+    cancel_requested: bool
+
+
+def load_run_context(run_id: Any) -> RunContext:
+    run = AgentRun.objects.select_related("conversation", "message").get(pk=run_id)
+    history = [
+        {"role": role, "text": text}
+        for role, text in Message.objects.filter(conversation_id=run.conversation_id, seq__lte=run.message.seq)
+        .order_by("seq")
+        .values_list("role", "text")
+    ]
+    return RunContext(
+        run_id=str(run.id),
+        conversation_id=str(run.conversation_id),
+        history=history,
+        memory=dict(run.conversation.agent_memory or {}),
+        partial_text=run.text,
+        next_index=run.next_index,
+        cancel_requested=run.cancel_requested,
+    )
+
+
+def _owned_run(conversation: Conversation, run_id: Any, fencing_token: int) -> AgentRun:
+    run = (
+        AgentRun.objects.select_for_update()
+        .filter(pk=run_id, conversation=conversation, fencing_token=fencing_token, status=AgentRun.Status.RUNNING)
+        .first()
+    )
+    if run is None:
+        raise LeaseLost(f"run {run_id} is no longer held with token {fencing_token}")
+    return run
+
+
+def append_run_delta(
+    conversation_id: Any, run_id: Any, fencing_token: int, text: str, lease_seconds: float | None = None
+) -> list[dict]:
+    """Appends one agent.delta if the caller still holds the run; renews the lease. The
+    group commit with a single write, so both paths share one set of rules."""
+    write = DeltaWrite(str(conversation_id), str(run_id), fencing_token, text)
+    outcome = append_run_deltas([write], lease_seconds)[write.run_id]
+    if isinstance(outcome, ServiceError):
+        raise outcome
+    return outcome
+
+
+@dataclass(frozen=True)
+class DeltaWrite:
+    conversation_id: str
+    run_id: str
+    fencing_token: int
+    text: str
+
+
+def append_run_deltas(
+    writes: list[DeltaWrite], lease_seconds: float | None = None
+) -> dict[str, list[dict] | ServiceError]:
+    """Group commit: appends one agent.delta per write, for many runs, in one transaction
+    (a handful of statements instead of six per delta). Each write gets its frames, or the
+    LeaseLost / RunCancelled that refused it; one refused write does not fail the others.
+
+    The hot path of streaming, so the updates are plain SQL: the run's text grows with `||`
+    instead of being read and rewritten, and no ORM expression has to be compiled per row."""
+    lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    outcomes: dict[str, list[dict] | ServiceError] = {}
+    with transaction.atomic():
+        # Conversations first and in key order, as every other write path locks a conversation
+        # before its runs: concurrent batches of several nodes cannot deadlock.
+        locked = (
+            Conversation.objects.select_for_update(no_key=True)
+            .filter(pk__in={w.conversation_id for w in writes})
+            .order_by("pk")
+            .values_list("id", "last_seq", "updated_at")
+        )
+        last_seq: dict[str, int] = {}
+        stamps: dict[str, datetime] = {}
+        # Stamped once the locks are held, not before waiting for them.
+        for conversation_id, seq, updated_at in locked:
+            last_seq[str(conversation_id)] = seq
+            stamps[str(conversation_id)] = log_stamp(updated_at)
+        now = timezone.now()
+        runs = {
+            str(r[0]): r
+            for r in AgentRun.objects.select_for_update()
+            .filter(pk__in=[w.run_id for w in writes])
+            .order_by("pk")
+            .values_list("id", "conversation_id", "fencing_token", "status", "cancel_requested", "next_index")
+        }
+        events: list[Event] = []
+        run_rows: list[tuple[str, Any]] = []
+        for write in writes:
+            run = runs.get(write.run_id)
+            if (
+                run is None
+                or run[2] != write.fencing_token
+                or run[3] != AgentRun.Status.RUNNING
+                or str(run[1]) != write.conversation_id
+            ):
+                outcomes[write.run_id] = LeaseLost(f"run {write.run_id} lost token {write.fencing_token}")
+                continue
+            if run[4]:
+                outcomes[write.run_id] = RunCancelled("cancel requested")
+                continue
+            last_seq[write.conversation_id] += 1
+            event = Event(
+                conversation_id=write.conversation_id,
+                seq=last_seq[write.conversation_id],
+                type="agent.delta",
+                payload={"run_id": write.run_id, "index": run[5], "text": write.text},
+                run_id=run[0],
+                created_at=stamps[write.conversation_id],
+            )
+            events.append(event)
+            run_rows.append((write.text, run[0]))
+            outcomes[write.run_id] = [event.as_frame()]
+        if events:
+            Event.objects.bulk_create(events)
+            _grow_runs(run_rows, now + timedelta(seconds=lease_seconds))
+            touched = {e.conversation_id for e in events}
+            _set_last_seqs([(last_seq[c], stamps[c], c) for c in sorted(touched)])
+    return outcomes
+
+
+def _grow_runs(rows: list[tuple[str, Any]], lease_until: datetime) -> None:
+    lease = db_connection.ops.adapt_datetimefield_value(lease_until)
+    update_by_pk(AgentRun, "text = text || %s, next_index = next_index + 1, lease_expires_at = %s",
+                  [(text, lease, run_id) for text, run_id in rows])
+
+
+def _set_last_seqs(rows: list[tuple[int, datetime, Any]]) -> None:
+    adapt = db_connection.ops.adapt_datetimefield_value
+    update_by_pk(Conversation, "last_seq = %s, updated_at = %s", [(seq, adapt(at), cid) for seq, at, cid in rows])
+
+
+def renew_run_lease(run_id: Any, fencing_token: int, lease_seconds: float | None = None) -> str:
+    """Extends the lease. Returns "ok", "cancel" (held, but a cancel was asked) or "lost"."""
+    lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    held = AgentRun.objects.filter(pk=run_id, fencing_token=fencing_token, status=AgentRun.Status.RUNNING)
+    if held.filter(cancel_requested=False).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)):
+        return "ok"
+    return "cancel" if held.exists() else "lost"
+
+
+def release_run(run_id: Any, fencing_token: int) -> bool:
+    """Gives a running run up (graceful shutdown): its lease lapses now, so another node
+    continues it from the committed text at its next sweep instead of after the full lease.
+
+    The release also fences the releasing owner out. Its delta batch or lease renewal may
+    still be running in a database thread (cancelling the awaiting task does not stop the
+    thread); committed after the release, such a write would push the lease back into the
+    future and hold the run hostage for a whole lease. With the token moved on it is refused."""
+    return bool(
+        AgentRun.objects.filter(pk=run_id, fencing_token=fencing_token, status=AgentRun.Status.RUNNING).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1), fencing_token=F("fencing_token") + 1
+        )
+    )
+
+
+def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: dict | None) -> Committed:
+    """Creates the assistant message from the committed deltas; the text therefore equals
+    their concatenation by construction, whichever nodes produced them."""
+    with transaction.atomic():
+        conversation = lock_conversation(conversation_id)
+        run = _owned_run(conversation, run_id, fencing_token)
+        message = Message.objects.create(
+            conversation=conversation, role=Message.Role.ASSISTANT, text=run.text, seq=conversation.last_seq + 1
+        )
+        events = append_locked(
+            conversation,
+            [("agent.completed", {"run_id": str(run.id), "message": message_payload(message)}, run.id)],
+        )
+        if memory is not None:
+            conversation.agent_memory = memory
+            conversation.save(update_fields=["agent_memory"])
+        _finish(run, AgentRun.Status.COMPLETED, "")
+    return Committed(str(conversation_id), [e.as_frame() for e in events])
+
+
+def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False) -> Committed:
+    with transaction.atomic():
+        conversation = lock_conversation(conversation_id)
+        run = _owned_run(conversation, run_id, fencing_token)
+        events = append_locked(conversation, [("agent.failed", _failed_payload(run, error, cancelled), run.id)])
+        _finish(run, AgentRun.Status.CANCELLED if cancelled else AgentRun.Status.FAILED, error)
+    return Committed(str(conversation_id), [e.as_frame() for e in events])
+
+
+def _failed_payload(run: AgentRun, error: str, cancelled: bool) -> dict:
+    payload: dict[str, Any] = {"run_id": str(run.id), "error": error[:500]}
+    if cancelled:
+        payload["cancelled"] = True
+    return payload
+
+
+def _finish(run: AgentRun, status: str, error: str) -> None:
+    run.status = status
+    run.error = error[:2000]
+    run.finished_at = timezone.now()
+    run.lease_expires_at = None
+    run.save(update_fields=["status", "error", "finished_at", "lease_expires_at"])
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    # "cancelled" (it was queued), "cancelling" (its owner stops it) or "finished" (too late).
+    outcome: str
+    conversation_id: str
+    events: list[dict]
+
+
+def request_cancel(conversation_id: Any, run_id: Any) -> CancelRequested:
+    """A queued run is cancelled at once; a running one is flagged and its owner stops it
+    at its next append or lease renewal."""
+    conversation_id = str(conversation_id)
+    with transaction.atomic():
+        conversation = lock_conversation(conversation_id)
+        run = AgentRun.objects.select_for_update().filter(pk=run_id, conversation=conversation).first()
+        if run is None:
+            raise ConversationNotFound("no such run in this conversation")
+        if run.status == AgentRun.Status.QUEUED:
+            events = append_locked(conversation, [("agent.failed", _failed_payload(run, "cancelled", True), run.id)])
+            _finish(run, AgentRun.Status.CANCELLED, "cancelled")
+            return CancelRequested("cancelled", conversation_id, [e.as_frame() for e in events])
+        if run.status == AgentRun.Status.RUNNING:
+            run.cancel_requested = True
+            run.save(update_fields=["cancel_requested"])
+            return CancelRequested("cancelling", conversation_id, [])
+        return CancelRequested("finished", conversation_id, [])
