@@ -8,7 +8,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support.tools import node_or_skip, node_websocket_flags
+
+pytestmark = pytest.mark.pure  # Node only: no server, Redis or database
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from tether_client.close_rules import ERROR_CODE_CLOSES, FRAME_TOO_LARGE_CODES, STOP_CODES, decide
 
 from tests.support.tools import node_or_skip
+
+pytestmark = pytest.mark.pure  # Node only: no server, Redis or database
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support.tools import missing, node_or_skip
+
+pytestmark = pytest.mark.pure  # Node and tsc only: no server, Redis or database
 
 JS = Path(__file__).resolve().parents[1] / "clients" / "js"
 TSC = JS / "node_modules" / "typescript" / "bin" / "tsc"

@@ -737,11 +737,10 @@ const DEFAULT_HEARTBEAT_INTERVAL_MS = 25000; // until `ready` says otherwise
 const IMMEDIATE_RETRY_LIMIT = 3; // back-to-back immediate retries before backing off anyway
 const REFRESH_MARGIN_S = 5; // renew a token this many seconds before it expires, when reconnecting
 const REJECTED_CODES = new Set(["too_long", "bad_frame", "frame_too_large"]);
-// Error codes with `ref` after which the protocol says: send the same message again after
-// `retry_after_ms` (the Python SDK resends only after `rate_limited`; the others wait there for
-// the next reconnect).
+// Refusals of a message that pass: resend the same message after `retry_after_ms`.
 const RESEND_CODES = new Set(["rate_limited", "unavailable", "server_error"]);
-const SERVER_ERROR_RESENDS = 3; // "a few times at most" (docs/protocol.md, server_error)
+// A `server_error` is a server bug: resend a message this many times at most, then report it.
+const SERVER_ERROR_RESENDS = 3;
 
 /** @typedef {"idle" | "connecting" | "connected" | "reconnecting" | "offline" | "closed"} ClientState */
 
@@ -1577,15 +1576,13 @@ export class TetherClient extends EventTarget {
     if (code === "refresh_failed") {
       this.#refreshing = false;
       this.#pendingAccess = null;
-    }
-    if (code === "unavailable" && ref === null && this.#refreshing) {
-      // An `auth.refresh` the server could not handle now (its database): send it again later.
-      this.#refreshing = false;
+    } else if ((code === "unavailable" || code === "server_error") && ref === null && this.#refreshing) {
+      // The `auth.refresh` could not be handled now: the same renewal, a little later
+      // (`#refreshing` stays set meanwhile, so an `auth.expiring` does not start another).
+      this.#pendingAccess = null;
       this.#timer(() => {
-        if (this.#readySocket === socket && !this.#refreshing) {
-          this.#refreshing = true;
-          this.#refreshOnSocket(socket);
-        }
+        if (this.#readySocket === socket) this.#refreshOnSocket(socket);
+        else this.#refreshing = false;
       }, retryAfterMs ?? 1000);
     }
     if (typeof ref !== "string" || !this.#outbox.has(ref)) return;
@@ -1593,11 +1590,16 @@ export class TetherClient extends EventTarget {
       this.#reject(ref, code, String(frame.detail ?? ""));
     } else if (RESEND_CODES.has(code)) {
       // Not stored now (message limit per conversation, database unreachable, a server bug):
-      // the same message again on this socket after the wait; a server bug only a few times,
-      // then it waits for the next reconnect.
-      const tries = (this.#serverErrors.get(ref) ?? 0) + (code === "server_error" ? 1 : 0);
-      this.#serverErrors.set(ref, tries);
-      if (tries > SERVER_ERROR_RESENDS) return;
+      // the same message again on this socket after the wait; after a few server bugs in a
+      // row it is refused for good.
+      if (code === "server_error") {
+        const tries = (this.#serverErrors.get(ref) ?? 0) + 1;
+        this.#serverErrors.set(ref, tries);
+        if (tries > SERVER_ERROR_RESENDS) {
+          this.#reject(ref, code, String(frame.detail ?? ""));
+          return;
+        }
+      }
       this.#timer(() => {
         const item = this.#outbox.get(ref);
         if (item && this.#readySocket === socket) this.#transmitMessage(socket, item);

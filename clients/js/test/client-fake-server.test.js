@@ -412,21 +412,45 @@ test("without any WebSocket the constructor says how to get one", () => {
   }
 });
 
-test("a message the server could not store now (unavailable, server_error) is resent after retry_after_ms", async () => {
+test("unavailable and server_error resend the same message later; a message that keeps hitting a server bug is reported", async () => {
   const server = await fakeServer(async (conn) => {
     await conn.recv("connect");
     conn.send(ready("n"));
     const first = await conn.recv("message");
-    conn.send({ type: "error", code: "unavailable", detail: "database", retry_after_ms: 30, ref: first.client_msg_id });
-    const second = await conn.recv("message");
-    conn.send({ type: "error", code: "server_error", detail: "bug", retry_after_ms: 30, ref: second.client_msg_id });
-    const third = await conn.recv("message");
-    conn.send({ type: "message.ack", client_msg_id: third.client_msg_id, seq: 1, duplicate: false });
+    conn.send({ type: "error", code: "unavailable", detail: "retry", ref: first.client_msg_id, retry_after_ms: 30 });
+    const again = await conn.recv("message");
+    assert.equal(again.client_msg_id, first.client_msg_id);
+    conn.send({ type: "message.ack", client_msg_id: first.client_msg_id, seq: 1, duplicate: false });
+    const buggy = await conn.recv("message");
+    for (let i = 0; i < 4; i++) {
+      conn.send({ type: "error", code: "server_error", detail: "bug", ref: buggy.client_msg_id, retry_after_ms: 10 });
+      if (i < 3) assert.equal((await conn.recv("message")).client_msg_id, buggy.client_msg_id);
+    }
   });
   const client = makeClient({ endpoints: [server.url], token: "t" });
   await client.start();
-  const id = await client.send("hello");
-  assert.equal((await client.waitAcked(id)).seq, 1);
-  assert.deepEqual(server.conns[0].frames.filter((f) => f.type === "message").map((f) => f.client_msg_id), [id, id, id]);
+  const stored = await client.send("hello");
+  const ack = await client.waitAcked(stored);
+  assert.deepEqual([ack.seq, ack.duplicate], [1, false]);
+  const doomed = await client.send("triggers a bug");
+  await assert.rejects(client.waitAcked(doomed), (err) => err instanceof MessageRejected && err.errorCode === "server_error");
+  assert.deepEqual(client.pendingMessages, []);
+  const messages = server.conns[0].frames.filter((f) => f.type === "message").map((f) => f.client_msg_id);
+  assert.deepEqual(messages, [stored, stored, doomed, doomed, doomed, doomed]);
   assert.equal(server.conns.length, 1);
+});
+
+test("an unavailable auth.refresh is tried again", async () => {
+  const server = await fakeServer(async (conn) => {
+    await conn.recv("connect");
+    conn.send(ready("n"), { type: "auth.expiring", access_expires_at: FAR_FUTURE });
+    const first = await conn.recv("auth.refresh");
+    conn.send({ type: "error", code: "unavailable", detail: "retry", retry_after_ms: 20 });
+    const again = await conn.recv("auth.refresh");
+    assert.equal(again.refresh, first.refresh);
+    conn.send({ type: "auth.refreshed", access: "a2", refresh: "r2", access_expires_at: FAR_FUTURE });
+  });
+  const client = makeClient({ endpoints: [server.url], token: "a1", refreshToken: "r1" });
+  await client.start();
+  await eventually(() => client.accessToken === "a2" && client.refreshToken === "r2", { what: "rotation after the retry" });
 });
