@@ -89,13 +89,14 @@ def append_run(conversation_id: str, count: int, text: str) -> int:
     lock-allocate-insert path, batched); returns the last seq."""
     from django.db import transaction
 
-    from sessions_app import services
+    from sessions_app.services.conversations import lock_conversation
+    from sessions_app.services.event_log import append_locked
 
     run_id = str(uuid.uuid4())
     entries = [("agent.started", {"run_id": run_id, "in_reply_to": None}, None)]
     entries += [("agent.delta", {"run_id": run_id, "index": i, "text": text}, None) for i in range(count)]
     with transaction.atomic():
-        events = services._append(services._lock_conversation(conversation_id), entries)
+        events = append_locked(lock_conversation(conversation_id), entries)
     return events[-1].seq
 
 
