@@ -384,14 +384,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                         await self._sender_wake.wait()
                     continue
                 if isinstance(step, cs.ReadLog):
-                    batch = await db(services.events_after)(self.conversation_id, step.after, step.upto, step.limit)
+                    batch = await db(services.frames_after)(self.conversation_id, step.after, step.upto, step.limit)
                     await self._perform(self.state.log_read(step, batch))
                     continue
-                for event in step.events:
+                for seq, text in step.frames:
                     if self.flow is not None and not await self._backlog_allows():
                         return
-                    await self._send(event)
-                    self.state.delivered(event["seq"])
+                    await self.send(text_data=text)
+                    self.state.delivered(seq)
                 if self._replay_timer is not None and self.state.sent_seq >= self._replay_timer[2]:
                     self._replayed()
         except asyncio.CancelledError:

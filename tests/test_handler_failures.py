@@ -135,7 +135,7 @@ async def test_connect_failure_tells_the_client_to_resume_shortly(node_app, toke
 async def test_a_failing_log_read_ends_the_socket_with_going_away(node_app, user, token, monkeypatch):
     conversation = await database_sync_to_async(services.create_conversation)(user.pk)
     await database_sync_to_async(services.append_event)(conversation.pk, "note", {})
-    Blip(monkeypatch, services, "events_after", OperationalError("connection lost"))
+    Blip(monkeypatch, services, "frames_after", OperationalError("connection lost"))
     client = WSClient(node_app)
     await client.connect(token, conversation_id=str(conversation.pk), last_seq=0)
     frames, code = await client.expect_close()

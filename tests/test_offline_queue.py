@@ -182,7 +182,7 @@ async def test_trailing_event_committed_during_replay_is_not_left_to_the_resync(
     frames = await c.converse("one")
     await c.drop()
     conversation_id = ready["conversation_id"]
-    original_read = services.events_after
+    original_read = services.frames_after
     injected: list[dict] = []
 
     def read_with_a_commit_meanwhile(conversation_id, after, upto=None, limit=500):
@@ -198,7 +198,7 @@ async def test_trailing_event_committed_during_replay_is_not_left_to_the_resync(
             )
         return batch
 
-    monkeypatch.setattr(services, "events_after", read_with_a_commit_meanwhile)
+    monkeypatch.setattr(services, "frames_after", read_with_a_commit_meanwhile)
     back = WSClient(app)
     await back.connect(token, conversation_id=conversation_id, last_seq=0)
     got = await back.recv_until(lambda f: f["type"] == "note", timeout=3)
