@@ -92,6 +92,7 @@ class DemoPage:
     def __init__(self, page, base_url: str):
         self.page = page
         self.base_url = base_url
+        self.console: list[str] = []  # the page's console errors and warnings, for failure reports
         page.add_init_script(RECORD_STATES)
         page.set_default_timeout(30_000)
 

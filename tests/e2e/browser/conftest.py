@@ -68,16 +68,32 @@ def site(daphne_cluster, django_user_model):
 
 
 @pytest.fixture
-def open_page(chromium):
-    """Factory: a new browser context (a separate browser profile) with one demo page tab."""
+def open_page(chromium, request):
+    """Factory: a new browser context (a separate browser profile) with one demo page tab. When
+    the test failed, each page's client states, badge and transcript are printed."""
     contexts = []
+    pages: list[DemoPage] = []
 
     def make(site: Site, fragment: str = "", context=None, node: int = 0) -> DemoPage:
         if context is None:
             context = chromium.new_context(viewport={"width": 1000, "height": 800})
             contexts.append(context)
-        return DemoPage(context.new_page(), site.url_of(node)).open(fragment)
+        page = DemoPage(context.new_page(), site.url_of(node))
+        pages.append(page)
+        page.page.on("console", lambda m: m.type in ("error", "warning") and page.console.append(m.text))
+        page.page.on("pageerror", lambda e: page.console.append(f"pageerror: {e}"))
+        return page.open(fragment)
 
     yield make
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for i, page in enumerate(pages):
+            try:
+                print(f"--- page {i}: badge {page.badge()}, console {page.console}")
+                for state in page.states():
+                    print(f"    {state}")
+                print(f"    shown: {page.shown()}")
+            except Exception as exc:  # noqa: BLE001 - a closed page cannot say more
+                print(f"--- page {i}: {exc!r}")
     for context in contexts:
         context.close()
