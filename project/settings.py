@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "sessions_app",
     "realtime",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -99,6 +100,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # The admin's assets are served from the installed apps when collectstatic has not run.
 WHITENOISE_USE_FINDERS = True
+# The JavaScript client, served as it is in the repository: /static/tether/tether-client.js.
+STATICFILES_DIRS = [("tether", BASE_DIR / "clients" / "js" / "src")]
 
 # Plain text by default; LOG_FORMAT=json gives one JSON object per line with node,
 # conversation_id, connection_id, run_id, seq and close_code where they apply.

@@ -7,4 +7,5 @@ handler404 = "sessions_app.api.not_found"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("sessions_app.urls")),
+    path("", include("demo.urls")),
 ]

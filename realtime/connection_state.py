@@ -306,8 +306,11 @@ class ConnectionState:
         created: bool,
         intact: bool,
         node: str,
+        frames: list[tuple[int, str]] = (),
     ) -> list[Action]:
-        """The session is open: `ready`, then the sender replays from where the client is."""
+        """The session is open: `ready`, then the sender replays from where the client is
+        (`frames`: the first of the log's frames after the client's last_seq, read with the
+        session; used only if the plan resumes from there)."""
         if self.closed:
             return []
         plan = p.plan_resume(client_last_seq, last_seq, first_kept_seq, created, intact=intact)
@@ -315,20 +318,22 @@ class ConnectionState:
         self.sent_seq = plan.replay_from
         self.known_upto = max(self.known_upto, last_seq)
         self.pending = {s: e for s, e in self.pending.items() if s > self.sent_seq}
-        return [
-            Send(
-                {
-                    "type": "ready",
-                    "conversation_id": conversation_id,
-                    "resumed": plan.resumed,
-                    "last_seq": last_seq,
-                    "replay_count": plan.replay_count,
-                    "heartbeat_interval_ms": self.limits.heartbeat_interval_ms,
-                    "access_expires_at": self.access_expires_at,
-                    "node": node,
-                }
-            )
-        ]
+        ready = self._ready_frame(conversation_id, plan, last_seq, node)
+        if frames and plan.resumed and frames[0][0] == self.sent_seq + 1:
+            return [ready, *self.log_read(ReadLog(self.sent_seq, last_seq, len(frames)), frames)]
+        return [ready]
+
+    def _ready_frame(self, conversation_id: str, plan: p.ResumePlan, last_seq: int, node: str) -> Send:
+        return Send({
+            "type": "ready",
+            "conversation_id": conversation_id,
+            "resumed": plan.resumed,
+            "last_seq": last_seq,
+            "replay_count": plan.replay_count,
+            "heartbeat_interval_ms": self.limits.heartbeat_interval_ms,
+            "access_expires_at": self.access_expires_at,
+            "node": node,
+        })
 
     # --- inputs: outcomes of the frames' service calls -----------------------------------------
 

@@ -46,7 +46,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: object) -> None:  # the stdlib's parameter name
         """Scrapes every few seconds would flood the worker's log."""
 
 

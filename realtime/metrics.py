@@ -17,6 +17,7 @@ Rules that hold for every metric here:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -122,10 +123,8 @@ def watch_node(node_id: str, open_connections: Callable[[], float]) -> None:
 
 
 def unwatch_node(node_id: str) -> None:
-    try:
+    with contextlib.suppress(KeyError):  # never watched (a worker) or already removed
         CONNECTIONS_OPEN.remove(node_id)
-    except KeyError:
-        pass
 
 
 def connect_ended(close_code: int | None, reason: str, was_ready: bool) -> None:

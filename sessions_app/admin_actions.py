@@ -36,7 +36,7 @@ def disconnect_connections(modeladmin, request, queryset) -> None:
     for channel in channels:
         try:
             async_to_sync(layer.send)(channel, {"type": "conn.disconnect"})
-        except Exception:  # noqa: BLE001 - the row is closed: the node's next resync ends the socket
+        except Exception:  # the row is closed: the node's next resync ends the socket
             log.warning("telling %s to disconnect failed; its resync will", channel, exc_info=True)
     for connection in connections:
         modeladmin.log_change(request, connection, "disconnected by an operator (4012, client resumes)")

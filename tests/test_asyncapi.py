@@ -50,9 +50,10 @@ def server_frame_types() -> set[str]:
                 found.add(node.value.value)
     services = [str(f.relative_to(ROOT)) for f in sorted((ROOT / "sessions_app" / "services").glob("*.py"))]
     for node in (n for path in services for n in ast.walk(_tree(path))):
-        if isinstance(node, ast.Tuple) and node.elts and isinstance(node.elts[0], ast.Constant):
-            if isinstance(node.elts[0].value, str) and re.fullmatch(r"(message|agent)\.[a-z]+", node.elts[0].value):
-                found.add(node.elts[0].value)
+        first = node.elts[0] if isinstance(node, ast.Tuple) and node.elts else None
+        if (isinstance(first, ast.Constant) and isinstance(first.value, str)
+                and re.fullmatch(r"(message|agent)\.[a-z]+", first.value)):
+            found.add(first.value)
         if isinstance(node, ast.keyword) and node.arg == "type" and isinstance(node.value, ast.Constant):
             found.add(node.value.value)
     # The default of _terminate's frame_type.

@@ -481,3 +481,20 @@ def test_the_sender_waits_while_the_backlog_is_over_the_bound_then_gives_up():
     close = closing(state.may_send(1001, 70.0))
     assert close.frame() == {"type": "error", "code": "slow_consumer", "detail": "the client read nothing for 30 s"}
     assert close.reason.close_code == 4408 and close.reason.abort
+
+
+def test_the_first_replay_batch_read_with_the_session_is_delivered_without_a_read():
+    state = new_state()
+    state.receive(CONNECT, None, 0)
+    actions = state.opened(conversation_id=CID, client_last_seq=2, last_seq=4, first_kept_seq=1, created=False,
+                           intact=True, node="n", frames=[event(3), event(4)])
+    assert [type(a) for a in actions] == [cs.Send]
+    assert state.next_delivery() == cs.Deliver([event(3), event(4)])
+
+
+def test_a_first_batch_is_ignored_when_the_plan_does_not_resume():
+    state = new_state()
+    state.receive(CONNECT, None, 0)
+    state.opened(conversation_id=CID, client_last_seq=2, last_seq=4, first_kept_seq=1, created=False,
+                 intact=False, node="n", frames=[event(3), event(4)])
+    assert state.next_delivery() is None and state.pending == {}

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import httpx
 import pytest
 from channels.db import database_sync_to_async
 
@@ -36,7 +37,7 @@ async def test_worker_metrics_on_their_own_port(daphne_cluster, user, settings, 
         async def exporter_up():
             try:
                 return await scrape_url(url)
-            except Exception:  # noqa: BLE001 - not listening yet
+            except (httpx.HTTPError, AssertionError):  # not listening yet
                 assert worker.poll() is None, (tmp_path / "worker.log").read_text()
                 return None
 
