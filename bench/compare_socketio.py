@@ -206,11 +206,13 @@ def one_run(run: BenchRun, index: int, users: list[tuple[int, str]], args) -> di
         "REALTIME_RATE_CONNECT_USER": "100000/60", "REALTIME_RATE_CONNECT_IP": "100000/60",
         "REALTIME_MAX_CONNECTIONS_PER_USER": "1000",
     }).start()
+    log(f"run {index + 1}: tether node ready")
     sio = SocketIOServer(run.log_dir / f"socketio-{index}.log", args.rate, args.seconds,
                          args.max_disconnection_ms).start()
     servers = {"tether": tether, "socketio": sio}
     order = SYSTEMS if index % 2 == 0 else SYSTEMS[::-1]
-    out: dict = {"order": list(order), "resume": [], "lost": [], "streams": []}
+    out: dict = {"order": list(order), "ports": {"tether": tether.port, "socketio": sio.port},
+                 "resume": [], "lost": [], "streams": []}
     try:
         for missed in args.missed_list:
             for kind, pause in (("resume", args.pause), ("lost", 0.0)):
@@ -321,8 +323,10 @@ def main() -> None:
     ensure_node_modules()
     results = []
     started = time.strftime("%Y-%m-%d %H:%M:%S")
+    t0 = time.monotonic()
     with BenchRun(f"sio_{os.getpid()}", args.pg, keep=args.keep) as run:
         users = make_users(max([1, *args.streams_list]), prefix="compare")
+        log(f"scratch database {run.db_name} migrated, users made: {time.monotonic() - t0:.1f} s")
         for index in range(args.runs):
             results.append(one_run(run, index, users, args))
         node_problems = run.log_problems()
@@ -330,7 +334,8 @@ def main() -> None:
         run.failed = bool(problems or node_problems)
 
     report = {"bench": "compare_socketio", "started": started, "args": {k: str(v) for k, v in vars(args).items()},
-              "runs": results, "problems": problems, "node_log_problems": node_problems}
+              "scratch_database": run.db_name, "runs": results, "problems": problems,
+              "node_log_problems": node_problems}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     print_tables(results)

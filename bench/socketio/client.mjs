@@ -233,7 +233,7 @@ async function runStreams(cfg) {
 //   the pause: run with pause_ms 0 for "disconnect → all missed received").
 async function runResume(cfg) {
   const K = cfg.missed;
-  const samples = { open_to_last: [], open_to_ready: [], lost_to_last: [], write: [] };
+  const samples = { open_to_last: [], open_to_ready: [], lost_to_last: [], write: [], lost_to_open: [] };
   const problems = [];
   const record = (rep, times) => {
     if (rep < cfg.warmup) return;
@@ -267,7 +267,7 @@ async function runResume(cfg) {
       if (wrong !== -1 || got.length !== K) problems.push(`rep ${rep}: replay of ${got.length} frames, first wrong at ${wrong}`);
       if (got.length) lastSeq = got[got.length - 1].seq;
       record(rep, { open_to_last: tDone - t0, open_to_ready: tReady - t0, lost_to_last: tDone - tLost,
-                    write: tWritten - tWrite });
+                    write: tWritten - tWrite, lost_to_open: t0 - tLost });
     }
     resetTcp(sock.ws);
   } else {
@@ -314,7 +314,7 @@ async function runResume(cfg) {
       const wrong = got.findIndex((f, i) => f.index !== rep * K + i || f.text !== cfg.text);
       if (wrong !== -1 || got.length !== K) problems.push(`rep ${rep}: ${got.length} events, first wrong at ${wrong}`);
       record(rep, { open_to_last: tDone - t0, open_to_ready: tReady - t0, lost_to_last: tDone - tLost,
-                    write: tWritten - tWrite });
+                    write: tWritten - tWrite, lost_to_open: t0 - tLost });
     }
     resetTcp(sock.io.engine.transport.ws);
   }
