@@ -326,12 +326,12 @@ async function runResume(cfg) {
 const mode = process.argv[2];
 const { value: line } = await input.next();
 const cfg = JSON.parse(line);
+// Writes to a pipe are asynchronous in Node: exit only once the last line is flushed, or a
+// result of several MB arrives cut.
+const finish = (obj, code) => process.stdout.write(`${JSON.stringify(obj)}\n`, () => process.exit(code));
 try {
-  const result = mode === "stream" ? await runStreams(cfg) : await runResume(cfg);
-  emit({ result });
-  process.exit(0);
+  finish({ result: mode === "stream" ? await runStreams(cfg) : await runResume(cfg) }, 0);
 } catch (err) {
   process.stderr.write(`${err.stack || err}\n`);
-  emit({ error: String(err.stack || err) });
-  process.exit(1);
+  finish({ error: String(err.stack || err) }, 1);
 }
