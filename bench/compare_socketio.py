@@ -192,6 +192,7 @@ def stream_level(system: str, servers: dict, tokens: list[str], streams: int, ta
         "streams": streams, "tokens": result["tokens"], "tokens_per_s": result["tokens"] / result["elapsed_s"],
         "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "max_ms": delays[-1] * 1000 if delays else float("nan"),
         "lost_tokens": result["lost_tokens"], "open_s": result["open_s"], "server_cpu_s": cpu,
+        "connect_retries": result["connect_retries"],
         "problem_count": len(result["problems"]), "problems": result["problems"],
     }
 
@@ -226,7 +227,8 @@ def one_run(run: BenchRun, index: int, users: list[tuple[int, str]], args) -> di
                      for s in order}
             out["streams"].append(level)
             log(f"run {index + 1} streams N={streams}: " + ", ".join(
-                f"{s} p99 {level[s]['p99_ms']:.1f} ms, lost {level[s]['lost_tokens']}" for s in order))
+                f"{s} p99 {level[s]['p99_ms']:.1f} ms, lost {level[s]['lost_tokens']}, "
+                f"connect retries {level[s]['connect_retries']}, opened in {level[s]['open_s']:.1f} s" for s in order))
     finally:
         sio.stop()
         tether.stop()

@@ -115,7 +115,7 @@ function sioConnected(sock, ms = 30000) {
 // answer, `done` resolves with the stream's figures. Arrival time is taken once per frame
 // and every token in it gets its delay from its own creation stamp, as stream_bench.py does.
 function streamState(expected) {
-  const state = { delays: [], tokens: 0, events: 0, nextIndex: 0, parts: [], problems: [], lastFrame: 0 };
+  const state = { delays: [], tokens: 0, events: 0, nextIndex: 0, parts: [], problems: [], lastFrame: 0, retries: 0 };
   state.delta = (frame) => {
     const now = wall();
     state.lastFrame = performance.now();
@@ -134,15 +134,29 @@ function streamState(expected) {
     if (frame.message.text !== state.parts.join("")) state.problems.push("completed text != deltas");
   };
   state.summary = () => ({ delays: state.delays, tokens: state.tokens, events: state.events,
-                           lost: expected - state.tokens, problems: state.problems });
+                           lost: expected - state.tokens, problems: state.problems, retries: state.retries });
   return state;
 }
 
 async function tetherStream(cfg, token, expected) {
-  const sock = new TetherSocket(cfg.url);
-  const ready = await sock.connect(token, null, null, crypto.randomUUID());
+  // A refusal with retry_after_ms (e.g. `going_away` when the node cannot join the live feed
+  // in time during a burst of connects) is retried after that delay, as docs/protocol.md
+  // tells clients to; the retries are counted. Opening is not part of the measure.
+  const clientId = crypto.randomUUID();
+  let sock;
+  let ready;
+  let retries = 0;
+  for (;;) {
+    sock = new TetherSocket(cfg.url);
+    ready = await sock.connect(token, null, null, clientId);
+    if (ready.type === "ready" || !ready.retry_after_ms || retries >= 10) break;
+    retries += 1;
+    sock.ws.terminate();
+    await sleep(ready.retry_after_ms);
+  }
   if (ready.type !== "ready") throw new Error(`tether refused: ${JSON.stringify(ready)}`);
   const state = streamState(expected);
+  state.retries = retries;
   let lastAck = performance.now();
   let finish;
   state.done = new Promise((resolve) => { finish = resolve; });
@@ -219,6 +233,7 @@ async function runStreams(cfg) {
     tokens: results.reduce((n, r) => n + r.tokens, 0),
     events: results.reduce((n, r) => n + r.events, 0),
     lost_tokens: results.reduce((n, r) => n + r.lost, 0),
+    connect_retries: results.reduce((n, r) => n + r.retries, 0),
     problems: results.flatMap((r) => r.problems).slice(0, 20),
   };
 }
