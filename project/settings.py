@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "channels",
     "sessions_app",
     "realtime",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -95,6 +96,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # The admin's assets are served from the installed apps when collectstatic has not run.
 WHITENOISE_USE_FINDERS = True
+# The JavaScript client, served as it is in the repository: /static/tether/tether-client.js.
+STATICFILES_DIRS = [("tether", BASE_DIR / "clients" / "js" / "src")]
 
 LOGGING = {
     "version": 1,

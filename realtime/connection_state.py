@@ -124,9 +124,9 @@ class ReadLog:
 
 @dataclass(frozen=True)
 class Deliver:
-    """Send these events, in this order, then call `delivered` with the last seq."""
+    """Send these wire frames (seq, JSON text), in this order, calling `delivered` with each seq."""
 
-    events: list[dict]
+    frames: list[tuple[int, str]]
 
 
 # What a resync finding becomes (services.touch_connections states).
@@ -174,12 +174,12 @@ class ConnectionState:
         self.expiry_warned = False
 
         # Delivery. `sent_seq`: highest seq sent on this socket (the cursor; meaningful from
-        # READY on). `known_upto`: highest seq known to be committed. `pending`: events in
-        # hand (from the live feed or a log read) with seq > sent_seq, by seq. `to_log_end`:
-        # the live feed may have lost announcements; read the log to its end.
+        # READY on). `known_upto`: highest seq known to be committed. `pending`: the JSON text
+        # of frames in hand (from the live feed or a log read) with seq > sent_seq, by seq.
+        # `to_log_end`: the live feed may have lost announcements; read the log to its end.
         self.sent_seq = 0
         self.known_upto = 0
-        self.pending: dict[int, dict] = {}
+        self.pending: dict[int, str] = {}
         self.to_log_end = False
 
         # Loop time the sender found the transport's backlog over the bound, while it stays over.
@@ -306,8 +306,11 @@ class ConnectionState:
         created: bool,
         intact: bool,
         node: str,
+        frames: list[tuple[int, str]] = (),
     ) -> list[Action]:
-        """The session is open: `ready`, then the sender replays from where the client is."""
+        """The session is open: `ready`, then the sender replays from where the client is
+        (`frames`: the first of the log's frames after the client's last_seq, read with the
+        session; used only if the plan resumes from there)."""
         if self.closed:
             return []
         plan = p.plan_resume(client_last_seq, last_seq, first_kept_seq, created, intact=intact)
@@ -315,20 +318,22 @@ class ConnectionState:
         self.sent_seq = plan.replay_from
         self.known_upto = max(self.known_upto, last_seq)
         self.pending = {s: e for s, e in self.pending.items() if s > self.sent_seq}
-        return [
-            Send(
-                {
-                    "type": "ready",
-                    "conversation_id": conversation_id,
-                    "resumed": plan.resumed,
-                    "last_seq": last_seq,
-                    "replay_count": plan.replay_count,
-                    "heartbeat_interval_ms": self.limits.heartbeat_interval_ms,
-                    "access_expires_at": self.access_expires_at,
-                    "node": node,
-                }
-            )
-        ]
+        ready = self._ready_frame(conversation_id, plan, last_seq, node)
+        if frames and plan.resumed and frames[0][0] == self.sent_seq + 1:
+            return [ready, *self.log_read(ReadLog(self.sent_seq, last_seq, len(frames)), frames)]
+        return [ready]
+
+    def _ready_frame(self, conversation_id: str, plan: p.ResumePlan, last_seq: int, node: str) -> Send:
+        return Send({
+            "type": "ready",
+            "conversation_id": conversation_id,
+            "resumed": plan.resumed,
+            "last_seq": last_seq,
+            "replay_count": plan.replay_count,
+            "heartbeat_interval_ms": self.limits.heartbeat_interval_ms,
+            "access_expires_at": self.access_expires_at,
+            "node": node,
+        })
 
     # --- inputs: outcomes of the frames' service calls -----------------------------------------
 
@@ -405,21 +410,20 @@ class ConnectionState:
     # --- inputs: the node (live feed, resync, drain, replacement) -------------------------------
 
     def live(self, message: dict) -> bool:
-        """Committed events announced by the fan-out (inline, or only their highest seq).
-        Returns True when the sender has something new to do."""
+        """Committed events announced by the fan-out: their wire frames, or only their highest
+        seq (realtime.fanout.layer_message). True when the sender has something new to do."""
         if self.closed:
             return False
         upto = message["upto"]
-        events = message.get("events")
-        if events:
-            for event in events:
-                seq = event["seq"]
+        frames = message.get("frames")
+        if frames:
+            for seq, text in frames:
                 if seq > self.sent_seq and len(self.pending) < self.limits.inline_events:
-                    self.pending.setdefault(seq, event)
+                    self.pending.setdefault(seq, text)
         if upto > self.known_upto:
             self.known_upto = upto
             return True
-        return bool(events)
+        return bool(frames)
 
     def lost_live_feed(self) -> bool:
         """The fan-out lost messages (Redis reconnected): whatever was published meanwhile is in
@@ -460,10 +464,10 @@ class ConnectionState:
         log, else nothing (wait for news)."""
         if self.phase is not Phase.READY:
             return None
-        run: list[dict] = []
+        run: list[tuple[int, str]] = []
         seq = self.sent_seq + 1
         while seq in self.pending and len(run) < self.limits.replay_batch:
-            run.append(self.pending[seq])
+            run.append((seq, self.pending[seq]))
             seq += 1
         if run:
             return Deliver(run)
@@ -475,7 +479,7 @@ class ConnectionState:
             return ReadLog(self.sent_seq, None, self.limits.replay_batch)
         return None
 
-    def log_read(self, step: ReadLog, batch: list[dict]) -> list[Action]:
+    def log_read(self, step: ReadLog, batch: list[tuple[int, str]]) -> list[Action]:
         """Rows of the log for `step`. They must follow the cursor without a hole: the log is
         gapless by construction, so a hole means it was damaged (or pruned under a replay).
         The client cannot be served honestly from here: it resumes, and the resume answers
@@ -483,16 +487,16 @@ class ConnectionState:
         if self.closed:
             return []
         expected = step.after + 1
-        for event in batch:
-            if event["seq"] != expected:
+        for seq, text in batch:
+            if seq != expected:
                 return self._close(closes.GOING_AWAY, f"the event log has no seq {expected}; resume")
-            self.pending.setdefault(expected, event)
+            self.pending.setdefault(seq, text)
             expected += 1
         if step.upto is None:
             if len(batch) < step.limit:
                 self.to_log_end = False
             if batch:
-                self.known_upto = max(self.known_upto, batch[-1]["seq"])
+                self.known_upto = max(self.known_upto, batch[-1][0])
         elif not batch and step.after < step.upto:
             return self._close(closes.GOING_AWAY, f"the event log has no seq {expected}; resume")
         return []

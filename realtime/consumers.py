@@ -255,6 +255,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 resumed_from_seq=frame.last_seq,
                 token_sid=identity.standing.sid,
                 token_generation=identity.standing.generation,
+                replay_limit=self.state.limits.replay_batch,
             )
         except services.ServiceError as exc:
             await self._perform(self.state.connect_failed(exc.code, str(exc)))
@@ -281,6 +282,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             created=opened.created,
             intact=opened.intact,
             node=self.node.node_id,
+            frames=opened.frames,
         ))
         timer.mark("ready", loop.time())
         timer.conversation_id = opened.conversation_id
@@ -384,14 +386,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                         await self._sender_wake.wait()
                     continue
                 if isinstance(step, cs.ReadLog):
-                    batch = await db(services.events_after)(self.conversation_id, step.after, step.upto, step.limit)
+                    batch = await db(services.frames_after)(self.conversation_id, step.after, step.upto, step.limit)
                     await self._perform(self.state.log_read(step, batch))
                     continue
-                for event in step.events:
+                for seq, text in step.frames:
                     if self.flow is not None and not await self._backlog_allows():
                         return
-                    await self._send(event)
-                    self.state.delivered(event["seq"])
+                    await self.send(text_data=text)
+                    self.state.delivered(seq)
                 if self._replay_timer is not None and self.state.sent_seq >= self._replay_timer[2]:
                     self._replayed()
         except asyncio.CancelledError:

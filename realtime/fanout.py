@@ -24,12 +24,13 @@ from django.conf import settings
 
 from realtime.db import db
 from realtime.redis_client import get_redis, key
+from sessions_app.services.event_log import encode_frame
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Events larger than this travel as a bare notification; the consumer reads them from the log.
+# Frames larger than this (in all) travel as a bare notification; sockets read them from the log.
 INLINE_LIMIT_BYTES = 16 * 1024
 SUBSCRIBE_TIMEOUT = 5.0
 
@@ -59,18 +60,15 @@ def channel_for(conversation_id: str) -> str:
     return key("conv", str(conversation_id))
 
 
-def _text_size(event: dict) -> int:
-    # Text dominates an event's size (the other fields are ids and small numbers), so this
-    # bound avoids serialising every delta just to measure it.
-    message = event.get("message")
-    return len(event.get("text") or "") + (len(message.get("text") or "") if isinstance(message, dict) else 0)
-
-
 def layer_message(events: list[dict]) -> dict:
+    """The pub/sub message announcing committed events: their wire frames, encoded once here
+    for every socket of every node (a socket sends the text as it is), or, when they are large,
+    only the highest seq (the sockets read them from the log)."""
     upto = events[-1]["seq"]
-    if sum(_text_size(e) for e in events) * 4 > INLINE_LIMIT_BYTES:
-        return {"type": "conv.events", "events": None, "upto": upto}
-    return {"type": "conv.events", "events": events, "upto": upto}
+    frames = [encode_frame(e) for e in events]
+    if sum(len(text) for _, text in frames) > INLINE_LIMIT_BYTES:
+        return {"type": "conv.events", "frames": None, "upto": upto}
+    return {"type": "conv.events", "frames": frames, "upto": upto}
 
 
 async def commit_and_publish(write: Callable[..., T], *args: Any) -> T:

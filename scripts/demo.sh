@@ -7,9 +7,12 @@ bash scripts/ensure-redis.sh
 "$PY" manage.py migrate --noinput
 "$PY" manage.py collectstatic --noinput -v 0
 "$PY" manage.py create_demo_user --password "${DEMO_PASSWORD:-demo-password}"
+# The demo page connects to the URL that node discovery announces: follow PORT.
+export REALTIME_PUBLIC_WS_URL="${REALTIME_PUBLIC_WS_URL:-ws://127.0.0.1:${PORT:-8000}/ws/v1/}"
 echo
 echo "Tether is starting at http://127.0.0.1:${PORT:-8000}/  (WebSocket: ws://127.0.0.1:${PORT:-8000}/ws/v1/)"
-echo "Demo user: demo / ${DEMO_PASSWORD:-demo-password}   Admin: create one with '$PY manage.py createsuperuser'"
+echo "Open that page and sign in as the demo user: demo / ${DEMO_PASSWORD:-demo-password}"
+echo "Admin: create one with '$PY manage.py createsuperuser'"
 echo "Get a token: curl -s -X POST -H 'Content-Type: application/json' -d '{\"username\":\"demo\",\"password\":\"${DEMO_PASSWORD:-demo-password}\"}' http://127.0.0.1:${PORT:-8000}/api/auth/token/"
 echo "Then speak docs/protocol.md on the socket; the demo agent remembers 'my name is ...' and answers 'count N'."
 exec "$PY" -m realtime.serve

@@ -151,13 +151,13 @@ async def test_a_replay_longer_than_the_connect_timeout_completes(settings, clus
     for i in range(30):
         await database_sync_to_async(services.append_event)(conversation.pk, "note", {"i": i})
     gate = Gate()
-    read = services.events_after
+    read = services.frames_after
 
     def slow_first_read(*args, **kwargs):
         gate.hold()
         return read(*args, **kwargs)
 
-    monkeypatch.setattr(services, "events_after", slow_first_read)
+    monkeypatch.setattr(services, "frames_after", slow_first_read)
     client = WSClient(app)
     ready = await client.connect(token, conversation_id=str(conversation.pk), last_seq=None)
     assert (ready["resumed"], ready["replay_count"]) == (True, 30)
@@ -165,7 +165,7 @@ async def test_a_replay_longer_than_the_connect_timeout_completes(settings, clus
     # The scenario itself: the replay is still under way well past the connect timeout.
     await asyncio.sleep(3 * settings.REALTIME_CONNECT_TIMEOUT)
     gate.open()
-    monkeypatch.setattr(services, "events_after", read)
+    monkeypatch.setattr(services, "frames_after", read)
     frames = await client.recv_until(lambda f: f.get("seq") == 30)
     assert [f["seq"] for f in sequenced(frames)] == list(range(1, 31))
     await client.send({"type": "ping", "id": 1})

@@ -42,8 +42,9 @@ def frame(**fields) -> str:
 CONNECT = frame(type="connect", token="t", conversation_id=None, last_seq=None, client_id="c1")
 
 
-def event(seq: int, kind: str = "agent.delta") -> dict:
-    return {"type": kind, "seq": seq, "run_id": "r", "index": seq, "text": f"t{seq}"}
+def event(seq: int, kind: str = "agent.delta") -> tuple[int, str]:
+    """A wire frame: (seq, JSON text)."""
+    return seq, json.dumps({"type": kind, "seq": seq, "run_id": "r", "index": seq, "text": f"t{seq}"})
 
 
 def closing(actions) -> cs.Close:
@@ -347,7 +348,7 @@ def test_closed_is_final():
     assert state.tick(1000, WALL + 1000) == ([], None)
     assert state.terminate(closes.GOING_AWAY, "again") == []
     assert state.resynced("revoked", 0, 0) == []
-    assert state.live({"upto": 9, "events": [event(1)]}) is False
+    assert state.live({"upto": 9, "frames": [event(1)]}) is False
     assert state.next_delivery() is None
     assert state.close.reason == closes.REPLACED
 
@@ -394,23 +395,23 @@ def test_replay_reads_the_log_in_batches():
     assert state.log_read(step, [event(2), event(3), event(4)]) == []
     deliver = state.next_delivery()
     assert deliver == cs.Deliver([event(2), event(3), event(4)])
-    for e in deliver.events:
-        state.delivered(e["seq"])
+    for seq, _ in deliver.frames:
+        state.delivered(seq)
     assert state.next_delivery() == cs.ReadLog(after=4, upto=5, limit=3)
     state.log_read(cs.ReadLog(4, 5, 3), [event(5)])
-    state.delivered(state.next_delivery().events[-1]["seq"])
+    state.delivered(state.next_delivery().frames[-1][0])
     assert state.next_delivery() is None and state.sent_seq == 5
 
 
 def test_live_events_are_sent_without_reading_the_log_once_and_in_order():
     state = ready_state(last_seq=2, client_last_seq=2)
-    assert state.live({"upto": 3, "events": [event(3)]}) is True
+    assert state.live({"upto": 3, "frames": [event(3)]}) is True
     assert state.next_delivery() == cs.Deliver([event(3)])
     state.delivered(3)
-    assert state.live({"upto": 3, "events": [event(3)]}) is True  # a duplicate: nothing to do
+    assert state.live({"upto": 3, "frames": [event(3)]}) is True  # a duplicate: nothing to do
     assert state.next_delivery() is None
     # Out of order: 5 before 4. The sender reads 4 from the log, then sends the 5 it holds.
-    state.live({"upto": 5, "events": [event(5)]})
+    state.live({"upto": 5, "frames": [event(5)]})
     assert state.next_delivery() == cs.ReadLog(after=3, upto=4, limit=3)
     state.log_read(cs.ReadLog(3, 4, 3), [event(4)])
     assert state.next_delivery() == cs.Deliver([event(4), event(5)])
@@ -418,14 +419,14 @@ def test_live_events_are_sent_without_reading_the_log_once_and_in_order():
 
 def test_announcements_without_events_are_read_from_the_log():
     state = ready_state(last_seq=2, client_last_seq=2)
-    assert state.live({"upto": 4, "events": None}) is True
+    assert state.live({"upto": 4, "frames": None}) is True
     assert state.next_delivery() == cs.ReadLog(after=2, upto=4, limit=3)
 
 
 def test_live_events_during_the_connect_are_kept_for_after_ready():
     state = new_state()
     state.receive(CONNECT, None, 0)
-    state.live({"upto": 6, "events": [event(6)]})
+    state.live({"upto": 6, "frames": [event(6)]})
     state.opened(conversation_id=CID, client_last_seq=4, last_seq=5, first_kept_seq=1, created=False, intact=True,
                  node="n")
     assert state.next_delivery() == cs.ReadLog(after=4, upto=5, limit=3)
@@ -435,7 +436,7 @@ def test_live_events_during_the_connect_are_kept_for_after_ready():
 
 def test_inline_events_beyond_the_buffer_are_left_to_the_log():
     state = ready_state(last_seq=0, client_last_seq=0)
-    state.live({"upto": 9, "events": [event(s) for s in range(2, 10)]})  # 1 is missing
+    state.live({"upto": 9, "frames": [event(s) for s in range(2, 10)]})  # 1 is missing
     assert sorted(state.pending) == [2, 3, 4, 5]
     assert state.next_delivery() == cs.ReadLog(after=0, upto=1, limit=3)
 
@@ -480,3 +481,20 @@ def test_the_sender_waits_while_the_backlog_is_over_the_bound_then_gives_up():
     close = closing(state.may_send(1001, 70.0))
     assert close.frame() == {"type": "error", "code": "slow_consumer", "detail": "the client read nothing for 30 s"}
     assert close.reason.close_code == 4408 and close.reason.abort
+
+
+def test_the_first_replay_batch_read_with_the_session_is_delivered_without_a_read():
+    state = new_state()
+    state.receive(CONNECT, None, 0)
+    actions = state.opened(conversation_id=CID, client_last_seq=2, last_seq=4, first_kept_seq=1, created=False,
+                           intact=True, node="n", frames=[event(3), event(4)])
+    assert [type(a) for a in actions] == [cs.Send]
+    assert state.next_delivery() == cs.Deliver([event(3), event(4)])
+
+
+def test_a_first_batch_is_ignored_when_the_plan_does_not_resume():
+    state = new_state()
+    state.receive(CONNECT, None, 0)
+    state.opened(conversation_id=CID, client_last_seq=2, last_seq=4, first_kept_seq=1, created=False,
+                 intact=False, node="n", frames=[event(3), event(4)])
+    assert state.next_delivery() is None and state.pending == {}

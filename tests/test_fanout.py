@@ -9,10 +9,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_small_events_inline_large_ones_as_notification():
-    small = [{"type": "agent.delta", "seq": 3, "run_id": "r", "index": 0, "text": "hi"}]
-    assert layer_message(small) == {"type": "conv.events", "events": small, "upto": 3}
-    big = [{"type": "message.created", "seq": 4, "message": {"id": "m", "role": "user", "text": "x" * 5000}}]
-    assert layer_message(big) == {"type": "conv.events", "events": None, "upto": 4}
+    small = [{"type": "agent.delta", "seq": 3, "run_id": "r", "index": 0, "text": "hé"}]
+    frame = '{"type":"agent.delta","seq":3,"run_id":"r","index":0,"text":"hé"}'
+    assert layer_message(small) == {"type": "conv.events", "frames": [(3, frame)], "upto": 3}
+    big = [{"type": "message.created", "seq": 4, "message": {"id": "m", "role": "user", "text": "x" * 17000}}]
+    assert layer_message(big) == {"type": "conv.events", "frames": None, "upto": 4}
 
 
 async def test_large_message_reaches_every_socket_through_the_log(settings, cluster, token):

@@ -66,7 +66,10 @@ async def _settled(node, baseline: dict) -> dict:
     try:
         return await eventually(same, timeout=10, what="leak counters back to baseline")
     except AssertionError:
-        raise AssertionError(f"leaked: before={baseline} after={await _leak_counters(node)}") from None
+        tasks = [t.get_coro() for t in asyncio.all_tasks() if not t.get_name().startswith(("fanout-", "delta-writer"))]
+        raise AssertionError(
+            f"leaked: before={baseline} after={await _leak_counters(node)}; tasks: {tasks}"
+        ) from None
 
 
 async def _flap_once(app, token: str, conversation_id: str, client_id: str, msg_id: str) -> dict | None:

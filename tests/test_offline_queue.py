@@ -182,23 +182,23 @@ async def test_trailing_event_committed_during_replay_is_not_left_to_the_resync(
     frames = await c.converse("one")
     await c.drop()
     conversation_id = ready["conversation_id"]
-    original_read = services.events_after
+    original_open = services.open_session
     injected: list[dict] = []
 
-    def read_with_a_commit_meanwhile(conversation_id, after, upto=None, limit=500):
-        batch = original_read(conversation_id, after, upto, limit)
-        if not injected:
-            event = services.append_event(conversation_id, "note", {"n": 1})
-            injected.append(event.as_frame())
-            async_to_sync(publish)(conversation_id, injected)
-            # Let the node's fan-out hand the announcement to the socket still replaying.
-            eventually_sync(
-                lambda: any(s.state.known_upto >= event.seq for s in list(node.connections)),
-                timeout=2, what="announcement delivered",
-            )
-        return batch
+    def open_with_a_commit_after_its_read(**kwargs):
+        # open_session reads where the log stands and its first batch; the commit comes after.
+        opened = original_open(**kwargs)
+        event = services.append_event(conversation_id, "note", {"n": 1})
+        injected.append(event.as_frame())
+        async_to_sync(publish)(conversation_id, injected)
+        # Let the node's fan-out hand the announcement to the socket still connecting.
+        eventually_sync(
+            lambda: any(s.state.known_upto >= event.seq for s in list(node.connections)),
+            timeout=2, what="announcement delivered",
+        )
+        return opened
 
-    monkeypatch.setattr(services, "events_after", read_with_a_commit_meanwhile)
+    monkeypatch.setattr(services, "open_session", open_with_a_commit_after_its_read)
     back = WSClient(app)
     await back.connect(token, conversation_id=conversation_id, last_seq=0)
     got = await back.recv_until(lambda f: f["type"] == "note", timeout=3)

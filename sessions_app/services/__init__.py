@@ -38,10 +38,13 @@ from sessions_app.services.errors import (
 from sessions_app.services.event_log import (
     Committed,
     PostedMessage,
+    WireFrame,
     append_event,
     conversation_last_seq,
+    encode_frame,
     events_after,
     first_kept_seq,
+    frames_after,
     message_payload,
     post_user_message,
 )
@@ -67,10 +70,11 @@ from sessions_app.services.runs import (
 __all__ = [
     "CancelRequested", "ClaimedRun", "Committed", "ConversationForbidden", "ConversationNotFound", "DeltaWrite",
     "LeaseLost", "NodeRelease", "OpenedSession", "PostedMessage", "PruneResult", "RunCancelled", "RunContext",
-    "ServiceError", "Unauthenticated", "append_event", "append_run_delta", "append_run_deltas", "claim_next_run",
-    "claimable_conversations", "close_connection", "complete_run", "conversation_last_seq", "create_conversation",
-    "events_after", "fail_run", "first_kept_seq", "get_owned_conversation", "load_run_context", "message_payload",
-    "open_connection_nodes_not_in", "open_session", "post_user_message", "prune_events", "reconcile_acks",
-    "record_ack", "record_auth_refresh", "release_node", "release_run", "renew_run_lease", "request_cancel",
-    "revoke_sign_in", "revoke_user_sessions", "touch_connections",
+    "ServiceError", "Unauthenticated", "WireFrame", "append_event", "append_run_delta", "append_run_deltas",
+    "claim_next_run", "claimable_conversations", "close_connection", "complete_run", "conversation_last_seq",
+    "create_conversation", "encode_frame", "events_after", "fail_run", "first_kept_seq", "frames_after",
+    "get_owned_conversation", "load_run_context", "message_payload", "open_connection_nodes_not_in",
+    "open_session", "post_user_message", "prune_events", "reconcile_acks", "record_ack", "record_auth_refresh",
+    "release_node", "release_run", "renew_run_lease", "request_cancel", "revoke_sign_in", "revoke_user_sessions",
+    "touch_connections",
 ]

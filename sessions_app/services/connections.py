@@ -3,7 +3,9 @@ token renewals, the periodic resync of many sockets, and closing."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -15,8 +17,8 @@ from django.utils import timezone
 from sessions_app import revocation
 from sessions_app.models import Connection, Conversation
 from sessions_app.services.conversations import create_conversation, get_owned_conversation
-from sessions_app.services.errors import Unauthenticated
-from sessions_app.services.event_log import log_extent
+from sessions_app.services.errors import ConversationForbidden, ConversationNotFound, Unauthenticated
+from sessions_app.services.event_log import WireFrame, frames_after, log_extent
 from sessions_app.services.sql import update_by_pk
 
 
@@ -33,6 +35,8 @@ class OpenedSession:
     intact: bool
     connection_id: str
     replaced_channels: list[str]
+    # The first events after the client's last_seq (at most `replay_limit`), as wire frames.
+    frames: list[WireFrame] = field(default_factory=list)
 
 
 def open_session(
@@ -46,6 +50,7 @@ def open_session(
     resumed_from_seq: int | None = None,
     token_sid: str | None = None,
     token_generation: int = 0,
+    replay_limit: int = 0,
 ) -> OpenedSession:
     """Authorises the user (active, token not revoked), opens or creates the conversation and
     records the connection.
@@ -58,7 +63,22 @@ def open_session(
     nothing to replace, the second insert waits for the first to commit and is then refused,
     and that connect replaces the row that just won. The conversation row is not locked: the
     streaming group commit holds that lock, and a resume must not wait behind it.
+
+    On PostgreSQL all of it is one round trip (the `tether_open_session` function, migration
+    0006); this ORM implementation is the reference and runs on SQLite.
     """
+    implementation = open_session_in_one_trip if db_connection.vendor == "postgresql" else open_session_orm
+    return implementation(
+        user_id, conversation_id, client_id, channel_name, node, remote_addr, resumed_from_seq, token_sid,
+        token_generation, replay_limit,
+    )
+
+
+def open_session_orm(
+    user_id: Any, conversation_id: str | None, client_id: str, channel_name: str, node: str, remote_addr: str,
+    resumed_from_seq: int | None, token_sid: str | None, token_generation: int, replay_limit: int,
+) -> OpenedSession:
+    """The reference implementation of `open_session`, step by step through the ORM."""
     try:
         revocation.check_standing(revocation.Standing(str(user_id), token_sid, token_generation))
     except revocation.TokenRevoked as exc:
@@ -94,6 +114,7 @@ def open_session(
                 if attempt == _REPLACE_ATTEMPTS - 1:
                     raise
     first_kept, intact = log_extent(conversation.pk, conversation.last_seq, resumed_from_seq)
+    after = resumed_from_seq or 0
     return OpenedSession(
         conversation_id=str(conversation.pk),
         created=created,
@@ -102,6 +123,46 @@ def open_session(
         intact=intact,
         connection_id=str(connection.pk),
         replaced_channels=replaced,
+        frames=frames_after(conversation.pk, after, conversation.last_seq, replay_limit)
+        if replay_limit and after < conversation.last_seq
+        else [],
+    )
+
+
+# The refusals `tether_open_session` returns, as the ORM path raises them.
+_REFUSALS = {"unauthenticated": Unauthenticated, "not_found": ConversationNotFound, "forbidden": ConversationForbidden}
+
+
+def open_session_in_one_trip(
+    user_id: Any, conversation_id: str | None, client_id: str, channel_name: str, node: str, remote_addr: str,
+    resumed_from_seq: int | None, token_sid: str | None, token_generation: int, replay_limit: int,
+) -> OpenedSession:
+    """`open_session` on PostgreSQL: the `tether_open_session` function (migration 0006)."""
+    try:
+        conversation_uuid = uuid.UUID(str(conversation_id)) if conversation_id is not None else None
+    except ValueError:
+        raise ConversationNotFound("no such conversation") from None
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tether_open_session(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)::text",
+            [int(user_id), conversation_uuid, client_id, channel_name, node, remote_addr, resumed_from_seq,
+             token_sid, token_generation, replay_limit],
+        )
+        found = json.loads(cursor.fetchone()[0])
+    if "error" in found:
+        raise _REFUSALS[found["error"]](found["detail"])
+    last_seq = found["last_seq"]
+    after = resumed_from_seq or 0
+    lowest = found["lowest"] if found["lowest"] is not None else last_seq + 1
+    return OpenedSession(
+        conversation_id=found["conversation_id"],
+        created=found["created"],
+        last_seq=last_seq,
+        first_kept_seq=lowest,
+        intact=after >= last_seq or found["kept_after"] == last_seq - max(after, lowest - 1),
+        connection_id=found["connection_id"],
+        replaced_channels=found["replaced_channels"],
+        frames=[(seq, text) for seq, text in found["frames"]],
     )
 
 

@@ -9,12 +9,14 @@ order, so the committed log is always a prefix. Rule: events are appended only b
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db import connection as db_connection
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
@@ -46,6 +48,37 @@ def events_after(conversation_id: Any, after_seq: int, upto_seq: int | None = No
     if upto_seq is not None:
         qs = qs.filter(seq__lte=upto_seq)
     return [{"type": t, "seq": s, **p} for t, s, p in qs.order_by("seq").values_list("type", "seq", "payload")[:limit]]
+
+
+# A frame as it travels on the wire: (seq, the frame's JSON text). Sockets send the text as it
+# is; only the seq is looked at on the way.
+WireFrame = tuple[int, str]
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def encode_frame(frame: dict) -> WireFrame:
+    return frame["seq"], _encode(frame)
+
+
+def frames_after(
+    conversation_id: Any, after_seq: int, upto_seq: int | None = None, limit: int = 500
+) -> list[WireFrame]:
+    """`events_after` as wire frames. On PostgreSQL the JSON text is built by the database
+    (jsonb), so a replay neither decodes nor encodes an event in Python: we found those two
+    steps were most of a 1,000-event replay's time in the node."""
+    if db_connection.vendor != "postgresql":
+        return [encode_frame(e) for e in events_after(conversation_id, after_seq, upto_seq, limit)]
+    table = db_connection.ops.quote_name(Event._meta.db_table)
+    upto = "" if upto_seq is None else " AND seq <= %s"
+    params = [conversation_id, after_seq] + ([] if upto_seq is None else [upto_seq]) + [limit]
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT seq, (jsonb_build_object('type', type, 'seq', seq) || payload)::text FROM {table}"
+            f" WHERE conversation_id = %s AND seq > %s{upto} ORDER BY seq LIMIT %s",
+            params,
+        )
+        return cursor.fetchall()
 
 
 def conversation_last_seq(conversation_id: Any) -> int:
