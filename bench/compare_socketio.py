@@ -172,7 +172,13 @@ def resume_level(system: str, servers: dict, user: tuple[int, str], missed: int,
 
     result = run_client("resume", cfg, 120 + (args.reps + args.warmup) * (pause + 5), on_need)
     return {"missed": missed, "problem_count": result["problem_count"], "problems": result["problems"],
-            **{name: summary(values) for name, values in result["samples"].items()}}
+            **{name: stats(values) for name, values in result["samples"].items()}}
+
+
+def stats(values: list[float]) -> dict:
+    """summary() in ms; NaN figures when no repetition succeeded (the problems say why)."""
+    nan = float("nan")
+    return summary(values) if values else {"n": 0, "p50_ms": nan, "p99_ms": nan, "max_ms": nan, "mean_ms": nan}
 
 
 def stream_level(system: str, servers: dict, tokens: list[str], streams: int, tag: str, args) -> dict:
