@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -37,7 +38,7 @@ from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._support import DEFAULT_PG, BenchRun, Node, make_users, print_report, raise_nofile  # noqa: E402
+from bench._support import DEFAULT_PG, BenchRun, Node, make_users, print_report, raise_nofile
 
 
 class Conn:
@@ -117,10 +118,8 @@ async def heartbeat(conns: list[Conn], interval: float, stop: asyncio.Event, sen
                     sent[0] += 1
                 except ConnectionClosed:
                     pass
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.25)
-        except TimeoutError:
-            pass
 
 
 async def final_check(conns: list[Conn], timeout: float) -> tuple[int, list[int]]:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tether_client import (  # noqa: E402
+from tether_client import (
     AgentCompleted,
     AgentDelta,
     AgentFailed,
@@ -48,7 +48,7 @@ from tether_client import (  # noqa: E402
     TetherClient,
 )
 
-from bench._support import DEFAULT_PG, BenchRun, Node, make_users, print_report, summary  # noqa: E402
+from bench._support import DEFAULT_PG, BenchRun, Node, make_users, print_report, summary
 
 
 class Bot:
@@ -193,8 +193,7 @@ async def scenario(a: Node, b: Node, users: list[tuple[int, str]], args) -> dict
     restarts = []
     t_roll = time.monotonic()
     if not pending:
-        for node in (a, b):
-            restarts.append(await restart(node, args))
+        restarts = [await restart(node, args) for node in (a, b)]  # one after the other
     roll_seconds = time.monotonic() - t_roll
     stop.set()
     _, unfinished = await asyncio.wait(tasks, timeout=args.finish_timeout)

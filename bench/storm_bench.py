@@ -50,7 +50,7 @@ from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._support import (  # noqa: E402
+from bench._support import (
     DEFAULT_PG,
     BenchRun,
     Node,
@@ -219,9 +219,8 @@ async def receive_replay(client: Client, ws, ready: dict, args) -> None:
     last = client.last_seq + len(expected)
     if not ready.get("resumed") or ready.get("replay_count") != len(expected) or ready.get("last_seq") != last:
         client.problems.append(f"ready mismatch: {ready} (expected replay of {len(expected)} up to {last})")
-    got = []
-    for _ in range(ready.get("replay_count") or 0):
-        got.append(json.loads(await asyncio.wait_for(ws.recv(), args.open_timeout)))
+    got = [json.loads(await asyncio.wait_for(ws.recv(), args.open_timeout))
+           for _ in range(ready.get("replay_count") or 0)]
     if got != expected:
         missing = {e["seq"] for e in expected} - {g.get("seq") for g in got}
         client.problems.append(f"replay differs: {len(got)} frames, missing seqs {sorted(missing)[:10]}")
@@ -412,11 +411,9 @@ def main() -> None:
     args.ips = args.ips or args.clients
 
     raise_nofile(args.clients * 4 + 1000)
-    results = []
     with BenchRun("storm", args.pg, keep=args.keep) as run:
         users = make_users(args.users)
-        for count in (int(n) for n in args.nodes.split(",")):
-            results.append(asyncio.run(phase(run, count, users, args)))
+        results = [asyncio.run(phase(run, int(count), users, args)) for count in args.nodes.split(",")]
         log_problems = run.log_problems()
         ok = all(r["clients_with_loss_or_not_resumed"] == 0 for r in results)
         run.failed = not ok
@@ -424,14 +421,15 @@ def main() -> None:
     def ms(value):
         return f"{value * 1000:,.0f}" if value is not None else "-"
 
-    rows = []
-    for r in results:
-        rows.append([
+    rows = [
+        [
             r["clients"], r["nodes"], r["drop"], f"{r['resumed']}/{r['clients']}", ms(r["all_resumed_s"]),
             f"{r['resumed_ms'].get('p50_ms', 0):,.0f}", f"{r['resumed_ms'].get('p99_ms', 0):,.0f}",
             r["attempts"], r["refused_total"], ", ".join(r["limits_engaged"]) or "none",
             r["clients_with_loss_or_not_resumed"],
-        ])
+        ]
+        for r in results
+    ]
     print_report("storm", vars(args), {"phases": results, "node_log_problems": log_problems},
                  ["clients", "nodes", "drop", "resumed", "all resumed ms", "p50 ms", "p99 ms", "attempts",
                   "refused (4429)", "limits engaged", "clients with loss"], rows)

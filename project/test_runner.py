@@ -22,6 +22,6 @@ class PytestRunner:
         return pytest.main(argv)
 
     @classmethod
-    def add_arguments(cls, parser) -> None:  # noqa: ANN001 - argparse parser
+    def add_arguments(cls, parser) -> None:  # argparse parser
         pass
 

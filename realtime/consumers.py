@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -98,10 +99,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             self.channel_name = await self.channel_layer.new_channel()
             self.channel_receive = self._layer_receive
             sources.append(self.channel_receive)
-        try:
+        with contextlib.suppress(StopConsumer):
             await await_many_dispatch(sources, self.dispatch)
-        except StopConsumer:
-            pass
 
     async def _layer_receive(self) -> dict:
         delay = LAYER_RETRY_FIRST
@@ -189,7 +188,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await handler(arg)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - reported to the client, never a 1011
+        except Exception as exc:  # reported to the client, never a 1011
             transient = isinstance(exc, TRANSIENT_ERRORS)
             log.log(logging.WARNING if transient else logging.ERROR, "%s of %s failed",
                     handler.__name__, self.channel_name, exc_info=not transient)
@@ -272,7 +271,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         for channel in opened.replaced_channels:
             try:
                 await self.channel_layer.send(channel, {"type": "conn.replaced"})
-            except Exception:  # noqa: BLE001 - its row is closed: its next resync ends it anyway
+            except Exception:  # its row is closed: its next resync ends it anyway
                 log.warning("telling %s it was replaced failed", channel, exc_info=True)
         await self._perform(self.state.opened(
             conversation_id=opened.conversation_id,
@@ -317,7 +316,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         try:
             if await ratelimit.rename_slot(f"user:{self.user_id}", self.slot, member, owner=self.channel_name):
                 self.slot = member
-        except Exception:  # noqa: BLE001 - limits fail open; the pending name is released at close
+        except Exception:  # limits fail open; the pending name is released at close
             log.warning("renaming connection slot failed", exc_info=True)
 
     # --- the other frames -------------------------------------------------------------------
@@ -398,7 +397,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                     self._replayed()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the client resumes; nothing is lost
+        except Exception as exc:  # the client resumes; nothing is lost
             transient = isinstance(exc, TRANSIENT_ERRORS)
             log.warning("sending to %s failed: %s", self.channel_name, exc, exc_info=not transient)
             await self._perform(self.state.failed("the server could not read the event log; resume"))
@@ -434,13 +433,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 await self._perform(actions)
                 if deadline is None:
                     return
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._watchdog_wake.wait(), max(0.01, deadline - loop.time()))
-                except TimeoutError:
-                    pass
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a watchdog bug must not leave a zombie behind
+        except Exception:  # a watchdog bug must not leave a zombie behind
             log.exception("watchdog of %s failed; closing", self.channel_name)
             await self._perform(self.state.failed("internal error; resume"))
 
@@ -453,7 +450,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.close(code=close.reason.close_code)
             if close.reason.abort and self.flow is not None:
                 self.flow.abort()
-        except Exception:  # noqa: BLE001 - the peer may already be gone
+        except Exception:  # the peer may already be gone
             log.debug("close of %s failed", self.channel_name, exc_info=True)
         await self._end()
 
@@ -490,7 +487,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 if ack is not None:
                     await db(services.record_ack)(connection_id, self.conversation_id, ack)
                 await db(services.close_connection)(connection_id, code, reason, self.state.sent_seq)
-            except Exception:  # noqa: BLE001 - the node reaper closes rows left open
+            except Exception:  # the node reaper closes rows left open
                 log.warning("closing connection row %s failed", connection_id, exc_info=True)
 
     # --- the node's view (realtime.node.NodeConnection) -------------------------------------
@@ -561,6 +558,6 @@ async def _check(call: Awaitable[ratelimit.Verdict]) -> ratelimit.Verdict:
     """Rate limits fail open: with Redis unreachable the service degrades, it does not stop."""
     try:
         return await call
-    except Exception:  # noqa: BLE001 - Redis down or slow
+    except Exception:  # Redis down or slow
         log.warning("rate limit check failed; allowing", exc_info=True)
         return ratelimit.Verdict(True)

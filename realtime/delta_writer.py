@@ -71,7 +71,7 @@ class DeltaWriter:
                 if not future.done():
                     future.cancel()
             raise
-        except Exception as exc:  # noqa: BLE001 - every waiting run sees the failure
+        except Exception as exc:  # every waiting run sees the failure
             log.warning("delta batch of %d failed", len(live), exc_info=True)
             for _, future in live:
                 if not future.done():

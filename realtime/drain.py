@@ -64,7 +64,7 @@ class Drainer:
                 await asyncio.wait_for(
                     liveness.announce(self.node.node_id, self.node.ws_url, draining=True), self.close_timeout
                 )
-            except Exception:  # noqa: BLE001 - Redis down: the entry lapses by its TTL anyway
+            except Exception:  # Redis down: the entry lapses by its TTL anyway
                 log.warning("could not mark the node draining in discovery", exc_info=True)
             closed = await self.close_sockets()
             log.warning("drain: told %d sockets to reconnect after %.2f s", closed,
@@ -72,7 +72,7 @@ class Drainer:
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
             await self.node.stop(grace=remaining)
             log.warning("drain: done after %.2f s", time.monotonic() - self.started_at)
-        except Exception:  # noqa: BLE001 - whatever failed, the process must still exit
+        except Exception:  # whatever failed, the process must still exit
             log.exception("drain failed; exiting")
         self.stop_server()
 
@@ -114,4 +114,6 @@ def install_on_daphne(node: NodeRuntime, grace: float) -> None:
         Drainer(node, grace, reactor.stop).install(loop)
         node.ensure_started()
 
-    reactor.callWhenRunning(lambda: reactor._asyncioEventloop.call_soon(in_running_loop))
+    # Twisted's asyncio reactor exposes its event loop only as this attribute.
+    loop = reactor._asyncioEventloop  # noqa: SLF001
+    reactor.callWhenRunning(lambda: loop.call_soon(in_running_loop))

@@ -14,6 +14,7 @@ and hands each message to the sockets of that conversation in this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -94,7 +95,7 @@ async def publish(conversation_id: str, events: list[dict]) -> None:
         return
     try:
         await get_redis().publish(channel_for(conversation_id), json.dumps(layer_message(events)))
-    except Exception:  # noqa: BLE001 - Redis down must not fail a committed write
+    except Exception:  # Redis down must not fail a committed write
         log.warning("fan-out of %s events for %s failed", len(events), conversation_id, exc_info=True)
 
 
@@ -109,7 +110,7 @@ async def publish_many(batches: list[tuple[str, list[dict]]]) -> None:
             for conversation_id, events in batches:
                 pipe.publish(channel_for(conversation_id), json.dumps(layer_message(events)))
             await pipe.execute()
-    except Exception:  # noqa: BLE001 - Redis down must not fail committed writes
+    except Exception:  # Redis down must not fail committed writes
         log.warning("fan-out of %s conversations failed", len(batches), exc_info=True)
 
 
@@ -175,7 +176,7 @@ class FanoutHub:
             self._confirmed.pop(cid).cancel()
             try:
                 await self._pubsub.unsubscribe(channel_for(cid))
-            except Exception:  # noqa: BLE001 - a dead connection is rebuilt without it
+            except Exception:  # a dead connection is rebuilt without it
                 log.debug("unsubscribe of %s failed", cid, exc_info=True)
 
     async def _ensure_running(self) -> None:
@@ -210,7 +211,7 @@ class FanoutHub:
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - Redis restarted or unreachable
+            except Exception:  # Redis restarted or unreachable
                 log.warning("fan-out subscription lost; resubscribing", exc_info=True)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -250,17 +251,15 @@ class FanoutHub:
             for confirmed in self._confirmed.values():
                 confirmed.cancel()
             self._confirmed = {}
-            try:
+            with contextlib.suppress(Exception):  # already broken
                 await old.aclose()
-            except Exception:  # noqa: BLE001 - already broken
-                pass
             try:
                 await self._connect()
                 for cid in list(self.members):
                     self._confirmed[cid] = asyncio.get_running_loop().create_future()
                 if self._confirmed:
                     await self._pubsub.subscribe(*(channel_for(cid) for cid in self._confirmed))
-            except Exception:  # noqa: BLE001 - still down: the reader retries with backoff
+            except Exception:  # still down: the reader retries with backoff
                 log.warning("resubscribing failed", exc_info=True)
                 if self._pubsub is None:
                     self._pubsub = old
@@ -276,16 +275,12 @@ class FanoutHub:
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
         if self._pubsub is not None:
-            try:
+            with contextlib.suppress(Exception):  # shutting down
                 await self._pubsub.aclose()
-            except Exception:  # noqa: BLE001 - shutting down
-                pass
             self._pubsub = None
         if self._client is not None:
-            try:
+            with contextlib.suppress(Exception):  # shutting down
                 await self._client.aclose()
-            except Exception:  # noqa: BLE001 - shutting down
-                pass
             self._client = None
         self.members.clear()
         self._confirmed.clear()

@@ -7,6 +7,7 @@ is the node's business."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from typing import Any, Protocol
@@ -103,7 +104,7 @@ class NodeRuntime:
                         self.supervisor.sweep_now()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - Redis or DB blip: retry at the next beat
+            except Exception:  # Redis or DB blip: retry at the next beat
                 log.warning("node heartbeat failed", exc_info=True)
             await asyncio.sleep(min(settings.REALTIME_NODE_TTL / 3, settings.REALTIME_NODE_REAP_INTERVAL))
 
@@ -126,7 +127,7 @@ class NodeRuntime:
             await get_channel_layer().group_send(
                 RUN_KICK_GROUP, {"type": "runs.kick", "conversation_id": conversation_id}
             )
-        except Exception:  # noqa: BLE001 - the workers' sweep finds the run anyway
+        except Exception:  # the workers' sweep finds the run anyway
             log.warning("kicking agent workers failed", exc_info=True)
 
     def listen_for_kicks(self) -> None:
@@ -146,7 +147,7 @@ class NodeRuntime:
                     message = await layer.receive(channel)
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # noqa: BLE001 - Redis blip: back off, the sweep covers the gap
+                except Exception:  # Redis blip: back off, the sweep covers the gap
                     log.warning("run kick listener failed", exc_info=True)
                     await asyncio.sleep(1)
                     await layer.group_add(RUN_KICK_GROUP, channel)
@@ -154,10 +155,8 @@ class NodeRuntime:
                 if message.get("type") == "runs.kick" and self.supervisor is not None:
                     self.supervisor.kick(str(message["conversation_id"]))
         finally:
-            try:
+            with contextlib.suppress(Exception):  # group membership expires in Redis
                 await asyncio.shield(layer.group_discard(RUN_KICK_GROUP, channel))
-            except Exception:  # noqa: BLE001 - group membership expires in Redis
-                pass
 
     def cancel_local_run(self, run_id: str) -> None:
         if self.supervisor is not None:
@@ -173,7 +172,7 @@ class NodeRuntime:
             if not abandon:
                 try:
                     await liveness.withdraw(self.node_id)
-                except Exception:  # noqa: BLE001 - the entry expires by itself
+                except Exception:  # the entry expires by itself
                     log.warning("leaving discovery failed", exc_info=True)
         if self._resync is not None:
             await _cancel(self._resync)

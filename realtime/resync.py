@@ -35,7 +35,7 @@ async def resync_forever(node: NodeRuntime) -> None:
             await resync_once(node)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a database or Redis blip: the next round retries
+        except Exception:  # a database or Redis blip: the next round retries
             log.warning("resync of %s failed", node.node_id, exc_info=True)
 
 
@@ -53,5 +53,5 @@ async def resync_once(node: NodeRuntime) -> None:
             socket.resynced(state, last_seq, min(acked, last_seq))
         try:
             await ratelimit.renew_slots(slots, lease)
-        except Exception:  # noqa: BLE001 - limits fail open; the next round renews
+        except Exception:  # limits fail open; the next round renews
             log.warning("renewing connection slots failed", exc_info=True)

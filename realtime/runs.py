@@ -11,6 +11,7 @@ lease lapses and continues from the text it had committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -114,7 +115,7 @@ class RunSupervisor:
             for claim in claims:
                 try:
                     await db(services.release_run)(claim.run_id, claim.fencing_token)
-                except Exception:  # noqa: BLE001 - the lease lapses anyway
+                except Exception:  # the lease lapses anyway
                     log.warning("releasing run %s failed", claim.run_id, exc_info=True)
 
     # --- claiming ---------------------------------------------------------------------------
@@ -128,12 +129,10 @@ class RunSupervisor:
                     self.kick(conversation_id)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a database blip must not stop the sweeper
+            except Exception:  # a database blip must not stop the sweeper
                 log.warning("run sweep failed", exc_info=True)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sweep_wake.wait(), self.sweep_interval)
-            except TimeoutError:
-                pass
             self._sweep_wake.clear()
 
     async def _drive(self, conversation_id: str) -> None:
@@ -148,7 +147,7 @@ class RunSupervisor:
                 await self._execute(claim)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - the sweeper retries the conversation
+        except Exception:  # the sweeper retries the conversation
             log.exception("driving runs of %s failed", conversation_id)
         finally:
             self.drivers.pop(conversation_id, None)
@@ -229,7 +228,7 @@ class RunSupervisor:
                     queue.put_nowait(delta)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - reported as agent.failed
+        except Exception as exc:  # reported as agent.failed
             log.warning("agent failed: %s", exc, exc_info=True)
             queue.put_nowait(AgentFailure(f"{type(exc).__name__}: {exc}"))
             return
@@ -289,7 +288,7 @@ class RunSupervisor:
                 continue
             try:
                 state = await db(services.renew_run_lease)(claim.run_id, claim.fencing_token, self.lease_seconds)
-            except Exception:  # noqa: BLE001 - try again; the lease has slack for a blip
+            except Exception:  # try again; the lease has slack for a blip
                 log.warning("renewing run %s failed", claim.run_id, exc_info=True)
                 continue
             if state == "cancel":

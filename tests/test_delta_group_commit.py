@@ -16,6 +16,17 @@ from sessions_app.models import AgentRun, Event
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True, params=["default", "orm"])
+def implementation(request, monkeypatch):
+    """Each test runs on the implementation the database gets (on PostgreSQL the one-trip
+    function) and on the ORM reference, which must agree."""
+    if request.param == "orm":
+        from sessions_app.services import runs
+
+        monkeypatch.setattr(runs, "append_run_deltas_in_one_trip", runs.append_run_deltas_orm)
+    return request.param
+
+
 def _running_run(user) -> services.ClaimedRun:
     conversation = services.create_conversation(user.pk)
     services.post_user_message(conversation.pk, uuid.uuid4(), "hi")

@@ -50,7 +50,7 @@ def token_server() -> Iterator[callable]:
 
     def start(status: int) -> str:
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:  # http.server's name
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 body = {"access": "a", "refresh": "r"} if status == 200 else {"detail": "No active account"}
                 data = json.dumps(body).encode()

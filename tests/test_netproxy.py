@@ -376,9 +376,9 @@ def test_threaded_proxy_from_sync_code(sync_echo: tuple[str, int]) -> None:
         sock.close()
 
         proxy.refuse()
-        with pytest.raises(RESET_ERRORS):  # the RST can even beat connect() returning
-            with socket.create_connection(("127.0.0.1", proxy.port), timeout=3) as refused:
-                refused.recv(100)
+        # The RST can even beat connect() returning.
+        with pytest.raises(RESET_ERRORS), socket.create_connection(("127.0.0.1", proxy.port), timeout=3) as refused:
+            refused.recv(100)
         assert proxy.accepted == 3
         assert proxy.refused == 1
 

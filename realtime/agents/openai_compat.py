@@ -55,8 +55,9 @@ class OpenAICompatibleAgent:
         # The read timeout bounds the gap between two chunks: a stalled upstream fails the run.
         timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
         try:
-            async with httpx.AsyncClient(timeout=timeout) as client:
-                async with client.stream("POST", f"{self.base_url}/chat/completions", json=body, headers=headers) as r:
+            async with httpx.AsyncClient(timeout=timeout) as client, client.stream(
+                "POST", f"{self.base_url}/chat/completions", json=body, headers=headers
+            ) as r:
                     if r.status_code >= 400:
                         detail = (await r.aread()).decode("utf-8", "replace")[:300]
                         raise AgentStreamError(f"upstream answered HTTP {r.status_code}: {detail}")

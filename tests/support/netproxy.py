@@ -155,13 +155,13 @@ class Pump:
     def __repr__(self) -> str:
         return f"<Pump {self.direction} forwarded={self.forwarded} dropped={self.dropped}>"
 
-    async def _read_loop(self) -> None:
+    async def read_loop(self) -> None:
         proxy = self.connection.proxy
         loop = asyncio.get_running_loop()
         while True:
             try:
                 data = await self._source.read(CHUNK_SIZE)
-            except Exception as exc:  # a peer reset or vanished: passed on in order, like an RST
+            except Exception as exc:  # noqa: BLE001 - a peer reset or vanished: passed on in order, like an RST
                 self._queue.put_end(loop.time(), _End(exc))
                 return
             if not data:
@@ -172,13 +172,13 @@ class Pump:
                 continue
             await self._queue.put(loop.time(), data)
 
-    async def _write_loop(self) -> None:
+    async def write_loop(self) -> None:
         try:
             await self._forward()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the destination is gone: tear the whole connection down
-            self.connection._fail(exc)
+        except Exception as exc:  # noqa: BLE001 - the destination is gone: tear the whole connection down
+            self.connection.fail(exc)
 
     async def _forward(self) -> None:
         while True:
@@ -188,7 +188,7 @@ class Pump:
                 # retransmit its FIN / RST until it gets through.
                 await self._wait_until_due(received, hold=True)
                 if item.error is not None:
-                    self.connection._fail(item.error)
+                    self.connection.fail(item.error)
                 else:
                     self._forward_eof()
                 return
@@ -202,7 +202,7 @@ class Pump:
         proxy = self.connection.proxy
         loop = asyncio.get_running_loop()
         while True:
-            changed = proxy._changed
+            changed = proxy.changed
             if proxy.blackholed:
                 if not hold:
                     return False
@@ -217,7 +217,7 @@ class Pump:
         proxy = self.connection.proxy
         loop = asyncio.get_running_loop()
         while data:
-            changed = proxy._changed
+            changed = proxy.changed
             if proxy.blackholed:
                 self._drop(len(data))
                 return
@@ -235,7 +235,7 @@ class Pump:
                 self._next_send = max(self._next_send, now - BANDWIDTH_SLICE_SECONDS) + len(piece) / rate
             self._dest.write(piece)
             self.forwarded += len(piece)
-            proxy._count(self.direction, len(piece))
+            proxy.count(self.direction, len(piece))
             await self._dest.drain()
 
     def _forward_eof(self) -> None:
@@ -246,7 +246,7 @@ class Pump:
 
     def _drop(self, size: int) -> None:
         self.dropped += size
-        self.connection.proxy._count_dropped(self.direction, size)
+        self.connection.proxy.count_dropped(self.direction, size)
 
 
 class ProxiedConnection:
@@ -298,11 +298,11 @@ class ProxiedConnection:
         """Abort: RST to both peers."""
         self._end("reset", _abort)
 
-    async def _run(self) -> None:
+    async def run_until_closed(self) -> None:
         loop = asyncio.get_running_loop()
         for pump in (self.client_to_upstream, self.upstream_to_client):
-            self._tasks.append(loop.create_task(pump._read_loop()))
-            self._tasks.append(loop.create_task(pump._write_loop()))
+            self._tasks.append(loop.create_task(pump.read_loop()))
+            self._tasks.append(loop.create_task(pump.write_loop()))
         try:
             # return_exceptions: every task's outcome is collected, none is left "never retrieved"
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -313,7 +313,7 @@ class ProxiedConnection:
     def _both_eofs(self) -> bool:
         return self.client_to_upstream.eof_forwarded and self.upstream_to_client.eof_forwarded
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
         if not self.closed:
             log.debug("%r failed: %r", self, exc)
             self.error = exc
@@ -368,7 +368,7 @@ class FaultProxy:
         self._connections: list[ProxiedConnection] = []
         self._connecting: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._handlers: set[asyncio.Task[None]] = set()
-        self._changed = asyncio.Event()
+        self.changed = asyncio.Event()
 
     def __repr__(self) -> str:
         where = f"{self.listen_host}:{self._port}" if self._port else "stopped"
@@ -492,16 +492,16 @@ class FaultProxy:
 
     def _notify(self) -> None:
         """Wakes every pump waiting on a delay so it re-reads the settings."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self.changed.set()
+        self.changed = asyncio.Event()
 
-    def _count(self, direction: Direction, size: int) -> None:
+    def count(self, direction: Direction, size: int) -> None:
         if direction == "up":
             self.bytes_up += size
         else:
             self.bytes_down += size
 
-    def _count_dropped(self, direction: Direction, size: int) -> None:
+    def count_dropped(self, direction: Direction, size: int) -> None:
         if direction == "up":
             self.dropped_up += size
         else:
@@ -547,7 +547,7 @@ class FaultProxy:
         conn = ProxiedConnection(self, (reader, writer), upstream, self.buffer_limit)
         self._connections.append(conn)
         try:
-            await conn._run()
+            await conn.run_until_closed()
         finally:
             self._connections.remove(conn)
 
@@ -634,7 +634,7 @@ class ThreadedFaultProxy:
                 return
             try:
                 future.set_result(fn(*args))
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread through the future
                 future.set_exception(exc)
 
         loop.call_soon_threadsafe(run)

@@ -351,7 +351,7 @@ class TetherClient:
                     return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - never leave the consumer waiting forever
+        except Exception as exc:  # never leave the consumer waiting forever
             log.exception("tether client task failed")
             self._stop(TetherError(f"client failed: {exc!r}"), Disconnected(None, f"client failed: {exc!r}", True))
 
@@ -694,7 +694,7 @@ class TetherClient:
             else:
                 log.warning("access token expiring and no way to renew it; the server will close with 4401")
                 sent = False
-        except Exception:  # noqa: BLE001 - at expiry the server closes 4401 and we renew then
+        except Exception:  # at expiry the server closes 4401 and we renew then
             log.warning("token refresh on the open socket failed", exc_info=True)
             sent = False
         if not sent:
@@ -726,7 +726,7 @@ class TetherClient:
                 self._token, self._refresh_token = pair.access, pair.refresh
             else:
                 return False
-        except Exception:  # noqa: BLE001 - reported as an auth failure by the caller
+        except Exception:  # reported as an auth failure by the caller
             log.warning("token renewal failed", exc_info=True)
             return False
         self._access_expires_at = None  # unknown until the next `ready`
@@ -749,7 +749,7 @@ class TetherClient:
         try:
             token = await self._current_token()
             nodes = await rest.fetch_nodes(self._http_client(), self._discovery_url, token)
-        except Exception:  # noqa: BLE001 - keep the endpoints we have
+        except Exception:  # keep the endpoints we have
             log.warning("node discovery at %s failed", self._discovery_url, exc_info=True)
             return
         if nodes:
