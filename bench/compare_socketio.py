@@ -48,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._support import (  # noqa: E402
+from bench._support import (
     DEFAULT_PG,
     ROOT,
     BenchRun,
@@ -251,9 +251,8 @@ def rows_of(result: dict) -> list[tuple[str, str, float, float]]:
     for kind, label in (("resume", "resume, open → last missed"), ("lost", "disconnect → all missed")):
         for level in result[kind]:
             t, s = level["tether"], level["socketio"]
-            for p in ("p50_ms", "p99_ms"):
-                rows.append((f"{label}, K={t['missed']}", p.replace("_ms", " ms"), t[measure(kind)][p],
-                             s[measure(kind)][p]))
+            rows.extend((f"{label}, K={t['missed']}", p.replace("_ms", " ms"), t[measure(kind)][p],
+                         s[measure(kind)][p]) for p in ("p50_ms", "p99_ms"))
             if kind == "lost":
                 # Part of the figure above: the harness writing the K events while the client
                 # is away (Tether: one transaction; Socket.IO: one HTTP request to the server).
@@ -261,8 +260,8 @@ def rows_of(result: dict) -> list[tuple[str, str, float, float]]:
                              s["write"]["p50_ms"]))
     for level in result["streams"]:
         t, s = level["tether"], level["socketio"]
-        for p in ("p50_ms", "p99_ms", "max_ms"):
-            rows.append((f"streams, N={t['streams']}", p.replace("_ms", " ms") + " delay", t[p], s[p]))
+        rows.extend((f"streams, N={t['streams']}", p.replace("_ms", " ms") + " delay", t[p], s[p])
+                    for p in ("p50_ms", "p99_ms", "max_ms"))
         rows.append((f"streams, N={t['streams']}", "server CPU s", t["server_cpu_s"], s["server_cpu_s"]))
     return rows
 
@@ -329,14 +328,12 @@ def main() -> None:
     args.missed_list = [int(k) for k in args.missed.split(",") if k]
 
     ensure_node_modules()
-    results = []
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     t0 = time.monotonic()
     with BenchRun(f"sio_{os.getpid()}", args.pg, keep=args.keep) as run:
         users = make_users(max([1, *args.streams_list]), prefix="compare")
         log(f"scratch database {run.db_name} migrated, users made: {time.monotonic() - t0:.1f} s")
-        for index in range(args.runs):
-            results.append(one_run(run, index, users, args))
+        results = [one_run(run, index, users, args) for index in range(args.runs)]
         node_problems = {name: len(lines) for name, lines in run.log_problems().items()}
         problems = [p for r in results for p in problems_of(r)]
         # Keeps the logs (their directory is printed) when anything went wrong.
