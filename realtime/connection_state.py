@@ -50,7 +50,7 @@ class Limits:
     frame_capacity: float = 60.0  # inbound frames: a token bucket of this size...
     frame_per_second: float = 6.0  # ...refilled at this rate
     frame_overrun_close: int = 20  # frames over the rate in a row before 4429
-    ack_flush_interval: float = 5.0  # acks are stored at most this often
+    ack_flush_interval: float = 30.0  # acks are stored at most this often (besides every resync)
     replay_batch: int = 500  # events per read of the log
     # Live events kept in memory while the sender is behind; beyond, they are read from the log.
     inline_events: int = 1000
