@@ -63,18 +63,25 @@ async def _both_serving(lb: HAProxy, nodes) -> None:
     """Waits until the balancer has sent a socket to each node (both checked UP)."""
     token = (await database_sync_to_async(user_tokens)(1, "probe"))[0]
     seen: set[str] = set()
+    sources = itertools.cycle(f"127.0.1.{i}" for i in range(1, 255))
 
     async def probe():
+        # Each probe from its own loopback address, so that the probes never use up a test's
+        # per-IP connect limit; a probe refused by the per-user limit (4429) just tries again.
         try:
-            async with websockets.connect(lb.ws_url, open_timeout=5) as ws:
+            async with websockets.connect(lb.ws_url, open_timeout=5, local_addr=(next(sources), 0)) as ws:
                 await ws.send(json.dumps({"type": "connect", "token": token, "conversation_id": None,
                                           "last_seq": None, "client_id": "probe"}))
-                seen.add(json.loads(await ws.recv())["node"])
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "ready":
+                    seen.add(frame["node"])
         except websockets.InvalidStatus as exc:  # 503: no server checked UP yet
             assert exc.response.status_code == 503, exc
+        except websockets.ConnectionClosed as exc:
+            assert exc.rcvd is not None and exc.rcvd.code == 4429, exc
         return seen >= {n.node_id for n in nodes}
 
-    await eventually(probe, timeout=20, interval=0.1, what="the balancer serving both nodes")
+    await eventually(probe, timeout=20, interval=0.2, what="the balancer serving both nodes")
 
 
 async def test_rolling_restart_through_the_balancer_loses_nothing(daphne_cluster, balancer):
