@@ -144,6 +144,9 @@ CHANNEL_LAYERS = {
     }
 }
 
+# Connections of the project's own Redis client per process (rate limits, slots, publishing,
+# the node registry); callers wait for a free one rather than opening more.
+REALTIME_REDIS_POOL_SIZE = env_int("REALTIME_REDIS_POOL_SIZE", 32)
 # The project's own Redis calls (rate limits, node registry) fail after this many seconds.
 REALTIME_REDIS_TIMEOUT = env_float("REALTIME_REDIS_TIMEOUT", 2.0)
 # A node that has not refreshed its registry entry for this long is dead: its connections

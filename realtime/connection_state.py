@@ -479,6 +479,22 @@ class ConnectionState:
             return ReadLog(self.sent_seq, None, self.limits.replay_batch)
         return None
 
+    def read_ahead(self) -> ReadLog | None:
+        """While the frames in hand are sent, the read of what follows them, if the log has more:
+        a long replay then reads and sends at the same time instead of in turns."""
+        if self.phase is not Phase.READY:
+            return None
+        last = self.sent_seq
+        while last + 1 in self.pending:
+            last += 1
+        if last >= self.known_upto or last == self.sent_seq:
+            return None
+        upto = self.known_upto
+        later = [s for s in self.pending if s > last + 1]
+        if later:
+            upto = min(upto, min(later) - 1)
+        return ReadLog(last, upto, self.limits.replay_batch)
+
     def log_read(self, step: ReadLog, batch: list[tuple[int, str]]) -> list[Action]:
         """Rows of the log for `step`. They must follow the cursor without a hole: the log is
         gapless by construction, so a hole means it was damaged (or pruned under a replay).

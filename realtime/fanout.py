@@ -122,7 +122,9 @@ async def publish_many(batches: list[tuple[str, list[dict]]]) -> None:
 class FanoutHub:
     """A node's single pub/sub connection and the local sockets of each conversation."""
 
-    def __init__(self) -> None:
+    def __init__(self, health_check_interval: float = 10.0) -> None:
+        # How often redis-py pings the idle subscription connection to find it dead.
+        self.health_check_interval = health_check_interval
         self.members: dict[str, set[Listener]] = {}
         self._confirmed: dict[str, asyncio.Future] = {}
         self._lock: asyncio.Lock | None = None
@@ -203,10 +205,15 @@ class FanoutHub:
                 # (redis-py 8 defaults to 5 s); health checks find a dead connection instead.
                 socket_timeout=None,
                 socket_connect_timeout=settings.REALTIME_REDIS_TIMEOUT,
-                health_check_interval=10,
+                health_check_interval=self.health_check_interval,
             )
         self._pubsub = self._client.pubsub()
         await self._pubsub.connect()
+        # Always subscribed to something: redis-py checks the health of a connection subscribed
+        # to nothing when it subscribes, reading a PING's reply while our reader reads the same
+        # connection ("read() called while another coroutine is already waiting"). Nobody
+        # publishes on this channel; the reader ignores its confirmation.
+        await self._pubsub.subscribe(key("fanout", "keepalive"))
 
     async def _read_forever(self) -> None:
         backoff = 0.1

@@ -498,3 +498,19 @@ def test_a_first_batch_is_ignored_when_the_plan_does_not_resume():
     state.opened(conversation_id=CID, client_last_seq=2, last_seq=4, first_kept_seq=1, created=False,
                  intact=False, node="n", frames=[event(3), event(4)])
     assert state.next_delivery() is None and state.pending == {}
+
+
+def test_a_long_replay_reads_what_follows_while_it_sends():
+    state = ready_state(last_seq=10, client_last_seq=0)
+    assert state.read_ahead() is None  # nothing in hand yet: a plain read comes first
+    step = state.next_delivery()
+    assert step == cs.ReadLog(0, 10, 3)
+    state.log_read(step, [event(1), event(2), event(3)])
+    ahead = state.read_ahead()
+    assert ahead == cs.ReadLog(3, 10, 3)
+    for seq, _ in state.next_delivery().frames:
+        state.delivered(seq)
+    state.log_read(ahead, [event(4), event(5), event(6)])
+    assert state.next_delivery() == cs.Deliver([event(4), event(5), event(6)])
+    state.live({"upto": 10, "frames": [event(9)]})
+    assert state.read_ahead() == cs.ReadLog(6, 8, 3)  # up to the frame already in hand

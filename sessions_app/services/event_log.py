@@ -17,7 +17,6 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
-from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from realtime import metrics
@@ -31,16 +30,18 @@ def first_kept_seq(conversation_id: Any, last_seq: int) -> int:
 
 
 def log_extent(conversation_id: Any, last_seq: int, after: int | None) -> tuple[int, bool]:
-    """(lowest seq kept, whether every event after `after` is there), in one index scan. The
-    log is gapless by construction; a hole means someone removed rows, and a replay across it
-    would be dishonest, so the resume answers resumed:false instead."""
+    """(lowest seq kept, whether every event after `after` is there). The log is gapless by
+    construction; a hole means someone removed rows, and a replay across it would be dishonest,
+    so the resume answers resumed:false instead. Both reads walk the (conversation, seq) index
+    over the missed events only: we found a count over the whole log made a resume cost grow
+    with the conversation's length."""
     after = 0 if after is None else after
-    found = Event.objects.filter(conversation_id=conversation_id).aggregate(
-        # Bounded by last_seq: events committed since it was read are not counted.
-        lowest=Min("seq"), kept_after=Count("id", filter=Q(seq__gt=after, seq__lte=last_seq))
-    )
-    lowest = found["lowest"] if found["lowest"] is not None else last_seq + 1
-    intact = after >= last_seq or found["kept_after"] == last_seq - max(after, lowest - 1)
+    events = Event.objects.filter(conversation_id=conversation_id)
+    lowest = events.order_by("seq").values_list("seq", flat=True).first()
+    lowest = lowest if lowest is not None else last_seq + 1
+    # Bounded by last_seq: events committed since it was read are not counted.
+    kept_after = events.filter(seq__gt=after, seq__lte=last_seq).count() if after < last_seq else 0
+    intact = after >= last_seq or kept_after == last_seq - max(after, lowest - 1)
     return lowest, intact
 
 
