@@ -1,5 +1,6 @@
 """Tether settings. Every knob comes from the environment; see README.md for the list."""
 
+import logging
 import os
 import socket
 from datetime import timedelta
@@ -9,6 +10,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from project.env import env_bool, env_float, env_int, env_list, env_str
+from realtime.logcontext import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,6 +33,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "channels",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "sessions_app",
     "realtime",
     "demo",
@@ -99,21 +103,17 @@ WHITENOISE_USE_FINDERS = True
 # The JavaScript client, served as it is in the repository: /static/tether/tether-client.js.
 STATICFILES_DIRS = [("tether", BASE_DIR / "clients" / "js" / "src")]
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {
-        "django.channels.server": {"level": "WARNING"},
-        # LOG_LEVELS=realtime.phases=DEBUG,tether.auth=WARNING: levels of single loggers.
-        **{
-            name.strip(): {"level": level.strip().upper()}
-            for name, _, level in (item.partition("=") for item in env_list("LOG_LEVELS", []))
-        },
-    },
-}
+# Plain text by default; LOG_FORMAT=json gives one JSON object per line with node,
+# conversation_id, connection_id, run_id, seq and close_code where they apply.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+LOGGING = logging_config(
+    LOG_FORMAT,
+    env_str("LOG_LEVEL", "INFO"),
+    # LOG_LEVELS=realtime.phases=DEBUG,tether.auth=WARNING: levels of single loggers.
+    {name.strip(): level.strip().upper() for name, _, level in (i.partition("=") for i in env_list("LOG_LEVELS", []))},
+)
+if LOG_FORMAT == "json":
+    logging.captureWarnings(True)  # Python warnings become JSON lines too
 
 # --- Redis and the channel layer -------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -187,9 +187,57 @@ REST_FRAMEWORK = {
         "sessions_app.authentication.StandingJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "sessions_app.pagination.Pagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 100),
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON only: what clients send and what the schema documents (a malformed multipart
+    # body was answered with an empty 400 that no client could read).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
 }
+# The largest `?limit=` a list endpoint honours (larger asks get this many).
+API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 500)
+# DRF throttles ("count/s|m|h|d", or "off"), counted in Redis so every node shares them; they
+# fail open when Redis is unreachable, like the socket limits. Password guessing is limited
+# per client address and per username; creating conversations per user.
+API_THROTTLE_TOKEN_IP = env_str("API_THROTTLE_TOKEN_IP", "20/min")
+API_THROTTLE_TOKEN_USERNAME = env_str("API_THROTTLE_TOKEN_USERNAME", "10/min")
+API_THROTTLE_CONVERSATIONS = env_str("API_THROTTLE_CONVERSATIONS", "60/min")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        # Keys are built by the throttles under REDIS_KEY_PREFIX (read per request).
+        "KEY_FUNCTION": "sessions_app.throttles.cache_key",
+        "OPTIONS": {"socket_timeout": REALTIME_REDIS_TIMEOUT, "socket_connect_timeout": REALTIME_REDIS_TIMEOUT},
+    },
+}
+
+# The OpenAPI 3 schema at /api/schema/ (committed as docs/openapi.yaml), Swagger UI at
+# /api/docs/ from the sidecar package's files: no CDN, works offline.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Tether REST API",
+    "DESCRIPTION": "The REST side of Tether. The WebSocket protocol is docs/protocol.md "
+    "(machine-readable: docs/asyncapi.yaml).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "sessions_app.openapi.add_error_responses",
+    ],
+}
+
+# /metrics (Prometheus): allowed from these networks, or from anywhere with
+# "Authorization: Bearer <METRICS_TOKEN>" when it is set.
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# `manage.py run_agents` serves its metrics here (0: no exporter); see docs/operations.md.
+METRICS_WORKER_PORT = env_int("METRICS_WORKER_PORT", 0)
+METRICS_WORKER_BIND = env_str("METRICS_WORKER_BIND", "127.0.0.1")
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("ACCESS_TOKEN_LIFETIME", 300)),

@@ -34,7 +34,7 @@ from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from realtime import closes, ratelimit, tokens
+from realtime import closes, logcontext, metrics, ratelimit, tokens
 from realtime import connection_state as cs
 from realtime import protocol as p
 from realtime.auth import InvalidToken, verify_access_token
@@ -130,6 +130,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.node: NodeRuntime = self.scope["tether_node"]
+        logcontext.bind(node=self.node.node_id)
         self.state = cs.ConnectionState(connection_limits(), asyncio.get_running_loop().time())
         # Set by the connect, in this order; each is held until `_release` gives it back.
         self.user_id: str | None = None
@@ -156,14 +157,21 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if self.remote_addr:
             verdict = await _check(ratelimit.hit(f"ip:{self.remote_addr}", ratelimit.rule("REALTIME_RATE_CONNECT_IP")))
             if not verdict.allowed:
+                metrics.RATE_LIMITED.labels("connect_ip").inc()
                 await self._perform(self.state.limited("ip", verdict.retry_after_ms))
 
     async def disconnect(self, code: int) -> None:
-        self.state.disconnected(code)
+        first = not self.state.closed  # after a server close, that close was counted
+        ended = self.state.disconnected(code)
+        if first:
+            self._ended(*ended)
         await self._end()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        await self._perform(self.state.receive(text_data, bytes_data, asyncio.get_running_loop().time()))
+        actions = self.state.receive(text_data, bytes_data, asyncio.get_running_loop().time())
+        if self.state.frame_overruns:  # this frame found the per-socket bucket empty
+            metrics.RATE_LIMITED.labels("frames").inc()
+        await self._perform(actions)
 
     # --- performing the state machine's actions -------------------------------------------
 
@@ -223,6 +231,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if not await self._still_open():
             return
         if not verdict.allowed:
+            metrics.RATE_LIMITED.labels("connect_user").inc()
             await self._perform(self.state.limited("user", verdict.retry_after_ms))
             return
         member = (
@@ -240,6 +249,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if not await self._still_open():
             return
         if not verdict.allowed:
+            metrics.RATE_LIMITED.labels("connections_per_user").inc()
             await self._perform(self.state.limited("slots", verdict.retry_after_ms))
             return
         # Join the live feed before reading where the log stands, so an event committed
@@ -265,6 +275,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.connection_id = opened.connection_id
         self.conversation_id = opened.conversation_id
+        logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id)
         timer.mark("open_session", loop.time())
         if not await self._still_open():
             return
@@ -277,7 +288,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.send(channel, {"type": "conn.replaced"})
             except Exception:  # its row is closed: its next resync ends it anyway
                 log.warning("telling %s it was replaced failed", channel, exc_info=True)
-        await self._perform(self.state.opened(
+        ready = self.state.opened(
             conversation_id=opened.conversation_id,
             client_last_seq=frame.last_seq,
             last_seq=opened.last_seq,
@@ -286,8 +297,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             intact=opened.intact,
             node=self.node.node_id,
             frames=opened.frames,
-        ))
+        )
+        await self._perform(ready)
         timer.mark("ready", loop.time())
+        if ready:
+            plan = ready[0].frame
+            metrics.connect_ready(frame.conversation_id is not None, plan["resumed"], plan["replay_count"],
+                                  loop.time() - timer.marks[0][1])
+            log.info("connection ready", extra={"seq": opened.last_seq, "resumed": plan["resumed"]})
         timer.conversation_id = opened.conversation_id
         self._replay_timer = (timer, self.state.sent_seq, opened.last_seq)
         if self.state.sent_seq >= opened.last_seq:
@@ -332,6 +349,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         ]))
         if not verdict.allowed:
             per_user = verdict.refused_by == 1
+            metrics.RATE_LIMITED.labels("runs_per_user" if per_user else "messages").inc()
             await self._perform(self.state.message_limited(frame.client_msg_id, verdict.retry_after_ms, per_user))
             return
         try:
@@ -361,9 +379,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             else:
                 renewed = await db(tokens.accept_new_access_token)(frame.access, self.user_id)
         except tokens.RefreshRefused as exc:
+            metrics.AUTH_REFRESHES.labels("access" if frame.refresh is None else "refresh", "refused").inc()
             await db(services.record_auth_refresh)(self.connection_id, refused=str(exc))
             await self._perform(self.state.refresh_refused(str(exc)))
             return
+        metrics.AUTH_REFRESHES.labels("access" if frame.refresh is None else "refresh", "ok").inc()
         await db(services.record_auth_refresh)(self.connection_id, standing=renewed.standing)
         await self._perform(self.state.refreshed(renewed.access_expires_at, renewed.access, renewed.refresh))
         self._watchdog_wake.set()
@@ -459,6 +479,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _close(self, close: cs.Close) -> None:
         """Every server-side close: explanatory frame first (daphne drops close reasons)."""
+        self._ended(close.reason.close_code, close.reason.code)
         try:
             await self._send(close.frame())
             await self.close(code=close.reason.close_code)
@@ -467,6 +488,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         except Exception:  # the peer may already be gone
             log.debug("close of %s failed", self.channel_name, exc_info=True)
         await self._end()
+
+    def _ended(self, close_code: int | None, reason: str) -> None:
+        """Counts and logs the end of the socket, once (the first ending, server's or client's)."""
+        metrics.connect_ended(close_code, reason, was_ready=self.connection_id is not None)
+        log.info("connection closed: %s", reason, extra={
+            "close_code": close_code, "seq": self.state.sent_seq,
+            "conversation_id": self.conversation_id, "connection_id": self.connection_id})
 
     async def _end(self) -> None:
         """Stops the socket's tasks and releases what it holds. Safe to call more than once."""
@@ -528,6 +556,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         return (f"user:{self.user_id}", self.slot) if self.slot is not None else None
 
     def resynced(self, state: str, last_seq: int, acked_stored: int) -> None:
+        if state == "ok" and last_seq > self.state.known_upto:  # committed, never announced to us
+            metrics.RESYNC_REPAIRED_EVENTS.inc(last_seq - self.state.known_upto)
         actions = self.state.resynced(state, last_seq, acked_stored)
         if actions:
             self.node.spawn(self._perform(actions))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from realtime import metrics
 from realtime.db import db
 from realtime.fanout import publish_many
 from sessions_app import services
@@ -81,6 +82,7 @@ class DeltaWriter:
         self.writes += len(live)
         took = asyncio.get_running_loop().time() - started
         self.busy_seconds += took
+        metrics.delta_batch(len(live), took)
         if took > 0.1:
             log.debug("slow delta batch: %d writes in %.0f ms", len(live), took * 1000)
         if self.batches % 200 == 0:

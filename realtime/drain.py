@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from realtime import liveness
+from realtime import liveness, metrics
 from realtime.node import NodeRuntime
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,15 @@ class Drainer:
             except Exception:  # Redis down: the entry lapses by its TTL anyway
                 log.warning("could not mark the node draining in discovery", exc_info=True)
             closed = await self.close_sockets()
-            log.warning("drain: told %d sockets to reconnect after %.2f s", closed,
-                        time.monotonic() - self.started_at)
+            moved = time.monotonic() - self.started_at
+            metrics.DRAIN_SECONDS.labels("sockets").set(moved)
+            log.warning("drain: told %d sockets to reconnect after %.2f s", closed, moved,
+                        extra={"drain_phase": "sockets", "duration_seconds": moved})
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
             await self.node.stop(grace=remaining)
-            log.warning("drain: done after %.2f s", time.monotonic() - self.started_at)
+            total = time.monotonic() - self.started_at
+            metrics.DRAIN_SECONDS.labels("total").set(total)
+            log.warning("drain: done after %.2f s", total, extra={"drain_phase": "total", "duration_seconds": total})
         except Exception:  # whatever failed, the process must still exit
             log.exception("drain failed; exiting")
         self.stop_server()

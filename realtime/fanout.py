@@ -17,12 +17,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from realtime import metrics
 from realtime.db import db
 from realtime.redis_client import get_redis, key
 from sessions_app.services.event_log import encode_frame
@@ -94,7 +96,9 @@ async def publish(conversation_id: str, events: list[dict]) -> None:
     if not events:
         return
     try:
-        await get_redis().publish(channel_for(conversation_id), json.dumps(layer_message(events)))
+        # `ts`: when it was published, for the receiving nodes' fan-out lag metric.
+        message = {**layer_message(events), "ts": time.time()}
+        await get_redis().publish(channel_for(conversation_id), json.dumps(message))
     except Exception:  # Redis down must not fail a committed write
         log.warning("fan-out of %s events for %s failed", len(events), conversation_id, exc_info=True)
 
@@ -106,9 +110,10 @@ async def publish_many(batches: list[tuple[str, list[dict]]]) -> None:
     if not batches:
         return
     try:
+        now = time.time()
         async with get_redis().pipeline(transaction=False) as pipe:
             for conversation_id, events in batches:
-                pipe.publish(channel_for(conversation_id), json.dumps(layer_message(events)))
+                pipe.publish(channel_for(conversation_id), json.dumps({**layer_message(events), "ts": now}))
             await pipe.execute()
     except Exception:  # Redis down must not fail committed writes
         log.warning("fan-out of %s conversations failed", len(batches), exc_info=True)
@@ -246,6 +251,7 @@ class FanoutHub:
             # own sender, so a slow socket holds up nobody (we found a task per delivery cost
             # more than the delivery itself at hundreds of events per second).
             payload = json.loads(message["data"])
+            metrics.fanout_arrived(payload.get("ts"))
             for listener in list(self.members.get(cid, ())):
                 listener.live(payload)
 

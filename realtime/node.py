@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from realtime import liveness
+from realtime import liveness, metrics
 from realtime.fanout import FanoutHub
 from realtime.resync import resync_forever
 from realtime.runs import RunSupervisor
@@ -89,6 +89,7 @@ class NodeRuntime:
         if self.register:
             self._heartbeat = loop.create_task(self._keep_alive())
         self._resync = loop.create_task(resync_forever(self), name="resync")
+        metrics.watch_node(self.node_id, lambda: len(self.connections))
 
     async def _keep_alive(self) -> None:
         """Announces this node every TTL/3 and reaps nodes that stopped announcing."""
@@ -166,6 +167,7 @@ class NodeRuntime:
         """`abandon` stops like a crash (nothing is written, leases and the registry entry
         lapse); otherwise the node leaves discovery first and releases what it held."""
         self._stopped = True
+        metrics.unwatch_node(self.node_id)
         if self._heartbeat is not None:
             await _cancel(self._heartbeat)
             self._heartbeat = None

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 
+from realtime import logcontext, metrics
 from realtime.agents.base import Agent, AgentContext, load_agent
 from realtime.db import db
 from realtime.delta_writer import DeltaWriter
@@ -175,6 +176,10 @@ class RunSupervisor:
         # The budget counts from the run's first start, not from this claim: restarted at every
         # takeover, a run that keeps being taken over would never time out.
         deadline = loop.time() + self.run_timeout - claim.elapsed_seconds
+        logcontext.bind_only(node=self.node_id, run_id=run_id, conversation_id=conversation_id)
+        log.info("run claimed", extra={"takeover": claim.takeover, "fencing_token": token})
+        metrics.run_claimed(claim.takeover)
+        claimed_at, ended = loop.time(), "released"  # a stop cancels us: released
         await publish_committed(claim)
         queue: asyncio.Queue = asyncio.Queue()
         self.executing[run_id] = queue
@@ -197,15 +202,19 @@ class RunSupervisor:
             async with asyncio.timeout_at(deadline):
                 await self._pump(claim, queue)
             await commit_and_publish(services.complete_run, conversation_id, run_id, token, agent_context.memory)
+            ended = "completed"
         except services.LeaseLost:
+            ended = "lease_lost"
             log.warning("run %s: lease lost; another node continues it", run_id)
         except services.RunCancelled:
-            await self._end(claim, "cancelled", cancelled=True)
+            ended = await self._end(claim, "cancelled", cancelled=True)
         except TimeoutError:
-            await self._end(claim, f"agent did not finish within {self.run_timeout:g} s")
+            ended = await self._end(claim, f"agent did not finish within {self.run_timeout:g} s")
         except AgentFailure as exc:
-            await self._end(claim, str(exc) or "agent failed")
+            ended = await self._end(claim, str(exc) or "agent failed")
         finally:
+            metrics.run_ended(ended, asyncio.get_running_loop().time() - claimed_at)
+            log.info("run ended: %s", ended, extra={"status": ended})
             self.executing.pop(run_id, None)
             self._claims.pop(run_id, None)
             self._renewed_at.pop(run_id, None)
@@ -213,13 +222,15 @@ class RunSupervisor:
             if producer is not None:
                 producer.cancel()
 
-    async def _end(self, claim: services.ClaimedRun, error: str, cancelled: bool = False) -> None:
+    async def _end(self, claim: services.ClaimedRun, error: str, cancelled: bool = False) -> str:
+        """Ends the run failed (or cancelled); returns how it ended, for the metrics."""
         try:
             await commit_and_publish(
                 services.fail_run, claim.conversation_id, claim.run_id, claim.fencing_token, error, cancelled
             )
         except services.LeaseLost:
-            return
+            return "lease_lost"
+        return "cancelled" if cancelled else "failed"
 
     async def _produce(self, context: AgentContext, queue: asyncio.Queue) -> None:
         try:

@@ -33,6 +33,10 @@ def daphne_args(argv: list[str] | None = None) -> list[str]:
         "--application-close-timeout", str(env_int("DAPHNE_APPLICATION_CLOSE_TIMEOUT", 10)),
         "--websocket_connect_timeout", "10",
     ]
+    if env_str("LOG_FORMAT", "plain") == "json":
+        # Daphne's access log is plain text on stdout: with JSON logs the consumer's
+        # "connection ready/closed" lines and the balancer's log take its place.
+        args.extend(["--verbosity", "0"])
     if env_str("DAPHNE_PROXY_HEADERS", "0") in ("1", "true", "yes"):
         args.append("--proxy-headers")
     args.extend(argv or [])

@@ -3,8 +3,11 @@ Everything that carries seq or ownership state is read-only: editing it would br
 invariants the protocol relies on."""
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count, Max, OuterRef, Subquery
 
+from sessions_app import admin_actions
 from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
 
 
@@ -113,7 +116,8 @@ Event._meta.verbose_name_plural = "queued messages / events"
 
 
 @admin.register(AgentRun)
-class AgentRunAdmin(ReadOnlyAdmin):
+class AgentRunAdmin(admin_actions.OperatorActions, ReadOnlyAdmin):
+    actions = [admin_actions.cancel_runs]
     list_display = ["id", "conversation", "status", "node", "lease_expires_at", "fencing_token", "claims",
                     "next_index", "created_at", "started_at", "finished_at"]
     list_filter = ["status", "node"]
@@ -149,7 +153,8 @@ class AuthRefusalFilter(admin.SimpleListFilter):
 
 
 @admin.register(Connection)
-class ConnectionAdmin(ReadOnlyAdmin):
+class ConnectionAdmin(admin_actions.OperatorActions, ReadOnlyAdmin):
+    actions = [admin_actions.disconnect_connections, admin_actions.end_connection_users_sessions]
     list_display = ["user", "conversation", "client_id", "node", "opened_at", "last_seen_at", "closed_at",
                     "close_code", "close_reason", "delivered_seq", "acked_seq", "auth_refreshes", "auth_refusals"]
     list_filter = [OpenFilter, AuthRefusalFilter, "node", "close_code", "close_reason"]
@@ -175,3 +180,12 @@ class ConnectionAdmin(ReadOnlyAdmin):
             "refused_refreshes": Connection.objects.filter(auth_refusals__gt=0).count(),
         }
         return super().changelist_view(request, {**(extra_context or {}), "summary": summary})
+
+
+# Django's user admin, plus the operators' "end every session" (a real revocation).
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class OperatorUserAdmin(admin_actions.OperatorActions, UserAdmin):
+    actions = [admin_actions.end_user_sessions]

@@ -1,4 +1,6 @@
-"""REST endpoints of the protocol (docs/protocol.md, "HTTP API")."""
+"""REST endpoints of the protocol (docs/protocol.md, "HTTP API"). Every DRF view here is
+described for drf-spectacular: the schema at /api/schema/ is committed as docs/openapi.yaml and
+a test keeps the two equal."""
 
 from __future__ import annotations
 
@@ -9,14 +11,21 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.views import TokenObtainPairView
 
-from sessions_app import services
+from sessions_app import (
+    openapi,  # noqa: F401 - registers its drf-spectacular extensions
+    services,
+)
 from sessions_app.models import Conversation, Event, Message
+from sessions_app.throttles import ConversationCreateThrottle, TokenPerAddressThrottle, TokenPerUsernameThrottle
 
 
 class ConversationSerializer(serializers.ModelSerializer):
@@ -32,13 +41,47 @@ class MessageSerializer(serializers.ModelSerializer):
         fields = ["id", "role", "text", "client_msg_id", "seq", "created_at"]
 
 
+class EventFrameSerializer(serializers.Serializer):
+    """One frame of the log, exactly as the socket sends it: `type` and `seq`, then the
+    fields of that type (docs/protocol.md; docs/asyncapi.yaml describes each type)."""
+
+    type = serializers.CharField(help_text="message.created, agent.started, agent.delta, agent.completed, agent.failed")
+    seq = serializers.IntegerField(min_value=1)
+
+    class Meta:
+        # The remaining fields depend on `type`.
+        ref_name = "EventFrame"
+
+
+class NodeSerializer(serializers.Serializer):
+    node = serializers.CharField(help_text="the node id (ready.node)")
+    ws_url = serializers.CharField(help_text="the WebSocket URL clients should use for this node")
+
+
+def strict_int(raw: str, name: str) -> int:
+    """A non-negative integer in ASCII digits. `str.isdigit` also accepts '²' or '٣', which
+    int() then refuses (the HTTP 500 found in issue 9), or reads as another number."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise ValidationError({name: ["must be a non-negative integer"]})
+    return int(raw)
+
+
+class ThrottledTokenObtainPairView(TokenObtainPairView):
+    """`POST /api/auth/token/`, limited per client address and per username."""
+
+    throttle_classes = [TokenPerAddressThrottle, TokenPerUsernameThrottle]
+
+
 def owned_conversation(request: Request, conversation_id: str) -> Conversation:
     """Another user's conversation is indistinguishable from a missing one (404)."""
     return get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
 
 
 class ConversationList(generics.ListCreateAPIView):
+    """The user's conversations, newest activity first; POST creates one (limited per user)."""
+
     serializer_class = ConversationSerializer
+    throttle_classes = [ConversationCreateThrottle]
 
     def get_queryset(self):
         return Conversation.objects.filter(owner=self.request.user).order_by("-updated_at")
@@ -50,6 +93,8 @@ class ConversationList(generics.ListCreateAPIView):
 
 
 class ConversationDetail(generics.RetrieveAPIView):
+    """One of the user's conversations; `last_seq` is where its event log stands."""
+
     serializer_class = ConversationSerializer
 
     def get_object(self) -> Conversation:
@@ -57,6 +102,8 @@ class ConversationDetail(generics.RetrieveAPIView):
 
 
 class MessageList(generics.ListAPIView):
+    """The conversation's user and assistant messages, oldest first (completed answers only)."""
+
     serializer_class = MessageSerializer
 
     def get_queryset(self):
@@ -64,15 +111,23 @@ class MessageList(generics.ListAPIView):
         return Message.objects.filter(conversation=conversation).order_by("seq")
 
 
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "after_seq", OpenApiTypes.INT, OpenApiParameter.QUERY,
+            description="only events with a larger seq (default 0: the whole retained log)",
+        )
+    ],
+)
 class EventList(generics.ListAPIView):
     """The reload path after `resumed:false`: the log's frames after `after_seq`, in order."""
 
+    serializer_class = EventFrameSerializer
+
     def get_queryset(self):
         conversation = owned_conversation(self.request, self.kwargs["conversation_id"])
-        raw = self.request.query_params.get("after_seq", "0")
-        if not raw.isdigit():
-            raise ValidationError({"after_seq": "must be a non-negative integer"})
-        return Event.objects.filter(conversation=conversation, seq__gt=int(raw)).order_by("seq")
+        after_seq = strict_int(self.request.query_params.get("after_seq", "0"), "after_seq")
+        return Event.objects.filter(conversation=conversation, seq__gt=after_seq).order_by("seq")
 
     def list(self, request: Request, *args, **kwargs) -> Response:
         page = self.paginate_queryset(self.get_queryset())
@@ -80,6 +135,17 @@ class EventList(generics.ListAPIView):
 
 
 class NodeList(APIView):
+    """Discovery: the live nodes that take new sockets (draining nodes are left out)."""
+
+    @extend_schema(
+        responses={
+            200: inline_serializer("NodeListResponse", {"nodes": NodeSerializer(many=True)}),
+            503: OpenApiResponse(
+                inline_serializer("NodeRegistryUnavailable", {"detail": serializers.CharField()}),
+                description="the node registry (Redis) is unreachable",
+            ),
+        },
+    )
     def get(self, request: Request) -> Response:
         from realtime.liveness import live_nodes
 
@@ -88,6 +154,15 @@ class NodeList(APIView):
         except redis.RedisError as exc:
             return Response({"detail": f"node registry unavailable: {exc}"}, status=503)
         return Response({"nodes": [{"node": n.node, "ws_url": n.ws_url} for n in nodes]})
+
+
+def not_found(request, exception=None):
+    """Django's 404 page, except under /api/, where clients expect the API's JSON error."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
 
 
 def healthz(request) -> JsonResponse:

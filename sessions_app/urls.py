@@ -1,10 +1,12 @@
 from django.urls import path
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework_simplejwt.views import TokenRefreshView
 
+from realtime.exporter import metrics_view
 from sessions_app import api, auth_api
 
 urlpatterns = [
-    path("api/auth/token/", TokenObtainPairView.as_view(), name="token_obtain"),
+    path("api/auth/token/", api.ThrottledTokenObtainPairView.as_view(), name="token_obtain"),
     path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
     path("api/auth/logout/", auth_api.SignOut.as_view(), name="logout"),
     path("api/auth/logout-all/", auth_api.SignOutEverywhere.as_view(), name="logout_all"),
@@ -15,4 +17,7 @@ urlpatterns = [
     path("api/realtime/nodes/", api.NodeList.as_view(), name="nodes"),
     path("healthz", api.healthz, name="healthz"),
     path("readyz", api.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

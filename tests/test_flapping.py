@@ -52,7 +52,10 @@ async def _leak_counters(node) -> dict:
         "slot_members": slot_members,
         "immortal_keys": immortal,
         "node_connections": len(node.connections),
-        "consumers": sum(isinstance(o, ConversationConsumer) for o in gc.get_objects()),
+        # type(), not isinstance(): isinstance() asks a weakref.proxy for its referent's class,
+        # and a dead proxy among the heap's objects (websockets and drf-spectacular make them)
+        # raises ReferenceError.
+        "consumers": sum(issubclass(type(o), ConversationConsumer) for o in gc.get_objects()),
         # The node's fixed workers (fan-out reader, delta writer lanes) start on first use.
         "tasks": sum(not t.get_name().startswith(("fanout-", "delta-writer")) for t in asyncio.all_tasks()),
     }

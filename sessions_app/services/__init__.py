@@ -20,6 +20,7 @@ from sessions_app.revocation import revoke_sign_in, revoke_user_sessions
 from sessions_app.services.connections import (
     OpenedSession,
     close_connection,
+    disconnect_connections,
     open_session,
     reconcile_acks,
     record_ack,
@@ -72,7 +73,8 @@ __all__ = [
     "LeaseLost", "NodeRelease", "OpenedSession", "PostedMessage", "PruneResult", "RunCancelled", "RunContext",
     "ServiceError", "Unauthenticated", "WireFrame", "append_event", "append_run_delta", "append_run_deltas",
     "claim_next_run", "claimable_conversations", "close_connection", "complete_run", "conversation_last_seq",
-    "create_conversation", "encode_frame", "events_after", "fail_run", "first_kept_seq", "frames_after",
+    "create_conversation", "disconnect_connections", "encode_frame", "events_after", "fail_run", "first_kept_seq",
+    "frames_after",
     "get_owned_conversation", "load_run_context", "message_payload", "open_connection_nodes_not_in",
     "open_session", "post_user_message", "prune_events", "reconcile_acks", "record_ack", "record_auth_refresh",
     "release_node", "release_run", "renew_run_lease", "request_cancel", "revoke_sign_in", "revoke_user_sessions",

@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
 from django.utils import timezone
 
+from realtime import metrics
 from sessions_app.models import AgentRun, Conversation, Event, Message
 from sessions_app.services.conversations import lock_conversation
 
@@ -107,6 +108,7 @@ def append_locked(conversation: Conversation, entries: list[tuple[str, dict, Any
         for i, (kind, payload, run_id) in enumerate(entries)
     ]
     Event.objects.bulk_create(events)
+    metrics.events_appended(entries)
     return events
 
 

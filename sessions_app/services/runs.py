@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from realtime import metrics
 from sessions_app.models import AgentRun, Conversation, Event, Message
 from sessions_app.services.conversations import lock_conversation
 from sessions_app.services.errors import ConversationNotFound, LeaseLost, RunCancelled, ServiceError
@@ -162,9 +163,10 @@ def append_run_deltas(writes: list[DeltaWrite], lease_seconds: float | None = No
     The hot path of streaming: on PostgreSQL one round trip (the `tether_append_deltas`
     function, migration 0007); the ORM implementation below is the reference and runs on SQLite."""
     lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
-    if db_connection.vendor == "postgresql":
-        return append_run_deltas_in_one_trip(writes, lease_seconds)
-    return append_run_deltas_orm(writes, lease_seconds)
+    append = append_run_deltas_in_one_trip if db_connection.vendor == "postgresql" else append_run_deltas_orm
+    outcomes = append(writes, lease_seconds)
+    metrics.DELTAS_APPENDED.inc(sum(isinstance(o, list) for o in outcomes.values()))
+    return outcomes
 
 
 def append_run_deltas_in_one_trip(writes: list[DeltaWrite], lease_seconds: float) -> DeltaOutcomes:

@@ -12,8 +12,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--grace", type=float, default=10.0, help="seconds for runs to finish on SIGTERM")
+        parser.add_argument(
+            "--metrics-port", type=int, default=settings.METRICS_WORKER_PORT,
+            help="serve this worker's Prometheus metrics on this port (one port per worker; 0: none); "
+            "bound to METRICS_WORKER_BIND, same access rule as /metrics",
+        )
 
-    def handle(self, *args, grace: float, **options) -> None:
+    def handle(self, *args, grace: float, metrics_port: int, **options) -> None:
+        if metrics_port:
+            from realtime.exporter import serve_worker_metrics
+
+            server = serve_worker_metrics(settings.METRICS_WORKER_BIND, metrics_port)
+            self.stdout.write(f"metrics on http://{settings.METRICS_WORKER_BIND}:{server.server_port}/metrics")
         asyncio.run(self._run(grace))
 
     async def _run(self, grace: float) -> None:

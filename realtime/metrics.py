@@ -1,0 +1,168 @@
+"""Every Prometheus metric of a Tether process, defined once (design: docs/operations.md).
+
+Rules that hold for every metric here:
+- Names follow Prometheus conventions: the `tether_` prefix, base units in the name
+  (`_seconds`, `_events`), and counters end in `_total` (prometheus_client appends it to the
+  names below).
+- Label values come from small fixed sets (close codes, outcomes, kinds), never from ids.
+- Call sites instrument with one line each. On the per-delta and per-frame paths that line is
+  at most a counter increment or one histogram observation per batch or per node (never one
+  per socket per event).
+- Each process has its own registry, the default one: a daphne node serves it at /metrics, a
+  `manage.py run_agents` worker on its own port (`--metrics-port`). We chose a port per worker
+  over prometheus_client's multiprocess mode: that mode needs one directory shared by every
+  process of a host and cannot export callback gauges such as the open-connection count,
+  while workers usually run in containers of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# --- sockets ------------------------------------------------------------------------------
+
+CONNECTIONS_OPEN = Gauge(
+    "tether_connections_open", "WebSocket connections open on this node (connecting or ready).", ["node"]
+)
+CONNECTS = Counter(
+    "tether_connects",
+    "Connect attempts by outcome: ready (new or not resumable), resumed (ready with resumed:true), "
+    "refused (closed by the server before ready; `code` is the close code) or abandoned (the client "
+    "went away before ready).",
+    ["outcome", "code"],
+)
+CLOSES = Counter("tether_connection_closes", "Sockets closed, by close code and reason.", ["code", "reason"])
+RESUMES = Counter(
+    "tether_resumes",
+    "Connects to an existing conversation, by whether `ready` said resumed (false: the client must reload).",
+    ["resumed"],
+)
+REPLAY_EVENTS = Histogram(
+    "tether_resume_replay_events",
+    "Events replayed after `ready` (ready.replay_count) on connects to an existing conversation.",
+    buckets=(0, 1, 5, 10, 50, 100, 500, 1000, 5000, 10000),
+)
+CONNECT_READY_SECONDS = Histogram(
+    "tether_connect_ready_seconds",
+    "From the `connect` frame's arrival to the `ready` frame (token check, limits, feed join, session row).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RATE_LIMITED = Counter(
+    "tether_rate_limit_refusals",
+    "Refusals by a rate limit: connect_user, connect_ip, connections_per_user (4429 at connect), "
+    "frames (per socket), messages (per conversation) and runs_per_user (the socket stays open for both).",
+    ["kind"],
+)
+AUTH_REFRESHES = Counter(
+    "tether_auth_refreshes",
+    "`auth.refresh` frames by kind (refresh token or new access token) and result (ok, refused).",
+    ["kind", "result"],
+)
+
+# --- the event log and its fan-out --------------------------------------------------------
+
+EVENTS_APPENDED = Counter("tether_events_appended", "Events committed to the log, by type.", ["type"])
+DELTAS_APPENDED = EVENTS_APPENDED.labels("agent.delta")  # the hot path skips the label lookup
+DELTA_BATCH_WRITES = Histogram(
+    "tether_delta_batch_writes",
+    "Deltas committed per group-commit transaction.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+DELTA_BATCH_SECONDS = Histogram(
+    "tether_delta_batch_seconds",
+    "Duration of one group-commit transaction of deltas.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+FANOUT_LAG_SECONDS = Histogram(
+    "tether_fanout_lag_seconds",
+    "From PUBLISH by the writer to the message's arrival at this node's subscription (wall clocks "
+    "of two processes: keep node clocks in sync).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+RESYNC_REPAIRED_EVENTS = Counter(
+    "tether_resync_repaired_events",
+    "Events the periodic resync found committed but never announced to a socket by the live feed "
+    "(the socket then reads them from the log).",
+)
+
+# --- agent runs ---------------------------------------------------------------------------
+
+RUNS_STARTED = Counter("tether_runs_started", "Runs claimed for the first time by this process.")
+RUNS_TAKEN_OVER = Counter(
+    "tether_runs_taken_over",
+    "Runs this process claimed after another owner lost or released them (node died, drained, paused).",
+)
+RUNS_FINISHED = Counter(
+    "tether_runs_finished", "Runs this process ended, by status: completed, failed, cancelled.", ["status"]
+)
+RUN_SECONDS = Histogram(
+    "tether_run_duration_seconds",
+    "How long this process executed a run, from its claim to its end, by how it ended (completed, "
+    "failed, cancelled, lease_lost, released). A run taken over is counted on each process.",
+    ["status"],
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+
+# --- the node -----------------------------------------------------------------------------
+
+DRAIN_SECONDS = Gauge(
+    "tether_drain_seconds",
+    "The drain after SIGTERM: `sockets` is the time to move every socket, `total` the whole drain "
+    "(set just before the process exits: it is in the log line too).",
+    ["phase"],
+)
+
+
+def watch_node(node_id: str, open_connections: Callable[[], float]) -> None:
+    """Open sockets are counted at scrape time: nothing to update per connect or close."""
+    CONNECTIONS_OPEN.labels(node_id).set_function(open_connections)
+
+
+def unwatch_node(node_id: str) -> None:
+    with contextlib.suppress(KeyError):  # never watched (a worker) or already removed
+        CONNECTIONS_OPEN.remove(node_id)
+
+
+def connect_ended(close_code: int | None, reason: str, was_ready: bool) -> None:
+    """A socket ended: its close code, and the connect's outcome if it never got `ready`."""
+    code = str(close_code) if close_code is not None else "none"
+    CLOSES.labels(code, reason).inc()
+    if not was_ready:
+        CONNECTS.labels("refused" if close_code is not None and close_code >= 4000 else "abandoned", code).inc()
+
+
+def connect_ready(resuming: bool, resumed: bool, replay_count: int, seconds: float) -> None:
+    CONNECTS.labels("resumed" if resumed else "ready", "").inc()
+    CONNECT_READY_SECONDS.observe(seconds)
+    if resuming:
+        RESUMES.labels("true" if resumed else "false").inc()
+        REPLAY_EVENTS.observe(replay_count)
+
+
+def events_appended(entries: list[tuple[str, dict, object]]) -> None:
+    for kind, _, _ in entries:
+        EVENTS_APPENDED.labels(kind).inc()
+
+
+def delta_batch(writes: int, seconds: float) -> None:
+    DELTA_BATCH_WRITES.observe(writes)
+    DELTA_BATCH_SECONDS.observe(seconds)
+
+
+def fanout_arrived(published_at: float | None) -> None:
+    if published_at is not None:
+        FANOUT_LAG_SECONDS.observe(max(0.0, time.time() - published_at))
+
+
+def run_claimed(takeover: bool) -> None:
+    (RUNS_TAKEN_OVER if takeover else RUNS_STARTED).inc()
+
+
+def run_ended(status: str, seconds: float) -> None:
+    if status in ("completed", "failed", "cancelled"):
+        RUNS_FINISHED.labels(status).inc()
+    RUN_SECONDS.labels(status).observe(seconds)

@@ -1,0 +1,91 @@
+"""Operators' actions in the admin. Each one goes through a service (the same writes the
+protocol makes), is recorded in the admin's history (LogEntry) and leaves the same trace as
+the automatic path: a disconnected socket's row is closed 4012 `operator_disconnect`, a
+cancelled run ends with `agent.failed` `cancelled: true` in its conversation's log, and a
+user whose sessions an operator ended is revoked exactly as by `POST /api/auth/logout-all/`
+(services.revoke_user_sessions: every refresh token blacklisted, every token issued so far
+refused, open sockets closed 4401 at their node's next resync)."""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib import admin, messages
+
+from realtime.fanout import publish_committed
+from sessions_app import services
+
+log = logging.getLogger(__name__)
+
+
+class OperatorActions:
+    """Read-only admins still offer actions to users allowed to change the model."""
+
+    def has_operate_permission(self, request) -> bool:
+        opts = self.model._meta
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+
+@admin.action(description="Disconnect (the client resumes at once, on any node)", permissions=["operate"])
+def disconnect_connections(modeladmin, request, queryset) -> None:
+    connections = list(queryset.filter(closed_at__isnull=True))
+    channels = services.disconnect_connections([c.pk for c in connections])
+    layer = get_channel_layer()
+    for channel in channels:
+        try:
+            async_to_sync(layer.send)(channel, {"type": "conn.disconnect"})
+        except Exception:  # the row is closed: the node's next resync ends the socket
+            log.warning("telling %s to disconnect failed; its resync will", channel, exc_info=True)
+    for connection in connections:
+        modeladmin.log_change(request, connection, "disconnected by an operator (4012, client resumes)")
+    modeladmin.message_user(request, f"{len(channels)} connection(s) disconnected; their clients resume.",
+                            messages.SUCCESS)
+
+
+@admin.action(description="Cancel (the run ends with agent.failed, cancelled)", permissions=["operate"])
+def cancel_runs(modeladmin, request, queryset) -> None:
+    outcomes: dict[str, int] = {}
+    for run in queryset:
+        try:
+            cancel = services.request_cancel(run.conversation_id, run.pk)
+        except services.ConversationNotFound:
+            outcomes["gone"] = outcomes.get("gone", 0) + 1
+            continue
+        async_to_sync(publish_committed)(cancel)  # the agent.failed of a queued run
+        outcome = cancel.outcome
+        if outcome in ("cancelled", "cancelling"):
+            modeladmin.log_change(request, run, f"cancel requested by an operator ({outcome})")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    summary = ", ".join(f"{n} {what}" for what, n in sorted(outcomes.items()))
+    modeladmin.message_user(
+        request, f"Runs: {summary} (a running run stops at its owner's next write or lease renewal).",
+        messages.SUCCESS,
+    )
+
+
+def _end_sessions(modeladmin, request, user_ids: set) -> None:
+    from django.contrib.auth import get_user_model
+
+    users = list(get_user_model().objects.filter(pk__in=user_ids))
+    blacklisted = 0
+    for user in users:
+        done = services.revoke_user_sessions(user.pk, reason=f"ended by operator {request.user.get_username()}")
+        blacklisted += done.refresh_tokens_blacklisted
+        modeladmin.log_change(request, user, f"all sessions ended by an operator ({done.refresh_tokens_blacklisted} "
+                                             "refresh tokens blacklisted; open sockets close 4401 at the next resync)")
+    modeladmin.message_user(
+        request, f"Ended every session of {len(users)} user(s): {blacklisted} refresh tokens blacklisted; their "
+        "open sockets close within REALTIME_RESYNC_INTERVAL.", messages.SUCCESS,
+    )
+
+
+@admin.action(description="End every session (sockets and refresh tokens: sign in again)", permissions=["operate"])
+def end_user_sessions(modeladmin, request, queryset) -> None:
+    _end_sessions(modeladmin, request, set(queryset.values_list("pk", flat=True)))
+
+
+@admin.action(description="End every session of these connections' users", permissions=["operate"])
+def end_connection_users_sessions(modeladmin, request, queryset) -> None:
+    _end_sessions(modeladmin, request, set(queryset.values_list("user_id", flat=True)))

@@ -1,0 +1,54 @@
+"""Metrics end to end: a node is SIGKILLed mid-run and the survivor, scraped over HTTP, counts
+exactly one takeover (and the completed run)."""
+
+import pytest
+from channels.db import database_sync_to_async
+
+from sessions_app.models import AgentRun
+from tests.conftest import access_for
+from tests.support.metrics import scrape_url
+from tests.support.sdk_chat import wait_ready
+from tests.support.waiting import eventually
+from tests.support.ws_e2e import E2EClient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+NODE_ENV = {
+    "REALTIME_RUN_LEASE_SECONDS": 2,
+    "REALTIME_RUN_SWEEP_INTERVAL": 0.3,
+    "REALTIME_DEMO_AGENT_DELAY_MS": 20,
+    "REALTIME_NODE_TTL": 2,
+    "REALTIME_NODE_REAP_INTERVAL": 0.5,
+}
+
+
+async def test_survivor_counts_one_takeover_when_a_node_dies_mid_run(daphne_cluster, user):
+    a = daphne_cluster("metrics-a", **NODE_ENV)
+    b = daphne_cluster("metrics-b", **NODE_ENV)
+    await wait_ready(a)
+    await wait_ready(b)
+    metrics_b = f"http://127.0.0.1:{b.port}/metrics"
+    token = await database_sync_to_async(access_for)(user)
+    client = E2EClient(token)
+    await client.connect(a.ws_url)
+    await client.message("count 150")
+    started = await client.until(lambda f: f["type"] == "agent.started")
+    await client.until(lambda f: f["type"] == "agent.delta" and f["index"] >= 5)
+    run = await database_sync_to_async(AgentRun.objects.get)(pk=started["run_id"])
+    assert run.node == "metrics-a"
+    before = await scrape_url(metrics_b)
+
+    a.kill()
+
+    def completed():
+        return AgentRun.objects.filter(pk=started["run_id"], status="completed").exists()
+
+    await eventually(database_sync_to_async(completed), timeout=30, what="the run completed on the survivor")
+    after = await scrape_url(metrics_b)
+    assert after.value("tether_runs_taken_over_total") == before.value("tether_runs_taken_over_total") + 1
+    assert after.value("tether_runs_started_total") == before.value("tether_runs_started_total")
+    assert after.value("tether_runs_finished_total", status="completed") == (
+        before.value("tether_runs_finished_total", status="completed") + 1)
+    assert after.value("tether_events_appended_total", type="agent.completed") == (
+        before.value("tether_events_appended_total", type="agent.completed") + 1)
+    await client.ws.close()

@@ -1,0 +1,89 @@
+"""Debian's haproxy on loopback, running the shipped deploy/haproxy.cfg (servers and timers
+come from its "${NAME-default}" environment values)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "deploy" / "haproxy.cfg"
+
+
+def haproxy_or_skip() -> str:
+    """The haproxy executable. Outside CI a machine without it skips; under CI=true (where
+    .ci/run installs it) its absence is a failure, never a skip."""
+    found = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+    if found:
+        return found
+    if os.environ.get("CI") == "true":
+        pytest.fail("haproxy is not installed (.ci/run installs it with apt-get)")
+    pytest.skip("haproxy is not installed: apt-get install -y haproxy")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HAProxy:
+    def __init__(self, nodes: list[int], **env: str):
+        self.executable = haproxy_or_skip()
+        self.port = _free_port()
+        self.env = {
+            **os.environ,
+            "TETHER_LB_BIND": f"127.0.0.1:{self.port}",
+            "TETHER_NODE1": f"127.0.0.1:{nodes[0]}",
+            "TETHER_NODE2": f"127.0.0.1:{nodes[1]}",
+            "TETHER_DNS": "127.0.0.1:1",  # loopback addresses need no resolver
+            "TETHER_LB_MAXCONN": "2000",  # within a test machine's descriptor limit
+            **env,
+        }
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="haproxy-", suffix=".log", delete=False)  # noqa: SIM115
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/v1/"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> HAProxy:
+        check = subprocess.run([self.executable, "-c", "-f", str(CONFIG)], env=self.env, capture_output=True,
+                               text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        self.proc = subprocess.Popen([self.executable, "-db", "-f", str(CONFIG)], env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"haproxy exited:\n{self.tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"haproxy not listening after {timeout}s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def tail(self, lines: int = 40) -> str:
+        self.log.flush()
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
