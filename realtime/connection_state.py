@@ -8,8 +8,9 @@ ack). Nothing here awaits, reads settings (they arrive as `Limits`) or reads a c
 the event loop's monotonic time and `wall` is Unix time (token expiry is in Unix seconds).
 
 Rules:
-- Only realtime/consumers.py drives a ConnectionState. tests/test_connection_state.py covers
-  every transition without a server, Redis or database.
+- Only the consumer (realtime/consumers.py with its mixins consumer_connect.py and
+  consumer_frames.py) drives a ConnectionState. tests/test_connection_state.py covers every
+  transition without a server, Redis or database.
 - Sequenced events reach the client only through `next_delivery` / `delivered`, from one
   sender task per socket: that is what makes "each seq once, in order, without holes" hold.
 - Every close is a `Close` action carrying a reason of realtime/closes.py; after it, every

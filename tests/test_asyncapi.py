@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
 PROTOCOL_MD = (ROOT / "docs" / "protocol.md").read_text()
 # Where the socket's frames are built: the state machine, its close table, the parser, the glue.
-SOCKET_MODULES = ("realtime/consumers.py", "realtime/connection_state.py", "realtime/closes.py",
+SOCKET_MODULES = ("realtime/consumers.py", "realtime/consumer_base.py", "realtime/consumer_connect.py",
+                  "realtime/consumer_frames.py", "realtime/connection_state.py", "realtime/closes.py",
                   "realtime/protocol.py")
 
 

@@ -1,0 +1,163 @@
+"""The connect of a socket, step by step: token, limits, slot, live feed, session, `ready`
+(a mixin of realtime.consumers.ConversationConsumer, whose fields it uses).
+
+Rule: what a step acquires is recorded on the consumer at once, and after every await the
+connect asks `_still_open`, which gives back what was acquired if the socket closed meanwhile;
+so a close at any await leaves no row, slot or feed member behind (tests/test_connect_cleanup.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from django.conf import settings
+
+from realtime import logcontext, metrics, ratelimit, tokens
+from realtime import protocol as p
+from realtime.auth import InvalidToken, verify_access_token
+from realtime.consumer_base import check_limit
+from realtime.db import db
+from realtime.fanout import FanoutUnavailable
+from realtime.phase_timer import PhaseTimer
+from sessions_app import services
+
+log = logging.getLogger("realtime.consumers")
+
+# Events read with the session itself: `ready` waits for them, so few (the rest of a long
+# replay is read while these are sent). We found 500 here put `ready` of a 1,000-event resume
+# 3-4x later than of a 1-event one.
+FIRST_REPLAY_BATCH = 100
+
+
+class ConnectSteps:
+
+    async def _connect(self, frame: p.Connect) -> None:
+        loop = asyncio.get_running_loop()
+        timer = PhaseTimer(loop.time())
+        try:
+            identity = verify_access_token(frame.token)
+        except InvalidToken as exc:
+            await self._perform(self.state.token_refused(str(exc), tokens.is_expired_but_genuine(frame.token)))
+            return
+        self.user_id = identity.user_id
+        self.state.identified(identity.expires_at)
+        self._watchdog_wake.set()
+        timer.mark("token", loop.time())
+        verdict = await check_limit(ratelimit.hit(f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER")))
+        timer.mark("user_limit", loop.time())
+        if not await self._still_open():
+            return
+        if not verdict.allowed:
+            metrics.RATE_LIMITED.labels("connect_user").inc()
+            await self._perform(self.state.limited("user", verdict.retry_after_ms))
+            return
+        member = (
+            ratelimit.slot_member(frame.client_id, frame.conversation_id)
+            if frame.conversation_id is not None
+            else ratelimit.pending_slot_member(self.channel_name)
+        )
+        verdict = await check_limit(ratelimit.take_slot(
+            f"user:{self.user_id}", member, settings.REALTIME_MAX_CONNECTIONS_PER_USER, _slot_lease(),
+            owner=self.channel_name,
+        ))
+        if verdict.allowed:
+            self.slot = member
+        timer.mark("slot", loop.time())
+        if not await self._still_open():
+            return
+        if not verdict.allowed:
+            metrics.RATE_LIMITED.labels("connections_per_user").inc()
+            await self._perform(self.state.limited("slots", verdict.retry_after_ms))
+            return
+        # Join the live feed before reading where the log stands, so an event committed
+        # between the read and the join cannot fall between the replay and the live feed.
+        if frame.conversation_id is not None and not await self._join(frame.conversation_id):
+            return
+        timer.mark("join", loop.time())
+        try:
+            opened = await db(services.open_session)(
+                user_id=identity.user_id,
+                conversation_id=frame.conversation_id,
+                client_id=frame.client_id,
+                channel_name=self.channel_name,
+                node=self.node.node_id,
+                remote_addr=self.remote_addr,
+                resumed_from_seq=frame.last_seq,
+                token_sid=identity.standing.sid,
+                token_generation=identity.standing.generation,
+                replay_limit=min(FIRST_REPLAY_BATCH, self.state.limits.replay_batch),
+            )
+        except services.ServiceError as exc:
+            await self._perform(self.state.connect_failed(exc.code, str(exc)))
+            return
+        self.connection_id = opened.connection_id
+        self.conversation_id = opened.conversation_id
+        logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id)
+        timer.mark("open_session", loop.time())
+        if not await self._still_open():
+            return
+        if frame.conversation_id is None:
+            await self._rename_slot(ratelimit.slot_member(frame.client_id, opened.conversation_id))
+            if not await self._still_open() or not await self._join(opened.conversation_id):
+                return
+        for channel in opened.replaced_channels:
+            try:
+                await self.channel_layer.send(channel, {"type": "conn.replaced"})
+            except Exception:  # its row is closed: its next resync ends it anyway
+                log.warning("telling %s it was replaced failed", channel, exc_info=True)
+        ready = self.state.opened(
+            conversation_id=opened.conversation_id,
+            client_last_seq=frame.last_seq,
+            last_seq=opened.last_seq,
+            first_kept_seq=opened.first_kept_seq,
+            created=opened.created,
+            intact=opened.intact,
+            node=self.node.node_id,
+            frames=opened.frames,
+        )
+        await self._perform(ready)
+        timer.mark("ready", loop.time())
+        if ready:
+            plan = ready[0].frame
+            metrics.connect_ready(frame.conversation_id is not None, plan["resumed"], plan["replay_count"],
+                                  loop.time() - timer.marks[0][1])
+            log.info("connection ready", extra={"seq": opened.last_seq, "resumed": plan["resumed"]})
+        timer.conversation_id = opened.conversation_id
+        self._replay_timer = (timer, self.state.sent_seq, opened.last_seq)
+        if self.state.sent_seq >= opened.last_seq:
+            self._replayed()  # nothing to replay
+        self._sender_wake.set()
+        self._watchdog_wake.set()
+
+    async def _still_open(self) -> bool:
+        """Called after every await of the connect: if the socket closed meanwhile (watchdog,
+        drain, client gone), gives back what the connect acquired since the close's own release."""
+        if self.state.closed:
+            await self._release()
+            return False
+        return True
+
+    async def _join(self, conversation_id: str) -> bool:
+        try:
+            await self.node.fanout.join(conversation_id, self)
+        except FanoutUnavailable as exc:
+            log.warning("live feed unavailable for %s: %s", conversation_id, exc)
+            await self._perform(self.state.connect_failed("feed_unavailable", "live feed unavailable; reconnect"))
+            return False
+        self.joined_feed = conversation_id
+        return await self._still_open()
+
+    async def _rename_slot(self, member: str) -> None:
+        """The new conversation has its id: its slot takes the name a resume will use."""
+        if self.slot is None:
+            return
+        try:
+            if await ratelimit.rename_slot(f"user:{self.user_id}", self.slot, member, owner=self.channel_name):
+                self.slot = member
+        except Exception:  # limits fail open; the pending name is released at close
+            log.warning("renaming connection slot failed", exc_info=True)
+
+
+def _slot_lease() -> float:
+    return ratelimit.slot_lease(settings.REALTIME_RESYNC_INTERVAL, settings.REALTIME_HEARTBEAT_TIMEOUT)
