@@ -36,6 +36,9 @@ class DeltaWriter:
         self.batches = 0
         self.writes = 0
         self.busy_seconds = 0.0
+        # How long a batch takes lately (moving average, seconds): the node's load, as the runs'
+        # coalescing window sees it.
+        self.recent_batch_seconds = 0.0
 
     async def write(self, conversation_id: str, run_id: str, fencing_token: int, text: str) -> list[dict]:
         """Commits and publishes one delta of a run (at most one in flight per run); returns its
@@ -82,6 +85,7 @@ class DeltaWriter:
         self.writes += len(live)
         took = asyncio.get_running_loop().time() - started
         self.busy_seconds += took
+        self.recent_batch_seconds = 0.8 * self.recent_batch_seconds + 0.2 * took
         metrics.delta_batch(len(live), took)
         if took > 0.1:
             log.debug("slow delta batch: %d writes in %.0f ms", len(live), took * 1000)

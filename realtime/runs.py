@@ -43,6 +43,7 @@ class RunSupervisor:
         lease_seconds: float | None = None,
         sweep_interval: float | None = None,
         coalesce_ms: int | None = None,
+        coalesce_max_ms: int | None = None,
         max_concurrent: int | None = None,
         run_timeout: float | None = None,
     ):
@@ -51,6 +52,8 @@ class RunSupervisor:
         self.lease_seconds = lease_seconds or settings.REALTIME_RUN_LEASE_SECONDS
         self.sweep_interval = sweep_interval or settings.REALTIME_RUN_SWEEP_INTERVAL
         self.coalesce = (settings.REALTIME_DELTA_COALESCE_MS if coalesce_ms is None else coalesce_ms) / 1000
+        self.coalesce_max = max(self.coalesce, (
+            settings.REALTIME_DELTA_COALESCE_MAX_MS if coalesce_max_ms is None else coalesce_max_ms) / 1000)
         self.max_concurrent = max_concurrent or settings.REALTIME_MAX_CONCURRENT_RUNS
         self.run_timeout = run_timeout or settings.REALTIME_RUN_TIMEOUT
         self.drivers: dict[str, asyncio.Task] = {}
@@ -260,7 +263,7 @@ class RunSupervisor:
                 else:
                     item = await queue.get()
             except TimeoutError:
-                next_flush_at = loop.time() + self.coalesce
+                next_flush_at = loop.time() + self.coalescing_window()
                 await self._flush(claim, pending)
                 continue
             if isinstance(item, str):
@@ -271,7 +274,7 @@ class RunSupervisor:
                 # The window is measured from a write's start; from its end, every write's
                 # duration would add to the delay of the next delta.
                 if loop.time() >= next_flush_at:
-                    next_flush_at = loop.time() + self.coalesce
+                    next_flush_at = loop.time() + self.coalescing_window()
                     await self._flush(claim, pending)
                 continue
             await self._flush(claim, pending)
@@ -280,6 +283,14 @@ class RunSupervisor:
             if item is _CANCEL:
                 raise services.RunCancelled("cancelled")
             raise item  # AgentFailure or LeaseLost
+
+    def coalescing_window(self) -> float:
+        """Seconds between two deltas of a run: REALTIME_DELTA_COALESCE_MS, growing to twice the
+        recent duration of a group commit when the node is loaded, up to
+        REALTIME_DELTA_COALESCE_MAX_MS. Every token still arrives, in fewer, larger events: under
+        load a node's cost follows its events, not its tokens, so the window keeps it ahead of
+        its streams instead of letting every stream's delay grow."""
+        return min(self.coalesce_max, max(self.coalesce, 2 * self.writer.recent_batch_seconds))
 
     async def _flush(self, claim: services.ClaimedRun, pending: list[str]) -> None:
         if not pending:
