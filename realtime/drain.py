@@ -27,6 +27,21 @@ from realtime.node import NodeRuntime
 log = logging.getLogger(__name__)
 
 
+# Seconds the node may take to stop after the runs' grace (cancelling, releasing leases, leaving
+# the live feed: normally well under one). Past it the process exits anyway: a drain must end.
+STOP_LIMIT = 5.0
+
+
+def describe_tasks(limit: int = 30) -> str:
+    """Every pending task of the loop with where it waits (its innermost frame)."""
+    lines = []
+    for task in list(asyncio.all_tasks())[:limit]:
+        stack = task.get_stack(limit=1)
+        where = f"{stack[-1].f_code.co_filename}:{stack[-1].f_lineno}" if stack else "?"
+        lines.append(f"  {task.get_name()} {task.get_coro().__qualname__} at {where}")
+    return "\n".join(lines)
+
+
 class Drainer:
     def __init__(self, node: NodeRuntime, grace: float, stop_server: Any, close_timeout: float = 5.0):
         self.node = node
@@ -72,7 +87,12 @@ class Drainer:
             log.warning("drain: told %d sockets to reconnect after %.2f s", closed, moved,
                         extra={"drain_phase": "sockets", "duration_seconds": moved})
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-            await self.node.stop(grace=remaining)
+            try:
+                await asyncio.wait_for(self.node.stop(grace=remaining), remaining + STOP_LIMIT)
+            except TimeoutError:
+                # The process must exit all the same; say what was stuck, for the next look.
+                log.error("drain: the node did not stop within %.0f s after the grace; exiting. Tasks:\n%s",
+                          STOP_LIMIT, describe_tasks())
             total = time.monotonic() - self.started_at
             metrics.DRAIN_SECONDS.labels("total").set(total)
             log.warning("drain: done after %.2f s", total, extra={"drain_phase": "total", "duration_seconds": total})

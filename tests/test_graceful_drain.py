@@ -160,3 +160,21 @@ async def test_stop_releases_a_run_whose_claim_was_under_way(cluster, user, monk
     run = await database_sync_to_async(AgentRun.objects.get)(conversation_id=conversation_id)
     assert (run.status, run.node, run.claims) == ("running", "node-a", 1)
     assert run.lease_expires_at < timezone.now(), "claimed while stopping and never released"
+
+
+async def test_a_node_stop_that_hangs_does_not_keep_the_process_alive(cluster, monkeypatch, caplog):
+    """Whatever the node's stop waits for, the drain ends (and says what was stuck): a node that
+    never exits after SIGTERM blocks a deploy (seen once in a full run under load)."""
+    from realtime import drain
+
+    node, _ = cluster("node-a")
+    monkeypatch.setattr(drain, "STOP_LIMIT", 0.2)
+
+    async def stuck(**kwargs):
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(node, "stop", stuck)
+    stopped: list[bool] = []
+    await asyncio.wait_for(Drainer(node, grace=0, stop_server=lambda: stopped.append(True)).drain(), 10)
+    assert stopped == [True]
+    assert "did not stop within" in caplog.text and "stuck" in caplog.text
