@@ -87,12 +87,13 @@ class Drainer:
             log.warning("drain: told %d sockets to reconnect after %.2f s", closed, moved,
                         extra={"drain_phase": "sockets", "duration_seconds": moved})
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-            try:
-                await asyncio.wait_for(self.node.stop(grace=remaining), remaining + STOP_LIMIT)
-            except TimeoutError:
-                # The process must exit all the same; say what was stuck, for the next look.
-                log.error("drain: the node did not stop within %.0f s after the grace; exiting. Tasks:\n%s",
+            stopping = asyncio.ensure_future(self.node.stop(grace=remaining))
+            await asyncio.wait({stopping}, timeout=remaining + STOP_LIMIT)
+            if not stopping.done():
+                # The process must exit all the same; say what is stuck, for the next look.
+                log.error("drain: the node did not stop within %g s after the grace; exiting. Tasks:\n%s",
                           STOP_LIMIT, describe_tasks())
+                stopping.cancel()
             total = time.monotonic() - self.started_at
             metrics.DRAIN_SECONDS.labels("total").set(total)
             log.warning("drain: done after %.2f s", total, extra={"drain_phase": "total", "duration_seconds": total})
