@@ -20,6 +20,8 @@ from sessions_app import services
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
+# How often stop() repeats the cancellation of a lane that has not ended yet.
+STOP_RECANCEL_SECONDS = 0.1
 
 
 class DeltaWriter:
@@ -33,6 +35,12 @@ class DeltaWriter:
         self._pending: list[tuple[services.DeltaWrite, asyncio.Future]] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
+        # Set by stop(): the lanes return at their next check instead of waiting for more work.
+        # Cancelling alone was not enough: we found a drained node hanging in stop() because
+        # a lane's cancellation was swallowed inside redis-py (Python 3.11's asyncio.wait_for
+        # returns the result when the inner call finishes in the iteration it is cancelled),
+        # and the lane went back to waiting for deltas that would never come.
+        self._stopping = False
         self.batches = 0
         self.writes = 0
         self.busy_seconds = 0.0
@@ -47,6 +55,7 @@ class DeltaWriter:
         if not self._tasks or any(t.done() for t in self._tasks):
             for task in self._tasks:
                 task.cancel()
+            self._stopping = False
             self._wake = asyncio.Event()
             self._tasks = [loop.create_task(self._run(), name=f"delta-writer-{i}") for i in range(self.lanes)]
         future = loop.create_future()
@@ -56,10 +65,10 @@ class DeltaWriter:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
+            while self._pending and not self._stopping:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 await self._commit(batch)
 
@@ -106,9 +115,19 @@ class DeltaWriter:
                 future.set_result(outcome)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Ends the lanes and cancels every delta still waiting; returns once no lane runs."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        pending = set(self._tasks)
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while pending:
+            # A lane whose cancellation a library swallowed sees _stopping at its next check;
+            # one that is still inside a call is cancelled again.
+            _, pending = await asyncio.wait(pending, timeout=STOP_RECANCEL_SECONDS)
+            for task in pending:
+                task.cancel()
         self._tasks = []
         for _, future in self._pending:
             if not future.done():
