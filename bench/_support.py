@@ -344,10 +344,24 @@ def abort_socket(ws) -> None:
     ws.transport.abort()
 
 
+def machine_line(machine: dict) -> str:
+    """The machine probe's figures in one line, printed under every benchmark's table."""
+    return ("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items() if k not in ("load_avg_1m", "cpus"))
+            + f", load {machine['load_avg_1m'][0]:.1f}")
+
+
 def print_report(title: str, args: dict, results: dict, header: list[str], rows: list[list]) -> None:
-    print(json.dumps({"bench": title, "args": args, "results": results}, indent=2, default=str))
+    """JSON of everything measured, the markdown table for docs/benchmarks.md, and the machine
+    probe (bench/machine_probe.py) taken right after the run."""
+    from bench.machine_probe import probe
+
+    machine = probe(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+                    os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    print(json.dumps({"bench": title, "args": args, "results": results, "machine": machine}, indent=2, default=str))
     print()
     print("| " + " | ".join(header) + " |")
     print("| " + " | ".join("---" for _ in header) + " |")
     for row in rows:
         print("| " + " | ".join(str(c) for c in row) + " |")
+    print()
+    print(machine_line(machine))

@@ -216,7 +216,11 @@ def main() -> None:
                 process.terminate()
             for process in (node, *workers):
                 process.wait(10)
-    print(json.dumps({"args": vars(args), "results": results}, indent=2))
+    from bench._support import machine_line
+    from bench.machine_probe import probe
+
+    machine = probe(args.pg, os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    print(json.dumps({"args": vars(args), "results": results, "machine": machine}, indent=2))
     print("\n| path | tokens/s | events/s delivered | events written/s | p50 ms | p99 ms | max ms | lost "
           "| node CPU ms / 1,000 events |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -224,6 +228,7 @@ def main() -> None:
         print(f"| {name} | {r['tokens_per_s']:.0f} | {r['events_per_s']:.0f} | {r['written_per_s']:.0f} | "
               f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['lost_tokens']} | "
               f"{r['node_cpu_ms_per_1000_events']:.0f} |")
+    print(f"\n{machine_line(machine)}")
     if "baseline" in results:
         d, b = results["durable"], results["baseline"]
         print(f"\ndurable/baseline delivered tokens/s: {d['tokens_per_s'] / b['tokens_per_s']:.2%}")
