@@ -8,6 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from sessions_app.models import AgentRun, Event, Message
+from tests.support.gated_agent import AgentGate
 from tests.support.ws import WSClient, run_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -92,12 +93,14 @@ async def test_two_messages_at_once_run_one_after_the_other(cluster, token):
         assert run_text(frames, str(run.id)) == run.text
 
 
-async def test_cancel_stops_the_run_and_the_next_one_proceeds(node_app, token):
+async def test_cancel_stops_the_run_and_the_next_one_proceeds(node_app, token, settings, monkeypatch, tmp_path):
+    # The gate is never opened: the run is certainly still streaming when the cancel arrives.
+    AgentGate(tmp_path).install(monkeypatch, settings)
     c = WSClient(node_app)
     await c.connect(token)
     await c.message("count 500")
     await c.message("after the cancel")
-    frames = await c.recv_until(lambda f: f["type"] == "agent.delta" and f["index"] >= 2)
+    frames = await c.recv_until(lambda f: f["type"] == "agent.delta")
     run_id = next(f for f in frames if f["type"] == "agent.started")["run_id"]
     await c.send({"type": "cancel", "run_id": run_id})
     frames += await c.recv_until(lambda f: f["type"] == "agent.failed")

@@ -56,9 +56,25 @@ async def _leak_counters(node) -> dict:
         # and a dead proxy among the heap's objects (websockets and drf-spectacular make them)
         # raises ReferenceError.
         "consumers": sum(issubclass(type(o), ConversationConsumer) for o in gc.get_objects()),
-        # The node's fixed workers (fan-out reader, delta writer lanes) start on first use.
-        "tasks": sum(not t.get_name().startswith(("fanout-", "delta-writer")) for t in asyncio.all_tasks()),
+        "tasks": len(_connection_tasks()),
     }
+
+
+def _connection_tasks() -> list[asyncio.Task]:
+    """The tasks a connection or a run leaves behind if it leaks: a consumer's own tasks and
+    the run drivers. Not the node's own workers, nor the short-lived inner tasks their
+    `asyncio.wait_for` starts on every sweep or heartbeat: counting those made the total
+    depend on the instant it was taken (a sweep under way at the baseline, not at the end)."""
+    found = []
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        owner = frame.f_locals.get("self") if frame is not None else None
+        if isinstance(owner, ConversationConsumer) or getattr(coro, "__qualname__", "").startswith(
+            ("RunSupervisor._drive", "RunSupervisor._produce", "RunSupervisor._renew")
+        ):
+            found.append(task)
+    return found
 
 
 async def _settled(node, baseline: dict) -> dict:
@@ -69,7 +85,7 @@ async def _settled(node, baseline: dict) -> dict:
     try:
         return await eventually(same, timeout=10, what="leak counters back to baseline")
     except AssertionError:
-        tasks = [t.get_coro() for t in asyncio.all_tasks() if not t.get_name().startswith(("fanout-", "delta-writer"))]
+        tasks = [t.get_coro() for t in _connection_tasks()]
         raise AssertionError(
             f"leaked: before={baseline} after={await _leak_counters(node)}; tasks: {tasks}"
         ) from None

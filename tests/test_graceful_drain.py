@@ -6,24 +6,30 @@ import asyncio
 import json
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import HttpCommunicator
 from django.utils import timezone
 
-from realtime import liveness
+from realtime import drain, liveness
 from realtime.drain import Drainer
 from sessions_app import services
 from sessions_app.models import AgentRun, Connection
+from tests.support.gated_agent import AgentGate
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient, run_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def test_drain_moves_sockets_and_hands_runs_over(settings, cluster, user, token):
+async def test_drain_moves_sockets_and_hands_runs_over(settings, cluster, user, token, monkeypatch, tmp_path):
     settings.REALTIME_DEMO_AGENT_DELAY_MS = 30
+    # The answer holds at the gate until the client is on node-b: longer than the grace on
+    # any machine, so it is handed over.
+    gate = AgentGate(tmp_path)
+    gate.install(monkeypatch, settings)
     a, app_a = cluster("node-a")
     b, app_b = cluster("node-b")
     b.ensure_started()
@@ -32,7 +38,7 @@ async def test_drain_moves_sockets_and_hands_runs_over(settings, cluster, user, 
 
     streaming = WSClient(app_a)
     ready = await streaming.connect(token)
-    await streaming.message("count 100")  # ~3 s: longer than the grace, so it is handed over
+    await streaming.message("count 100")
     before = await streaming.recv_until(lambda f: f["type"] == "agent.delta")
     idle = WSClient(app_a)
     await idle.connect(token)
@@ -62,6 +68,7 @@ async def test_drain_moves_sockets_and_hands_runs_over(settings, cluster, user, 
     moved = WSClient(app_b)
     resumed = await moved.connect(token, conversation_id=ready["conversation_id"], last_seq=applied)
     assert resumed["resumed"] is True
+    gate.open()
     rest = await moved.recv_until(lambda f: f["type"] == "agent.completed", timeout=20)
     whole = streaming.frames + rest
     run_id = before[-1]["run_id"]
@@ -100,13 +107,30 @@ async def _done(drainer):
     return drainer.task.done()
 
 
-async def test_drain_moves_sockets_in_waves(settings, cluster, token):
+async def test_drain_moves_sockets_in_waves(settings, cluster, token, monkeypatch):
     settings.REALTIME_DRAIN_BATCH = 2
     settings.REALTIME_DRAIN_BATCH_INTERVAL = 0.3
     a, app_a = cluster("node-a")
     clients = [WSClient(app_a) for _ in range(5)]
     for client in clients:
         await client.connect(token)
+    # Which wave told each socket: the number of pauses between waves taken before its
+    # `go_away`. Counted, not inferred from arrival times, which a loaded machine stretches.
+    pauses: list[float] = []
+    waves: list[int] = []
+    real_sleep = asyncio.sleep
+
+    async def pause(delay: float) -> None:
+        pauses.append(delay)
+        await real_sleep(delay)
+
+    monkeypatch.setattr(drain, "asyncio", SimpleNamespace(**{**vars(asyncio), "sleep": pause}))
+    for consumer in list(a.connections):
+        def telling(real=consumer.go_away):
+            waves.append(len(pauses))
+            return real()
+
+        monkeypatch.setattr(consumer, "go_away", telling)
     drainer = Drainer(a, grace=0.1, stop_server=lambda: None)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -120,8 +144,9 @@ async def test_drain_moves_sockets_in_waves(settings, cluster, token):
     closed_after = await asyncio.gather(*(closed_at(c) for c in clients))
     assert await drained == 5
     # Three waves: two sockets at once, two after one interval, the last after two.
-    waves = sorted(round(t / 0.3) for t in closed_after)
-    assert waves == [0, 0, 1, 1, 2], closed_after
+    assert sorted(waves) == [0, 0, 1, 1, 2] and pauses == [0.3, 0.3], (waves, pauses)
+    # The pauses are real: the last wave cannot be told before two intervals have passed.
+    assert max(closed_after) >= 2 * 0.3, closed_after
 
 
 async def test_stop_releases_a_run_whose_claim_was_under_way(cluster, user, monkeypatch):
@@ -165,8 +190,6 @@ async def test_stop_releases_a_run_whose_claim_was_under_way(cluster, user, monk
 async def test_a_node_stop_that_hangs_does_not_keep_the_process_alive(cluster, monkeypatch, caplog):
     """Whatever the node's stop waits for, the drain ends (and says what was stuck): a node that
     never exits after SIGTERM blocks a deploy (seen once in a full run under load)."""
-    from realtime import drain
-
     node, _ = cluster("node-a")
     monkeypatch.setattr(drain, "STOP_LIMIT", 0.2)
 

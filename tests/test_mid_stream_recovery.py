@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from sessions_app import services
 from sessions_app.models import AgentRun, Event
+from tests.support.gated_agent import AgentGate
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient, assert_gapless, run_text, sequenced
 
@@ -49,15 +50,19 @@ async def test_drop_mid_stream_then_resume(cluster, token, other_node):
     await back.drop()
 
 
-async def test_node_dies_mid_stream_and_another_node_continues(cluster, token):
+async def test_node_dies_mid_stream_and_another_node_continues(cluster, token, settings, monkeypatch, tmp_path):
+    # The answer holds at the gate until node-1 is dead: it cannot finish there first.
+    gate = AgentGate(tmp_path, after=20)
+    gate.install(monkeypatch, settings)
     node1, app1 = cluster("node-1", lease_seconds=1, sweep_interval=0.2, register=False)
     node2, app2 = cluster("node-2", lease_seconds=1, sweep_interval=0.2, register=False)
     c = WSClient(app1)
     ready = await c.connect(token)
     await c.message("count 150")
-    before = await c.recv_until(lambda f: f["type"] == "agent.delta" and f["index"] >= 10)
+    before = await c.recv_until(lambda f: f["type"] == "agent.delta")
     run_id = _run_id(before)
     await node1.stop(abandon=True)  # the process is gone: nothing more is written by it
+    gate.open()
     await c.drop()
     node2.ensure_started()
 

@@ -16,6 +16,7 @@ from realtime import liveness, ratelimit
 from sessions_app import services
 from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
+from tests.support.gated_agent import AgentGate
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient, run_text
 
@@ -50,7 +51,10 @@ async def _names_are(names):
     return [n.node for n in await liveness.live_nodes()] == names
 
 
-async def test_killed_node_rows_closed_and_run_taken_over_within_bound(cluster, token):
+async def test_killed_node_rows_closed_and_run_taken_over_within_bound(cluster, token, settings, monkeypatch, tmp_path):
+    # The answer holds at the gate until node-a is dead: it cannot finish there first.
+    gate = AgentGate(tmp_path)
+    gate.install(monkeypatch, settings)
     # Long run leases: the takeover must come from the reaper, not from the lease lapsing.
     a, app_a = cluster("node-a", lease_seconds=60, sweep_interval=0.2)
     b, _ = cluster("node-b", lease_seconds=60, sweep_interval=0.2)
@@ -59,11 +63,12 @@ async def test_killed_node_rows_closed_and_run_taken_over_within_bound(cluster, 
     client = WSClient(app_a)
     ready = await client.connect(token)
     await client.message("count 60")
-    frames = await client.recv_until(lambda f: f["type"] == "agent.delta" and f["index"] >= 3)
+    frames = await client.recv_until(lambda f: f["type"] == "agent.delta")
     run_id = next(f for f in frames if f["type"] == "agent.started")["run_id"]
 
     killed_at = time.monotonic()
     await a.stop(abandon=True)  # SIGKILL-like: nothing is written, the socket's row stays open
+    gate.open()
 
     def rows_closed():
         return not Connection.objects.filter(node="node-a", closed_at__isnull=True).exists()

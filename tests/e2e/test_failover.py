@@ -6,7 +6,12 @@
 (b) The network between a client and its node fails (through tests.support.netproxy): a
     blackhole (half-open, nothing arrives, no FIN) is found by the SDK's heartbeat timeout, a
     reset by the socket error; either way the client moves to the other node and resumes
-    while the run goes on where it was."""
+    while the run goes on where it was.
+
+In (a) the long answers wait on a gate (tests/support/gated_agent.py) until every client is on
+the surviving node: unfinished when A dies, on any machine. (b) needs frames flowing when the
+network fails (the heartbeat's detection time is measured from the last one), so its stream
+is not gated."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from sessions_app.models import AgentRun, Connection
+from tests.support.gated_agent import AgentGate
 from tests.support.netproxy import FaultProxy
 from tests.support.sdk_chat import (
     FAST_NODE_ENV,
@@ -66,18 +72,19 @@ async def _closed_rows(client_id: str) -> list[tuple]:
     return await eventually(database_sync_to_async(rows), timeout=10, what=f"the rows of {client_id} closed")
 
 
-async def test_sigkill_mid_stream_fails_over_and_the_run_is_taken_over(daphne_cluster):
-    a = daphne_cluster("kill-a", **NODE_ENV)
-    b = daphne_cluster("kill-b", **NODE_ENV)
+async def test_sigkill_mid_stream_fails_over_and_the_run_is_taken_over(daphne_cluster, tmp_path):
+    gate = AgentGate(tmp_path)
+    a = daphne_cluster("kill-a", **NODE_ENV, **gate.env)
+    b = daphne_cluster("kill-b", **NODE_ENV, **gate.env)
     await wait_ready(a)
     await wait_ready(b)
     tokens = await database_sync_to_async(user_tokens)(3, "kill")
     sessions = [_open([a.ws_url, b.ws_url], t, f"k{i}") for i, t in enumerate(tokens)]
     try:
         await asyncio.gather(*(s.converse("count 3") for s in sessions))
-        long_ids = [await s.send("count 200") for s in sessions]  # 4 s each
-        held = await runs_streaming(3)
-        await asyncio.gather(*(s.wait_for(lambda s=s: _streaming(s, 3), 10, "stream under way") for s in sessions))
+        long_ids = [await s.send("count 200") for s in sessions]  # held at the gate
+        held = await runs_streaming(3, min_deltas=1)
+        await asyncio.gather(*(s.wait_for(lambda s=s: _streaming(s, 1), 10, "stream under way") for s in sessions))
         assert all(s.client.node == "kill-a" for s in sessions)
         # Each client's message was taken by A's own kick unless B's sweep happened to be quicker.
         on_a = {run for run, node in held.items() if node == "kill-a"}
@@ -88,6 +95,7 @@ async def test_sigkill_mid_stream_fails_over_and_the_run_is_taken_over(daphne_cl
         await asyncio.gather(
             *(s.wait_for(lambda s=s: s.current_node() == "kill-b", 10, "on B") for s in sessions)
         )
+        gate.open()
         answers = [await s.wait_answer(i, timeout=30) for s, i in zip(sessions, long_ids, strict=True)]
         took = time.monotonic() - killed
         # The conversation goes on on the surviving node.

@@ -1,6 +1,9 @@
 """Path 4 end to end: SIGTERM to a real daphne node drains it. Its clients get `reconnect`
 and 4012 (not daphne's 1006), resume on the other node at once and lose nothing; the node
-leaves discovery, answers /readyz with 503 while it drains, and exits by itself."""
+leaves discovery, answers /readyz with 503 while it drains, and exits by itself.
+
+The long answers wait on a gate (tests/support/gated_agent.py): they outlast the grace on any
+machine, and the first test opens the gate once the run was handed over."""
 
 import json
 import time
@@ -13,6 +16,7 @@ from channels.db import database_sync_to_async
 
 from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
+from tests.support.gated_agent import AgentGate
 from tests.support.waiting import eventually
 from tests.support.ws_e2e import E2EClient
 
@@ -34,15 +38,16 @@ def _readyz(port: int) -> int:
         return exc.code
 
 
-async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, user):
-    a = daphne_cluster("drain-a", **NODE_ENV)
-    b = daphne_cluster("drain-b", **NODE_ENV)
+async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, user, tmp_path):
+    gate = AgentGate(tmp_path)
+    a = daphne_cluster("drain-a", **NODE_ENV, **gate.env)
+    b = daphne_cluster("drain-b", **NODE_ENV, **gate.env)
     token = await database_sync_to_async(access_for)(user)
     client = E2EClient(token)
     await client.connect(a.ws_url)
-    await client.message("count 200")  # ~4 s: longer than the grace, so it is handed over
+    await client.message("count 200")  # held at the gate: longer than the grace, so it is handed over
     started = await client.until(lambda f: f["type"] == "agent.started")
-    await client.until(lambda f: f["type"] == "agent.delta" and f["index"] >= 3)
+    await client.until(lambda f: f["type"] == "agent.delta")
     assert await database_sync_to_async(_readyz)(a.port) == 200
 
     a.proc.terminate()  # SIGTERM
@@ -61,6 +66,13 @@ async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, use
     if a.proc.poll() is None:
         status = await database_sync_to_async(_readyz)(a.port)
         assert status == 503
+
+    def taken_over():
+        return AgentRun.objects.filter(pk=started["run_id"], node="drain-b", claims=2, status="running").exists()
+
+    # Handed over (unfinished: the gate still holds it) and claimed by B; now let it finish.
+    await eventually(database_sync_to_async(taken_over), timeout=15, what="the run taken over by B")
+    gate.open()
     done = await client.until(lambda f: f["type"] == "agent.completed", timeout=30)
     assert client.run_text(started["run_id"]) == done["message"]["text"] == " ".join(
         f"w{i}" for i in range(1, 201)
@@ -78,12 +90,13 @@ async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, use
     await client.close()
 
 
-async def test_new_socket_on_a_draining_node_is_told_to_reconnect(daphne_cluster, user):
-    a = daphne_cluster("drain-solo", **{**NODE_ENV, "REALTIME_DRAIN_GRACE": 5.0})
+async def test_new_socket_on_a_draining_node_is_told_to_reconnect(daphne_cluster, user, tmp_path):
+    gate = AgentGate(tmp_path)  # never opened: the run keeps the node draining for its whole grace
+    a = daphne_cluster("drain-solo", **{**NODE_ENV, "REALTIME_DRAIN_GRACE": 5.0}, **gate.env)
     token = await database_sync_to_async(access_for)(user)
     holder = E2EClient(token)
     await holder.connect(a.ws_url)
-    await holder.message("count 150")  # keeps the node draining for its whole grace
+    await holder.message("count 150")
     await holder.until(lambda f: f["type"] == "agent.started")
     a.proc.terminate()
     await holder.until(lambda f: f["type"] == "reconnect", timeout=5)

@@ -2,7 +2,11 @@
 clients stream. There is nowhere to fail over to, so the clients retry with backoff until the
 node is back; each is resumed within 2 s of the node turning ready and loses nothing. A
 message sent while the node was down waits in the SDK's outbox and is delivered exactly once
-after the restart."""
+after the restart.
+
+The long answers wait on a gate (tests/support/gated_agent.py) that the test opens only after
+the restart: they are certainly running when SIGTERM arrives and certainly unfinished when
+the grace ends, on any machine."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from django.utils import timezone
 from tether_client import Backoff
 
 from sessions_app.models import AgentRun, Message
+from tests.support.gated_agent import AgentGate
 from tests.support.sdk_chat import (
     FAST_NODE_ENV,
     ChatSession,
@@ -28,11 +33,12 @@ from tests.support.sdk_chat import (
     wait_exit,
     wait_ready,
 )
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-NODE_ENV = FAST_NODE_ENV
 CLIENTS = 4
+LONG = 200
 RESUME_BOUND = 2.0
 # The SDK's default cap (10 s) lets a client that failed a few times sleep up to 10 s, far
 # past the moment the node is back. A deployment that restarts its only node in place wants
@@ -40,8 +46,9 @@ RESUME_BOUND = 2.0
 BACKOFF = dict(base=0.1, cap=1.0)
 
 
-async def test_single_node_restart_resumes_every_client_and_flushes_the_outbox(daphne_cluster):
-    node = daphne_cluster("solo", **NODE_ENV)
+async def test_single_node_restart_resumes_every_client_and_flushes_the_outbox(daphne_cluster, tmp_path):
+    gate = AgentGate(tmp_path)
+    node = daphne_cluster("solo", **FAST_NODE_ENV, **gate.env)
     await wait_ready(node)
     tokens = await database_sync_to_async(user_tokens)(CLIENTS, "solo")
     sessions = [
@@ -50,27 +57,31 @@ async def test_single_node_restart_resumes_every_client_and_flushes_the_outbox(d
     try:
         for s in sessions:
             await s.client.wait_connected(10)
-        # A short exchange first, then long streams (4 s: much longer than the 1 s drain
-        # grace) that are running when the node is told to stop.
+        # A short exchange first (under the gate's word), then long streams that hold at the
+        # gate: running when the node is told to stop, whatever the machine's speed.
         await asyncio.gather(*(s.converse("count 5") for s in sessions))
-        long_ids = [await s.send("count 200") for s in sessions]
-        await runs_streaming(CLIENTS)
+        long_ids = [await s.send(f"count {LONG}") for s in sessions]
+        await runs_streaming(CLIENTS, min_deltas=1)
 
         signalled = time.monotonic()
         node.proc.terminate()  # SIGTERM
         assert await wait_exit(node, timeout=15) == 0, node.tail()
         exited = time.monotonic()
         assert await readyz(node.port) is None
-        # Handed back when the grace ran out (the streams are longer than the grace): still
-        # running in the database, part of the text committed, the lease expired.
+        # Handed back when the grace ran out (the gate holds the streams): still running in
+        # the database, part of the text committed, the lease expired.
         runs = await database_sync_to_async(
             lambda: sorted(
-                AgentRun.objects.values_list("status", "claims", "next_index", "lease_expires_at"), key=lambda r: r[0]
+                AgentRun.objects.values_list("status", "claims", "next_index", "lease_expires_at", "text"),
+                key=lambda r: r[0],
             )
         )()
         assert [r[:2] for r in runs] == [("completed", 1)] * CLIENTS + [("running", 1)] * CLIENTS, runs
         assert all(r[2] > 0 for r in runs), runs
         assert all(r[3] < timezone.now() for r in runs if r[0] == "running"), runs
+        # What was committed is the start of the answer, up to the gate at most.
+        held = [r[4] for r in runs if r[0] == "running"]
+        assert all(t and count_answer(LONG).startswith(t) and len(t.split()) <= gate.after for t in held), held
 
         # While the node is down: a message goes into the first client's outbox.
         assert not sessions[0].client.connected
@@ -87,6 +98,17 @@ async def test_single_node_restart_resumes_every_client_and_flushes_the_outbox(d
             *(s.wait_for(lambda s=s: resumed_after_ready(s), 15, "resumed after the restart") for s in sessions)
         )
         after_ready = [max(0.0, resumed_after_ready(s) - ready_at) for s in sessions]
+
+        # The restarted node took the handed-back runs over (a second claim); they still hold
+        # at the gate, so none could finish before the restart.
+        async def taken_over():
+            rows = await database_sync_to_async(
+                lambda: list(AgentRun.objects.filter(claims=2).values_list("status", flat=True))
+            )()
+            return len(rows) == CLIENTS and rows
+
+        assert await eventually(taken_over, 15, what="the handed-back runs claimed again") == ["running"] * CLIENTS
+        gate.open()
 
         # Everything finishes: the handed-over streams on the restarted node, and the outbox.
         for s, long_id in zip(sessions, long_ids, strict=True):
