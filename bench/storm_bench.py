@@ -28,6 +28,10 @@ for the bench); --ips N and --users N put several clients behind one address / o
 Which limit refused an attempt is read from the Redis buckets right after the refusal (a
 connect-attempt refusal is attributed to the IP bucket when that one is empty, else to the
 user bucket; the per-user socket cap is told apart by its error detail).
+
+Why ~450 lines in one script: a benchmark is run and read as one file; its phases (prepare,
+drop, reconnect with the protocol's retry rules, verify, attribute refusals) share one run's
+state.
 Target: 1,000 clients reconnecting at once all resumed within 10 s on two nodes, nothing lost.
 Needs PostgreSQL (scratch database `tether_bench_storm`, dropped at the end) and Redis.
 """

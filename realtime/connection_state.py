@@ -15,6 +15,12 @@ Rules:
   sender task per socket: that is what makes "each seq once, in order, without holes" hold.
 - Every close is a `Close` action carrying a reason of realtime/closes.py; after it, every
   input is ignored (the state is CLOSED and stays so).
+
+Why one module of ~550 lines: the phases, the delivery cursor, the ack bookkeeping, the frame
+budgets and the deadlines all read and change one another's fields on every input (a frame
+over budget can close; a close stops the sender; a resync changes what the sender reads).
+Split across modules they would need each other's private state; together, one test file
+walks every transition.
 """
 
 from __future__ import annotations

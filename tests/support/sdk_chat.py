@@ -4,6 +4,9 @@
 application sees; `check_conversation` then compares that record with the database (the
 event log, messages, runs). Plus node probes (`/readyz`, process exit) and a private
 `redis-server` that a test may kill and restart.
+
+Why ~440 lines: every end-to-end deploy test uses all of it together (sessions, the database
+check, node probes); the private redis-server is the only part that could stand alone.
 """
 
 from __future__ import annotations
