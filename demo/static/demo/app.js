@@ -1,6 +1,7 @@
 // The demo page (see README.md, "Demo page"). Everything that touches the protocol goes
 // through the JavaScript client (clients/js); this file only keeps a view of the
-// conversation and draws it.
+// conversation and draws it. One file of ~500 lines because the page is served with no build
+// step and its parts (sign-in, conversation list, transcript, fault buttons) share one view.
 //
 // What survives a reload (sessionStorage, per tab):
 //   demo:auth            the signed-in user's token pair (renewed through tokenProvider)
