@@ -41,13 +41,15 @@ def _readyz(port: int) -> int:
 async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, user, tmp_path):
     gate = AgentGate(tmp_path)
     a = daphne_cluster("drain-a", **NODE_ENV, **gate.env)
-    b = daphne_cluster("drain-b", **NODE_ENV, **gate.env)
     token = await database_sync_to_async(access_for)(user)
     client = E2EClient(token)
     await client.connect(a.ws_url)
     await client.message("count 200")  # held at the gate: longer than the grace, so it is handed over
     started = await client.until(lambda f: f["type"] == "agent.started")
     await client.until(lambda f: f["type"] == "agent.delta")
+    # B starts once A holds the run: B's sweep could otherwise claim it first, and the drain
+    # would have nothing to hand over.
+    b = daphne_cluster("drain-b", **NODE_ENV, **gate.env)
     assert await database_sync_to_async(_readyz)(a.port) == 200
 
     a.proc.terminate()  # SIGTERM

@@ -12,6 +12,7 @@ deploy/haproxy.cfg in front of two daphne nodes, and clients know only the balan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -141,8 +142,11 @@ async def _connect_from(lb: HAProxy, source: str, token: str, **headers: str) ->
     server's first frame and the close code if the server closed."""
     async with websockets.connect(lb.ws_url, open_timeout=5, additional_headers=headers,
                                   local_addr=(source, 0)) as ws:
-        await ws.send(json.dumps({"type": "connect", "token": token, "conversation_id": None,
-                                  "last_seq": None, "client_id": f"c-{time.monotonic_ns()}"}))
+        # A node refusing the address answers right after the handshake, and may have closed
+        # before this send: the refusal frame is still there to read.
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(json.dumps({"type": "connect", "token": token, "conversation_id": None,
+                                      "last_seq": None, "client_id": f"c-{time.monotonic_ns()}"}))
         frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if frame["type"] == "ready":
             return frame, None

@@ -28,7 +28,6 @@ NODE_ENV = {
 async def test_sigkill_mid_answer_run_completes_on_the_other_node(daphne_cluster, user, tmp_path):
     gate = AgentGate(tmp_path, after=20)
     a = daphne_cluster("e2e-a", **NODE_ENV, **gate.env)
-    b = daphne_cluster("e2e-b", **NODE_ENV, **gate.env)
     token = await database_sync_to_async(access_for)(user)
     client = E2EClient(token)
     await client.connect(a.ws_url)
@@ -38,6 +37,9 @@ async def test_sigkill_mid_answer_run_completes_on_the_other_node(daphne_cluster
     started = await client.until(lambda f: f["type"] == "agent.started")
     await client.until(lambda f: f["type"] == "agent.delta")
     run_id = started["run_id"]
+    # B starts once A holds the run: B's sweep could otherwise claim it first (seen once in a
+    # loaded full run), and there would be nothing to take over.
+    b = daphne_cluster("e2e-b", **NODE_ENV, **gate.env)
 
     a.kill()
     killed_at = time.monotonic()
