@@ -3,6 +3,7 @@
 lets runs finish within the grace period and hands the rest over."""
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -205,3 +206,36 @@ async def test_a_node_stop_that_hangs_does_not_keep_the_process_alive(cluster, m
     assert stopped == [True]
     assert "did not stop within 0.2 s" in caplog.text
     assert "hangs_does_not_keep_the_process_alive.<locals>.stuck at" in caplog.text
+
+
+async def test_a_server_shutdown_that_hangs_after_the_drain_does_not_keep_the_process_alive(cluster, monkeypatch,
+                                                                                            caplog):
+    """Daphne's shutdown waits for every application instance to end; one that never does must
+    not keep a drained node up (seen once in a loaded full run: still running 15 s after
+    "drain: done"). The process exits with 0, the drain having completed, and says what waited."""
+    node, _ = cluster("node-a")
+    monkeypatch.setattr(drain, "SHUTDOWN_LIMIT", 0.2)
+    exited: list[int] = []
+
+    released = asyncio.Event()
+
+    async def an_instance_that_ignores_cancellation():
+        while not released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await released.wait()
+
+    async def hard_exit():
+        return exited
+
+    lingering = asyncio.ensure_future(an_instance_that_ignores_cancellation())
+    try:
+        # stop_server does nothing: the reactor's shutdown never completes.
+        await asyncio.wait_for(Drainer(node, grace=0, stop_server=lambda: None, exit_process=exited.append).drain(), 10)
+        await eventually(hard_exit, timeout=5, what="the hard exit after the drain")
+    finally:
+        released.set()
+        await lingering
+        monkeypatch.undo()
+    assert exited == [0]
+    assert "shutdown still waits 0.2 s after the drain" in caplog.text
+    assert "an_instance_that_ignores_cancellation at" in caplog.text
