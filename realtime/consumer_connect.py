@@ -46,11 +46,7 @@ class ConnectSteps:
         timer.mark("token", loop.time())
         verdict = await check_limit(ratelimit.hit(f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER")))
         timer.mark("user_limit", loop.time())
-        if not await self._still_open():
-            return
-        if not verdict.allowed:
-            metrics.RATE_LIMITED.labels("connect_user").inc()
-            await self._perform(self.state.limited("user", verdict.retry_after_ms))
+        if not await self._passed(verdict, "connect_user", "user"):
             return
         member = (
             ratelimit.slot_member(frame.client_id, frame.conversation_id)
@@ -64,11 +60,7 @@ class ConnectSteps:
         if verdict.allowed:
             self.slot = member
         timer.mark("slot", loop.time())
-        if not await self._still_open():
-            return
-        if not verdict.allowed:
-            metrics.RATE_LIMITED.labels("connections_per_user").inc()
-            await self._perform(self.state.limited("slots", verdict.retry_after_ms))
+        if not await self._passed(verdict, "connections_per_user", "slots"):
             return
         # Join the live feed before reading where the log stands, so an event committed
         # between the read and the join cannot fall between the replay and the live feed.
@@ -129,6 +121,17 @@ class ConnectSteps:
             self._replayed()  # nothing to replay
         self._sender_wake.set()
         self._watchdog_wake.set()
+
+    async def _passed(self, verdict: ratelimit.Verdict, metric: str, limit: str) -> bool:
+        """After a limit's await: False if the socket closed meanwhile (undone) or the limit
+        refused it (counted under `metric`, the client told which `limit` and when to retry)."""
+        if not await self._still_open():
+            return False
+        if not verdict.allowed:
+            metrics.RATE_LIMITED.labels(metric).inc()
+            await self._perform(self.state.limited(limit, verdict.retry_after_ms))
+            return False
+        return True
 
     async def _still_open(self) -> bool:
         """Called after every await of the connect: if the socket closed meanwhile (watchdog,
