@@ -1,60 +1,51 @@
-"""The Channels plumbing under Tether's socket consumer (realtime/consumers.py): a consumer whose
-channel-layer receive outlives a Redis outage and that dispatches without Channels' per-message
-thread hop, the client's address behind trusted proxies, and rate limits that fail open."""
+"""The Channels plumbing under Tether's socket consumer (realtime/consumers.py): a consumer with
+no channel-layer channel that dispatches without Channels' per-message thread hop, the client's
+address behind trusted proxies, and rate limits that fail open."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
-from channels.utils import await_many_dispatch
 
 from realtime import ratelimit
 from realtime.proxies import forwarded_client
 
 log = logging.getLogger("realtime.consumers")
 
-# Retry delays of a failing channel-layer receive (Redis unreachable), in seconds.
-LAYER_RETRY_FIRST, LAYER_RETRY_MAX = 0.1, 2.0
+
+def socket_address() -> str:
+    """A socket's name: the slot owner, the Connection row's `channel_name`, and the address
+    of the fan-out's control messages. Unique across nodes and restarts."""
+    return f"ws.{uuid.uuid4().hex}"
 
 
-class ResilientWebsocketConsumer(AsyncWebsocketConsumer):
+class DirectWebsocketConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """AsyncConsumer.__call__, except that the channel-layer receive outlives a Redis
-        outage. Channels' own receive task raises when Redis is unreachable, which ends the
-        application instance: daphne closes every socket of the node with 1011 and
-        `disconnect()` never runs (row, slot and fan-out membership are left behind). The
-        layer only carries `conn.replaced` and `conn.disconnect` here, which the periodic
-        resync also finds, so the socket can simply wait for Redis to come back."""
-        self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.base_send = send
-        sources = [receive]
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            self.channel_receive = self._layer_receive
-            sources.append(self.channel_receive)
-        with contextlib.suppress(StopConsumer):
-            await await_many_dispatch(sources, self.dispatch)
+        """AsyncConsumer.__call__ without a channel-layer channel: the socket's messages from
+        other sockets and the admin (`replaced`, `disconnect`) arrive through the node's fan-out
+        (realtime.fanout.tell), addressed to `channel_name`, a name made here.
 
-    async def _layer_receive(self) -> dict:
-        delay = LAYER_RETRY_FIRST
-        while True:
-            try:
-                return await self.channel_layer.receive(self.channel_name)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Redis down: the socket lives on without the layer
-                log.warning("channel layer receive failed (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, LAYER_RETRY_MAX)
+        Why no layer channel (issue 12): channels_redis keeps a buffer and a receive task per
+        channel, and Channels a dispatch task per source. We measured 3-5 KB per idle socket
+        for them, and the layer's receive setup at 6% of the node's loop time in a resume
+        loop (a node with one socket reopens a Redis connection for it at every reconnect).
+        With one source the dispatch is a plain loop. It also ends a hazard: a layer receive
+        that failed while Redis was down ended the application instance, and daphne closed
+        every socket of the node with 1011 without `disconnect()`."""
+        self.scope = scope
+        self.channel_layer = None
+        self.channel_name = socket_address()
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            while True:
+                await self.dispatch(await receive())
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch hops to the shared sync thread before every message to close

@@ -13,7 +13,7 @@ import logging
 
 from django.conf import settings
 
-from realtime import logcontext, metrics, ratelimit, tokens
+from realtime import fanout, logcontext, metrics, ratelimit, tokens
 from realtime import protocol as p
 from realtime.auth import InvalidToken, verify_access_token
 from realtime.consumer_base import check_limit
@@ -93,11 +93,9 @@ class ConnectSteps:
             await self._rename_slot(ratelimit.slot_member(frame.client_id, opened.conversation_id))
             if not await self._still_open() or not await self._join(opened.conversation_id):
                 return
-        for channel in opened.replaced_channels:
-            try:
-                await self.channel_layer.send(channel, {"type": "conn.replaced"})
-            except Exception:  # its row is closed: its next resync ends it anyway
-                log.warning("telling %s it was replaced failed", channel, exc_info=True)
+        # The replaced sockets listen on this conversation's feed; their rows are closed
+        # already, so one that misses this ends at its next resync anyway.
+        await fanout.tell(opened.conversation_id, "replaced", opened.replaced_channels)
         ready = self.state.opened(
             conversation_id=opened.conversation_id,
             client_last_seq=frame.last_seq,

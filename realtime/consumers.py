@@ -29,7 +29,7 @@ from django.conf import settings
 
 from realtime import closes, logcontext, metrics, ratelimit
 from realtime import connection_state as cs
-from realtime.consumer_base import ResilientWebsocketConsumer, check_limit, client_address
+from realtime.consumer_base import DirectWebsocketConsumer, check_limit, client_address
 from realtime.consumer_connect import ConnectSteps
 from realtime.consumer_frames import TRANSIENT_ERRORS, FrameHandlers
 from realtime.db import db
@@ -69,7 +69,7 @@ def connection_limits() -> cs.Limits:
     )
 
 
-class ConversationConsumer(ConnectSteps, FrameHandlers, ResilientWebsocketConsumer):
+class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer):
     # --- lifecycle ------------------------------------------------------------------------
 
     async def connect(self) -> None:
@@ -316,11 +316,13 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, ResilientWebsocketConsum
         await self._perform(self.state.terminate(
             closes.DRAINING, "server is restarting", retry_after_ms=retry_after_ms))
 
-    # --- channel-layer messages -------------------------------------------------------------
-
-    async def conn_replaced(self, message: dict) -> None:
-        await self._perform(self.state.terminate(closes.REPLACED, "a newer connection of this client took over"))
-
-    async def conn_disconnect(self, message: dict) -> None:
-        """An operator ended this socket (admin); the client resumes."""
-        await self._perform(self.state.terminate(closes.GOING_AWAY, "disconnected by an operator; resume"))
+    def control(self, action: str) -> None:
+        """From the fan-out: another socket or the admin ends this one (realtime.fanout.tell)."""
+        if action == "replaced":
+            reason, why = closes.REPLACED, "a newer connection of this client took over"
+        elif action == "disconnect":  # an operator (admin); the client resumes
+            reason, why = closes.GOING_AWAY, "disconnected by an operator; resume"
+        else:
+            log.warning("unknown control action %r ignored", action)
+            return
+        self.node.spawn(self._perform(self.state.terminate(reason, why)))

@@ -2,7 +2,8 @@
 
 Pub/sub is at-most-once and not durable, like the channel layer: it only tells consumers
 that committed events exist; they fill any gap from the event log, and a periodic resync
-catches whatever a Redis outage swallowed.
+catches whatever a Redis outage swallowed. It also carries the control messages that end a
+socket (`tell`): a socket has no channel-layer channel (realtime/consumer_base.py).
 
 Why not a channel-layer group per conversation: channels_redis delivers to each consumer
 through the process's channel, one BZPOPMIN round trip per message per socket; at a few
@@ -39,13 +40,17 @@ SUBSCRIBE_TIMEOUT = 5.0
 
 
 class Listener(Protocol):
-    """A local socket of a conversation (realtime.node.NodeConnection). Both calls are made from
+    """A local socket of a conversation (realtime.node.NodeConnection). The calls are made from
     the fan-out's reader and must not block: they only record what happened and wake the
-    socket's sender."""
+    socket's sender (or spawn its close)."""
+
+    channel_name: str  # the socket's address for control messages
 
     def live(self, message: dict) -> None: ...
 
     def lost_live_feed(self) -> None: ...
+
+    def control(self, action: str) -> None: ...
 
 
 class Committing(Protocol):
@@ -101,6 +106,32 @@ async def publish(conversation_id: str, events: list[dict]) -> None:
         await get_redis().publish(channel_for(conversation_id), json.dumps(message))
     except Exception:  # Redis down must not fail a committed write
         log.warning("fan-out of %s events for %s failed", len(events), conversation_id, exc_info=True)
+
+
+# Control messages: what one socket or the admin tells other sockets of a conversation.
+# `replaced`: a newer socket of the same (conversation, client_id) took over (4409).
+# `disconnect`: an operator ended the socket (going_away, 4012: the client resumes).
+CONTROL_ACTIONS = ("replaced", "disconnect")
+
+
+def control_message(action: str, addresses: list[str]) -> str:
+    """The pub/sub message telling the sockets named `addresses` (their `channel_name`) of a
+    conversation to end; published on the conversation's channel, where they listen."""
+    if action not in CONTROL_ACTIONS:
+        raise ValueError(f"unknown control action {action!r}; one of {CONTROL_ACTIONS}")
+    return json.dumps({"type": "conn.control", "action": action, "to": list(addresses)})
+
+
+async def tell(conversation_id: str, action: str, addresses: list[str]) -> None:
+    """Best effort, like the events: a socket that misses it learns the same from its row at
+    its next resync (the row was closed before this is sent)."""
+    if not addresses:
+        return
+    try:
+        await get_redis().publish(channel_for(conversation_id), control_message(action, addresses))
+    except Exception:  # Redis down: the resync ends the sockets
+        log.warning("telling %s sockets of %s to end (%s) failed", len(addresses), conversation_id, action,
+                    exc_info=True)
 
 
 async def publish_many(batches: list[tuple[str, list[dict]]]) -> None:
@@ -251,6 +282,12 @@ class FanoutHub:
             # own sender, so a slow socket holds up nobody (we found a task per delivery cost
             # more than the delivery itself at hundreds of events per second).
             payload = json.loads(message["data"])
+            if payload.get("type") == "conn.control":
+                to = set(payload["to"])
+                for listener in list(self.members.get(cid, ())):
+                    if listener.channel_name in to:
+                        listener.control(payload["action"])
+                return
             metrics.fanout_arrived(payload.get("ts"))
             for listener in list(self.members.get(cid, ())):
                 listener.live(payload)

@@ -30,11 +30,16 @@ RUN_KICK_GROUP = "tether.runs.kick"
 class NodeConnection(Protocol):
     """What the node may call on one of its sockets (realtime.consumers.ConversationConsumer)."""
 
+    channel_name: str  # the socket's address: control messages name it
+
     def live(self, message: dict) -> None:
         """Fan-out: committed events of the socket's conversation (or their highest seq)."""
 
     def lost_live_feed(self) -> None:
         """Fan-out: announcements may have been lost; read the log to its end."""
+
+    def control(self, action: str) -> None:
+        """Fan-out: another socket or an operator ends this one (`replaced`, `disconnect`)."""
 
     def resync_entry(self) -> tuple[str, int, int] | None:
         """Resync: (connection id, delivered seq, acked seq), None while not ready."""

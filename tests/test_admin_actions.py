@@ -39,7 +39,8 @@ async def test_disconnect_tells_the_client_to_resume_and_records_the_close(clust
     token = await database_sync_to_async(access_for)(admin_user)
     target, bystander = WSClient(app), WSClient(app)
     ready = await target.connect(token, client_id="tab-target")
-    await bystander.connect(token, client_id="tab-bystander")
+    # In the same conversation: the message that ends the target reaches both, addressed to one.
+    await bystander.connect(token, ready["conversation_id"], ready["last_seq"], client_id="tab-bystander")
     row = await database_sync_to_async(Connection.objects.get)(client_id="tab-target")
 
     assert await sync_to_async(_act)(admin_user, "connection", "disconnect_connections", [row.pk]) == 302
@@ -64,13 +65,13 @@ async def test_disconnect_tells_the_client_to_resume_and_records_the_close(clust
 
 
 async def test_disconnect_without_the_layer_message_ends_the_socket_at_the_resync(cluster, token):
-    """The action closes the row first: a lost layer message only delays the end."""
+    """The action closes the row first: a lost fan-out message only delays the end."""
     node, app = cluster("node-1")
     client = WSClient(app)
     await client.connect(token, client_id="tab-1")
     row = await database_sync_to_async(Connection.objects.get)(client_id="tab-1")
-    channels = await database_sync_to_async(services.disconnect_connections)([row.pk])
-    assert channels == [row.channel_name]
+    closed = await database_sync_to_async(services.disconnect_connections)([row.pk])
+    assert closed == {str(row.conversation_id): [row.channel_name]}
     await client.assert_silent()
 
     await resync_once(node)

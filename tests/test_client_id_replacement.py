@@ -5,10 +5,9 @@ node or on another one."""
 import pytest
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings as django_settings
 
-from realtime import ratelimit
+from realtime import fanout, ratelimit
 from sessions_app.models import Connection
 from sessions_app.services.conversations import lock_conversation
 from tests.support.waiting import eventually
@@ -69,7 +68,7 @@ async def test_a_replaced_socket_closing_on_its_own_keeps_its_successors_slot(cl
     async def lost(*args, **kwargs):
         return None
 
-    monkeypatch.setattr(type(get_channel_layer()), "send", lost)
+    monkeypatch.setattr(fanout, "tell", lost)
     new = WSClient(app)
     await new.connect(token, conversation_id=ready["conversation_id"], last_seq=0, client_id="phone-1")
     await old.drop()  # the old socket goes away by itself; nobody told it it was replaced

@@ -1,5 +1,7 @@
 """Regression: redis-py 8's default 5 s socket timeout killed idle consumers of the Redis
-channel layer (1011 after ~5 s). The layer is configured with socket_timeout=None."""
+channel layer (1011 after ~5 s). Sockets no longer receive on the layer (realtime/consumer_base.py);
+the connections that do idle (the fan-out's subscription, the layer that wakes agent workers)
+are configured with socket_timeout=None, and an idle socket must outlive that timeout."""
 
 import time
 
@@ -16,7 +18,7 @@ async def test_idle_consumer_survives_past_six_seconds(settings, node_app, token
     c = WSClient(node_app)
     await c.connect(token)
     started = time.monotonic()
-    # Deliberate idle: nothing is sent in either direction while the layer's receive blocks.
+    # Deliberate idle: nothing is sent in either direction while the fan-out's read blocks.
     await c.assert_silent(settle=6.5)
     assert time.monotonic() - started >= 6.5
     await c.send({"type": "ping", "id": "still here"})

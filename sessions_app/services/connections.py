@@ -299,18 +299,24 @@ def touch_connections(entries: list[tuple[str, int, int]]) -> dict[str, tuple[st
 # --- operators ------------------------------------------------------------------------------
 
 
-def disconnect_connections(connection_ids: list[Any], reason: str = "operator_disconnect") -> list[str]:
+def disconnect_connections(
+    connection_ids: list[Any], reason: str = "operator_disconnect"
+) -> dict[str, list[str]]:
     """An operator ends sockets; their clients are to resume (close code 4012, like a drain).
     The rows are closed here, so the sockets end at their node's next resync even if the
-    channel-layer message that ends them at once is lost (a row closed by someone else is
-    answered with going_away + 4012). Returns the channel names of the rows this call closed."""
+    fan-out message that ends them at once is lost (a row closed by someone else is answered
+    with going_away + 4012). Returns the socket addresses (`channel_name`) of the rows this
+    call closed, by conversation: where the message goes (realtime.fanout.tell)."""
     with transaction.atomic():
         rows = list(
             Connection.objects.select_for_update()
             .filter(pk__in=connection_ids, closed_at__isnull=True)
-            .values_list("pk", "channel_name")
+            .values_list("pk", "conversation_id", "channel_name")
         )
-        Connection.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+        Connection.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
             closed_at=timezone.now(), close_code=4012, close_reason=reason[:64]
         )
-    return [channel for _, channel in rows]
+    closed: dict[str, list[str]] = {}
+    for _, conversation_id, channel in rows:
+        closed.setdefault(str(conversation_id), []).append(channel)
+    return closed
