@@ -36,6 +36,7 @@ from realtime.db import db
 from realtime.flow import flow_of
 from realtime.node import NodeRuntime
 from realtime.phase_timer import PhaseTimer
+from realtime.wake import Wake
 from sessions_app import services
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,15 @@ def connection_limits() -> cs.Limits:
 class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer):
     # --- lifecycle ------------------------------------------------------------------------
 
+    def __init__(self, node: NodeRuntime, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.node = node  # the node this socket lives on (realtime.routing gives it)
+
     async def connect(self) -> None:
-        self.node: NodeRuntime = self.scope["tether_node"]
-        logcontext.bind(node=self.node.node_id)
+        if self.node.node_id != settings.REALTIME_NODE_ID:
+            # Several nodes in one process (tests): the log filter's default names only one.
+            # Not bound otherwise: the socket's tasks would each hold a copy (issue 12).
+            logcontext.bind(node=self.node.node_id)
         self.state = cs.ConnectionState(connection_limits(), asyncio.get_running_loop().time())
         # Set by the connect, in this order; each is held until `_release` gives it back.
         self.user_id: str | None = None
@@ -84,8 +91,8 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
         self.connection_id: str | None = None  # the open Connection row
         self.remote_addr = client_address(self.scope)
         self.flow = flow_of(self.scope)  # the transport's backlog; None in-process
-        self._sender_wake = asyncio.Event()
-        self._watchdog_wake = asyncio.Event()
+        self._sender_wake = Wake()
+        self._watchdog_wake = Wake()
         self._tasks: list[asyncio.Task] = []
         # The connect's phase timer until the replay is sent: (timer, replay from, replay up to).
         self._replay_timer: tuple[PhaseTimer, int, int] | None = None

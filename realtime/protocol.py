@@ -8,7 +8,7 @@ import json
 import re
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from realtime import closes
@@ -204,10 +204,14 @@ class BadFrameBudget:
 
     limit: int
     window: float
-    _times: deque = field(default_factory=deque)
+    # Made at the first bad frame: most sockets never send one, and an empty deque is 720
+    # bytes per socket (issue 12).
+    _times: deque | None = None
 
     def spend(self, now: float) -> bool:
         """Records one bad frame; True while the connection is still within budget."""
+        if self._times is None:
+            self._times = deque()
         self._times.append(now)
         while self._times and now - self._times[0] > self.window:
             self._times.popleft()
