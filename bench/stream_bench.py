@@ -190,6 +190,9 @@ def main() -> None:
         "REALTIME_AGENT": "bench.agents.TickAgent", "BENCH_RATE": str(args.rate), "BENCH_SECONDS": str(args.seconds),
         "REALTIME_DELTA_COALESCE_MS": str(args.coalesce_ms), "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "REALTIME_MAX_CONCURRENT_RUNS": str(args.streams + 10), "PYTHONPATH": str(ROOT),
+        # Every stream connects from 127.0.0.1 at once: the per-IP connect limit (120 a minute)
+        # refused the 121st of --streams 500.
+        "REALTIME_RATE_CONNECT_IP": "100000/60",
     }
     os.environ.update({"REDIS_KEY_PREFIX": prefix})
     tokens = make_tokens(args.streams)
