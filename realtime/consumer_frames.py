@@ -8,22 +8,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis
-from django.db import InterfaceError, OperationalError
-
 from realtime import metrics, ratelimit, tokens
 from realtime import protocol as p
-from realtime.consumer_base import check_limit
+from realtime.consumer_base import TRANSIENT_ERRORS, check_limit
 from realtime.db import db
 from realtime.fanout import commit_and_publish
 from sessions_app import services
 
 log = logging.getLogger("realtime.consumers")
-
-# Failures that pass by themselves (database restarting, Redis unreachable): the client is told
-# to retry the same frame; anything else is a bug, logged with its traceback.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, TimeoutError)
-
 
 class FrameHandlers:
     async def _guarded(self, handler: Callable[[Any], Awaitable[None]], arg: Any, ref: Any) -> None:
