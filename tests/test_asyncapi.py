@@ -37,9 +37,9 @@ def client_frame_types() -> set[str]:
 
 def server_frame_types() -> set[str]:
     """Frames the server writes: `{"type": "..."}` literals and `frame_type=` of the socket
-    code, and the event kinds the services append to the log. Channel-layer messages are
-    left out: each is dispatched to the consumer method of the same name (conn.replaced ->
-    conn_replaced), which is how they are told apart."""
+    code, and the event kinds the services append to the log. Messages between nodes are
+    left out: the fan-out's `conv.events` and `conn.control` are built in realtime/fanout.py,
+    which is not a socket module, and never reach a client as they are."""
     found = set()
     for path in SOCKET_MODULES:
         for node in ast.walk(_tree(path)):

@@ -56,7 +56,7 @@ async def _closed_first(rows):
 
 
 async def test_a_replaced_socket_closing_on_its_own_keeps_its_successors_slot(cluster, user, token, monkeypatch):
-    """The replaced socket drops before `conn.replaced` reaches it (here the message is lost):
+    """The replaced socket drops before the fan-out's `replaced` reaches it (here the message is lost):
     its release must not free the slot its successor now holds (issue 9, item 11)."""
     node, app = cluster("node-1")
     r = aioredis.from_url(django_settings.REDIS_URL)
