@@ -48,16 +48,15 @@ from bench._support import (
 )
 
 
-async def connect(url: str, token: str, conversation_id: str, last_seq: int, client_id: str,
-                  opened: list[float] | None = None):
+async def connect(url: str, token: str, conversation_id: str, last_seq: int, client_id: str):
+    """Returns the socket, `ready` and when the handshake was answered (perf_counter)."""
     ws = await websockets.connect(url, ping_interval=None, compression=None, proxy=None, max_size=None,
                                   open_timeout=30, close_timeout=2)
-    if opened is not None:
-        opened.append(time.perf_counter())
+    opened = time.perf_counter()
     await ws.send(json.dumps({"type": "connect", "token": token, "conversation_id": conversation_id,
                               "last_seq": last_seq, "client_id": client_id}))
     ready = json.loads(await asyncio.wait_for(ws.recv(), 30))
-    return ws, ready
+    return ws, ready, opened
 
 
 async def level(url: str, user: tuple[int, str], missed: int, args) -> dict:
@@ -66,7 +65,7 @@ async def level(url: str, user: tuple[int, str], missed: int, args) -> dict:
     uid, token = user
     [conversation_id] = await sync_to_async(create_conversations)([uid])
     client_id = str(uuid.uuid4())
-    ws, ready = await connect(url, token, conversation_id, 0, client_id)
+    ws, ready, _ = await connect(url, token, conversation_id, 0, client_id)
     assert ready["type"] == "ready", ready
     last_seq = ready["last_seq"]
     total, handshake, to_ready, replay, problems = [], [], [], [], []
@@ -76,8 +75,7 @@ async def level(url: str, user: tuple[int, str], missed: int, args) -> dict:
         await asyncio.sleep(args.pause)
 
         t0 = time.perf_counter()
-        t_open: list[float] = []
-        ws, ready = await connect(url, token, conversation_id, last_seq, client_id, t_open)
+        ws, ready, t_open = await connect(url, token, conversation_id, last_seq, client_id)
         t_ready = time.perf_counter()
         got = [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(ready.get("replay_count") or 0)]
         t_done = time.perf_counter()
@@ -90,7 +88,7 @@ async def level(url: str, user: tuple[int, str], missed: int, args) -> dict:
         last_seq = got[-1]["seq"] if got else ready.get("last_seq", last_seq)
         if rep >= args.warmup:
             total.append(t_done - t0)
-            handshake.append(t_open[0] - t0)
+            handshake.append(t_open - t0)
             to_ready.append(t_ready - t0)
             replay.append(t_done - t_ready)
     abort_socket(ws)

@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
+# How a socket ends on each of the fan-out's control actions (realtime.fanout.CONTROL_ACTIONS).
+CONTROL_CLOSES = {
+    "replaced": (closes.REPLACED, "a newer connection of this client took over"),
+    "disconnect": (closes.GOING_AWAY, "disconnected by an operator; resume"),  # the client resumes
+}
+
 # How often a sender whose socket does not read checks whether the backlog drained, seconds.
 BACKLOG_POLL = 0.05
 
@@ -325,11 +331,8 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
 
     def control(self, action: str) -> None:
         """From the fan-out: another socket or the admin ends this one (realtime.fanout.tell)."""
-        if action == "replaced":
-            reason, why = closes.REPLACED, "a newer connection of this client took over"
-        elif action == "disconnect":  # an operator (admin); the client resumes
-            reason, why = closes.GOING_AWAY, "disconnected by an operator; resume"
-        else:
+        ending = CONTROL_CLOSES.get(action)
+        if ending is None:
             log.warning("unknown control action %r ignored", action)
             return
-        self.node.spawn(self._perform(self.state.terminate(reason, why)))
+        self.node.spawn(self._perform(self.state.terminate(*ending)))

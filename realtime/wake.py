@@ -28,9 +28,6 @@ class Wake:
     def clear(self) -> None:
         self._flag = False
 
-    def is_set(self) -> bool:
-        return self._flag
-
     @property
     def waiting(self) -> bool:
         """A task waits on it now (it holds a future only then)."""

@@ -38,3 +38,4 @@ async def test_an_idle_socket_holds_its_watchdog_and_sender_and_no_layer_channel
     buffers = {alias: dict(getattr(layer, "receive_buffer", {})) for alias, layer in channel_layers.backends.items()}
     assert all(not buffer for buffer in buffers.values()), buffers
     await client.drop(1000)
+
