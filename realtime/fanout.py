@@ -28,6 +28,7 @@ from django.conf import settings
 from realtime import metrics
 from realtime.db import db
 from realtime.redis_client import get_redis, key
+from realtime.wake import Wake
 from sessions_app.services.event_log import encode_frame
 
 log = logging.getLogger(__name__)
@@ -157,11 +158,21 @@ class FanoutHub:
         # How often redis-py pings the idle subscription connection to find it dead.
         self.health_check_interval = health_check_interval
         self.members: dict[str, set[Listener]] = {}
+        # The conversations this node wants to hear, each with a future resolved when the
+        # confirmation of the last SUBSCRIBE sent for it is read (joins wait for it).
         self._confirmed: dict[str, asyncio.Future] = {}
+        # The conversations whose SUBSCRIBE went out on the current connection, with no
+        # UNSUBSCRIBE since: what the syncer compares `_confirmed` with.
+        self._subscribed: set[str] = set()
+        # SUBSCRIBEs sent per conversation whose confirmation has not been read yet: only the
+        # last one's confirmation means "live now" (an older one may precede an UNSUBSCRIBE).
+        self._unconfirmed: dict[str, int] = {}
         self._lock: asyncio.Lock | None = None
         self._client: aioredis.Redis | None = None
         self._pubsub: Any = None
         self._reader: asyncio.Task | None = None
+        self._syncer: asyncio.Task | None = None
+        self._sync_wake = Wake()  # joins and leaves changed `_confirmed`: the syncer catches up
         self.reconnects = 0
 
     async def join(self, conversation_id: str, listener: Listener) -> None:
@@ -173,10 +184,14 @@ class FanoutHub:
         deadline = loop.time() + SUBSCRIBE_TIMEOUT
         try:
             await self._ensure_running()
-            async with self._lock:
-                if cid not in self._confirmed:
-                    self._confirmed[cid] = loop.create_future()
-                    await self._pubsub.subscribe(channel_for(cid))
+            if cid not in self._confirmed:
+                self._confirmed[cid] = confirmed = loop.create_future()
+                if cid in self._subscribed and not self._unconfirmed.get(cid):
+                    # Left and joined again before the syncer ran: never unsubscribed, and
+                    # no confirmation will come.
+                    confirmed.set_result(None)
+                else:
+                    self._sync_wake.set()
             while True:
                 confirmed = self._confirmed.get(cid)
                 if confirmed is None:
@@ -206,16 +221,41 @@ class FanoutHub:
         if members:
             return
         del self.members[cid]
-        if self._lock is None or self._pubsub is None:
-            return
-        async with self._lock:
-            if cid in self.members or cid not in self._confirmed:
-                return
-            self._confirmed.pop(cid).cancel()
-            try:
-                await self._pubsub.unsubscribe(channel_for(cid))
-            except Exception:  # a dead connection is rebuilt without it
-                log.debug("unsubscribe of %s failed", cid, exc_info=True)
+        confirmed = self._confirmed.pop(cid, None)
+        if confirmed is not None:
+            confirmed.cancel()
+            self._sync_wake.set()
+
+    async def _sync_forever(self) -> None:
+        """Brings the subscription in line with `_confirmed`: one UNSUBSCRIBE and one SUBSCRIBE
+        for everything that changed since the last pass.
+
+        Why one task instead of a SUBSCRIBE per join under the lock (issue 12): in a burst of
+        500 connects on a node already streaming, each join waited its turn at the lock, one
+        loop iteration per waiter on a saturated loop, and joins timed out after
+        SUBSCRIBE_TIMEOUT (`bench/stream_bench.py --streams 500`: sockets turned away with
+        "live feed unavailable"). Here a burst costs one command per loop iteration."""
+        while True:
+            await self._sync_wake.wait()
+            self._sync_wake.clear()
+            async with self._lock:
+                if self._pubsub is None:
+                    continue
+                wanted = set(self._confirmed)
+                gone, new = self._subscribed - wanted, wanted - self._subscribed
+                try:
+                    if gone:
+                        self._subscribed -= gone
+                        await self._pubsub.unsubscribe(*(channel_for(cid) for cid in gone))
+                    if new:
+                        self._subscribed |= new
+                        for cid in new:
+                            self._unconfirmed[cid] = self._unconfirmed.get(cid, 0) + 1
+                        await self._pubsub.subscribe(*(channel_for(cid) for cid in new))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a dead connection: the reader rebuilds it with every member
+                    log.debug("updating the subscription failed", exc_info=True)
 
     async def _ensure_running(self) -> None:
         if self._lock is None:
@@ -226,7 +266,10 @@ class FanoutHub:
             if self._reader is not None and not self._reader.done():
                 return
             await self._connect()
-            self._reader = asyncio.get_running_loop().create_task(self._read_forever(), name="fanout-reader")
+            loop = asyncio.get_running_loop()
+            self._reader = loop.create_task(self._read_forever(), name="fanout-reader")
+            if self._syncer is None or self._syncer.done():
+                self._syncer = loop.create_task(self._sync_forever(), name="fanout-syncer")
 
     async def _connect(self) -> None:
         if self._client is None:
@@ -268,10 +311,15 @@ class FanoutHub:
         channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
         cid = channel.rsplit(":", 1)[-1] if channel else ""
         if kind == "subscribe":
+            unconfirmed = self._unconfirmed.pop(cid, 0)
+            if unconfirmed > 1:
+                self._unconfirmed[cid] = unconfirmed - 1  # a later SUBSCRIBE is still on its way
+                return
             confirmed = self._confirmed.get(cid)
-            if confirmed is not None and not confirmed.done():
-                confirmed.set_result(None)
-            elif confirmed is not None:
+            if unconfirmed == 1:
+                if confirmed is not None and not confirmed.done():
+                    confirmed.set_result(None)
+            elif confirmed is not None and confirmed.done():
                 # redis-py reconnected by itself and resubscribed: whatever was published in
                 # between is lost to this node, so its sockets catch up from the log.
                 self.reconnects += 1
@@ -300,7 +348,7 @@ class FanoutHub:
             self._pubsub = None
             for confirmed in self._confirmed.values():
                 confirmed.cancel()
-            self._confirmed = {}
+            self._confirmed, self._subscribed, self._unconfirmed = {}, set(), {}
             with contextlib.suppress(Exception):  # already broken
                 await old.aclose()
             try:
@@ -308,6 +356,8 @@ class FanoutHub:
                 for cid in list(self.members):
                     self._confirmed[cid] = asyncio.get_running_loop().create_future()
                 if self._confirmed:
+                    self._subscribed = set(self._confirmed)
+                    self._unconfirmed = dict.fromkeys(self._confirmed, 1)
                     await self._pubsub.subscribe(*(channel_for(cid) for cid in self._confirmed))
             except Exception:  # still down: the reader retries with backoff
                 log.warning("resubscribing failed", exc_info=True)
@@ -320,10 +370,11 @@ class FanoutHub:
                 listener.lost_live_feed()
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-            self._reader = None
+        for task in (self._reader, self._syncer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._reader = self._syncer = None
         if self._pubsub is not None:
             with contextlib.suppress(Exception):  # shutting down
                 await self._pubsub.aclose()
@@ -334,4 +385,6 @@ class FanoutHub:
             self._client = None
         self.members.clear()
         self._confirmed.clear()
+        self._subscribed.clear()
+        self._unconfirmed.clear()
         self._lock = None
