@@ -122,25 +122,22 @@ class ConnectSteps:
         self._watchdog_wake.set()
 
     async def _take_limits(self, frame: p.Connect, timer: PhaseTimer) -> bool:
-        """The per-user connect rate, then a concurrent-connection slot; False if refused or
-        the socket closed meanwhile."""
-        loop = asyncio.get_running_loop()
-        verdict = await check_limit(ratelimit.hit(f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER")))
-        timer.mark("user_limit", loop.time())
-        if not await self._passed(verdict, "connect_user", "user"):
-            return False
+        """The per-user connect rate and a concurrent-connection slot, in one round trip;
+        False if refused or the socket closed meanwhile."""
         member = (
             ratelimit.slot_member(frame.client_id, frame.conversation_id)
             if frame.conversation_id is not None
             else ratelimit.pending_slot_member(self.channel_name)
         )
-        verdict = await check_limit(ratelimit.take_slot(
-            f"user:{self.user_id}", member, settings.REALTIME_MAX_CONNECTIONS_PER_USER, _slot_lease(),
-            owner=self.channel_name,
+        verdict = await check_limit(ratelimit.take_connect(
+            f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER"), member,
+            settings.REALTIME_MAX_CONNECTIONS_PER_USER, _slot_lease(), owner=self.channel_name,
         ))
         if verdict.allowed:
             self.slot = member
-        timer.mark("slot", loop.time())
+        timer.mark("limits", asyncio.get_running_loop().time())
+        if verdict.refused_by == 0:
+            return await self._passed(verdict, "connect_user", "user")
         return await self._passed(verdict, "connections_per_user", "slots")
 
     async def _passed(self, verdict: ratelimit.Verdict, metric: str, limit: str) -> bool:

@@ -2,8 +2,11 @@
 (issue 12: where a resume spends its time). Cheap enough to leave on: a few clock reads per
 connect, one DEBUG line (logger `realtime.phases`) when the replay is done:
 
-    connect phases (ms): token 0.1, user_limit 0.6, slot 0.5, join 0.2, open_session 3.1,
-    ready 0.2, replay 4.0; total 8.7; 12 events
+    connect phases (ms): token 0.1, limits 0.6, join 0.1, open_session 3.1, ready 0.2,
+    replay 4.0; total 8.1; 12 events
+
+`limits` is the per-user rate and slot (one round trip); `join` is what the live-feed join
+still took after them (a resume starts it beside the limits).
 """
 
 from __future__ import annotations

@@ -43,21 +43,8 @@ async def held_resources(node, user) -> dict:
 
 def gate_at(step: str, gate: Gate, monkeypatch) -> None:
     """Holds the connect at one of its awaits."""
-    if step == "user_limit":
-        hit = ratelimit.hit
-
-        async def gated_hit(bucket, *args, **kwargs):
-            if not bucket.startswith("user:"):
-                return await hit(bucket, *args, **kwargs)
-            await gate.hold_async()
-            try:
-                return await hit(bucket, *args, **kwargs)
-            finally:
-                gate.mark_passed()
-
-        monkeypatch.setattr(ratelimit, "hit", gated_hit)
-    elif step in ("slot", "rename"):
-        name = "take_slot" if step == "slot" else "rename_slot"
+    if step in ("limits", "rename"):
+        name = "take_connect" if step == "limits" else "rename_slot"
         original = getattr(ratelimit, name)
 
         async def gated(*args, **kwargs):
@@ -97,8 +84,8 @@ def gate_at(step: str, gate: Gate, monkeypatch) -> None:
 @pytest.mark.parametrize(
     "step, new_conversation",
     [
-        ("user_limit", False),
-        ("slot", False),
+        ("limits", False),
+        ("limits", True),
         ("join", False),
         ("open_session", False),
         ("open_session", True),

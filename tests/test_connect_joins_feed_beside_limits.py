@@ -23,22 +23,21 @@ from tests.support.ws import WSClient
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def test_the_join_starts_while_the_user_limit_is_held(cluster, user, token, monkeypatch):
+async def test_the_join_starts_while_the_limits_are_held(cluster, user, token, monkeypatch):
     node, app = cluster("node-1")
     conversation = await database_sync_to_async(services.create_conversation)(user.pk)
     gate, joined = Gate(), asyncio.Event()
-    hit, join = ratelimit.hit, FanoutHub.join
+    take_connect, join = ratelimit.take_connect, FanoutHub.join
 
-    async def gated_hit(bucket, *args, **kwargs):
-        if bucket.startswith("user:"):
-            await gate.hold_async()
-        return await hit(bucket, *args, **kwargs)
+    async def gated_take_connect(*args, **kwargs):
+        await gate.hold_async()
+        return await take_connect(*args, **kwargs)
 
     async def watched_join(self, *args, **kwargs):
         await join(self, *args, **kwargs)
         joined.set()
 
-    monkeypatch.setattr(ratelimit, "hit", gated_hit)
+    monkeypatch.setattr(ratelimit, "take_connect", gated_take_connect)
     monkeypatch.setattr(FanoutHub, "join", watched_join)
     client = WSClient(app)
     await client.open()

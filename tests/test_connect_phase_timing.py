@@ -16,7 +16,7 @@ from tests.support.ws import WSClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PHASES = ["token", "user_limit", "slot", "join", "open_session", "ready", "replay"]
+PHASES = ["token", "limits", "join", "open_session", "ready", "replay"]
 
 
 @pytest.mark.pure
