@@ -20,8 +20,14 @@ bench.floor_asgi:application`, as stream_bench starts its baseline), started by 
   frame per token. Reported: tokens/s, p50/p99/max delay from a token's creation to its
   arrival, lost tokens, and the node's CPU (from /proc/PID/stat) in all and per 1,000 frames.
 Client and server share the machine; the client's own CPU is reported beside the node's, to
-tell which of the two a delay comes from. Needs no PostgreSQL or Redis (the machine probe printed
-under the tables measures them when they are there).
+tell which of the two a delay comes from. `--client node` runs both workloads with the Node
+client of bench/compare_socketio.py (`ws`; its `tether` mode) instead, the client that measured
+Tether and Socket.IO side by side, so the floor compares with both:
+
+    .venv/bin/python bench/floor_bench.py --client node --missed 1,1000 --streams 100,500
+
+Needs no PostgreSQL or Redis (the machine probe printed under the tables measures them when
+they are there).
 """
 
 from __future__ import annotations
@@ -145,7 +151,22 @@ def node_resume_level(url: str, pid: int, missed: int, args: argparse.Namespace)
             "problems": result["problems"], "problem_count": result["problem_count"]}
 
 
+def node_streams_level(url: str, pid: int, streams: int, args: argparse.Namespace) -> dict:
+    """The same streams with compare_socketio's Node client (its `tether` mode)."""
+    from types import SimpleNamespace
+
+    from bench.compare_socketio import stream_level
+
+    node = SimpleNamespace(ws_url=url, pid=pid)  # what stream_level reads of a Tether node
+    r = stream_level("tether", {"tether": node}, ["floor"] * streams, streams, f"floor-{streams}", args)
+    return {**r, "client": "node", "events_per_s": r["tokens_per_s"], "node_cpu_s": r["server_cpu_s"],
+            "node_cpu_ms_per_1000_frames": 1e6 * r["server_cpu_s"] / max(1, r["tokens"]),
+            "client_cpu_s": float("nan"), "expected_tokens": streams * int(args.rate * args.seconds)}
+
+
 async def streams_level(url: str, pid: int, streams: int, args: argparse.Namespace) -> dict:
+    if args.client == "node":
+        return await asyncio.to_thread(node_streams_level, url, pid, streams, args)
     cpu_before, client_before = cpu_seconds(pid), time.process_time()
     # Durable semantics: the floor answers `connect` like Tether; the token is not looked at.
     result = await run_phase(url, ["floor"] * streams, True, args.rate, args.seconds)
@@ -187,7 +208,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured resumes per level first")
     parser.add_argument("--pause", type=float, default=0.2, help="between a cut and the reconnect, s")
     parser.add_argument("--client", choices=("python", "node"), default="python",
-                        help="resume client: resume_bench's (Python websockets) or compare_socketio's (Node ws)")
+                        help="client of both workloads: resume_bench's and stream_bench's (Python websockets) or "
+                             "compare_socketio's (Node ws)")
     parser.add_argument("--streams", default="100,500", help="concurrent streams per level, comma-separated")
     parser.add_argument("--rate", type=float, default=20.0, help="tokens per second per stream")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each stream, s")
@@ -233,7 +255,8 @@ def main() -> None:
               f"{h['p50_ms']:.1f} | {h['p99_ms']:.1f} | {rd['p50_ms']:.1f} | {rd['p99_ms']:.1f} | "
               f"{replay_p99:.1f} | {r['node_cpu_ms_per_resume']:.1f} | "
               f"{r.get('client_cpu_ms_per_resume', float('nan')):.1f} | {r['problem_count']} |")
-    print("\n| floor (daphne only): streams | tokens/s | frames/s delivered | p50 ms | p99 ms | max ms | lost "
+    print(f"\n| floor (daphne only): streams ({args.client} client) | tokens/s | frames/s delivered | p50 ms "
+          "| p99 ms | max ms | lost "
           "| node CPU s | node CPU ms / 1,000 frames | client CPU s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results["streams"]:

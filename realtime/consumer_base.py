@@ -10,21 +10,15 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any
 
-import redis
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.db import InterfaceError, OperationalError
 
 from realtime import ratelimit
 from realtime.proxies import forwarded_client
+from realtime.transient import warn_failed
 
 log = logging.getLogger("realtime.consumers")
-
-# Failures that pass by themselves (database restarting, Redis unreachable or slow): logged
-# without a traceback, and a frame that met one is answered "retry"; anything else is a bug,
-# logged with its traceback.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, TimeoutError)
 
 
 def socket_address() -> str:
@@ -77,9 +71,6 @@ async def check_limit(call: Awaitable[ratelimit.Verdict]) -> ratelimit.Verdict:
     """Rate limits fail open: with Redis unreachable the service degrades, it does not stop."""
     try:
         return await call
-    except Exception as exc:  # Redis down or slow
-        # No traceback for a slow or absent Redis: in a burst of connects on a saturated node
-        # we counted 1,269 of them in one benchmark run, each formatted on the busy loop.
-        log.warning("rate limit check failed (%s); allowing", type(exc).__name__,
-                    exc_info=not isinstance(exc, TRANSIENT_ERRORS))
+    except Exception as exc:  # noqa: BLE001 - Redis down or slow (warn_failed logs a bug's traceback)
+        warn_failed(log, "rate limit check failed; allowing", exc=exc)
         return ratelimit.Verdict(True)

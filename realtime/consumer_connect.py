@@ -20,6 +20,7 @@ from realtime.consumer_base import check_limit
 from realtime.db import db
 from realtime.fanout import FanoutUnavailable
 from realtime.phase_timer import PhaseTimer
+from realtime.transient import warn_failed
 from sessions_app import services
 
 log = logging.getLogger("realtime.consumers")
@@ -186,8 +187,9 @@ class ConnectSteps:
         try:
             if await ratelimit.rename_slot(f"user:{self.user_id}", self.slot, member, owner=self.channel_name):
                 self.slot = member
-        except Exception:  # limits fail open; the pending name is released at close
-            log.warning("renaming connection slot failed", exc_info=True)
+        # Limits fail open; the pending name is released at close.
+        except Exception as exc:  # noqa: BLE001 - warn_failed logs a bug's traceback
+            warn_failed(log, "renaming connection slot failed", exc=exc)
 
 
 def _slot_lease() -> float:

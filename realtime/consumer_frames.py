@@ -10,9 +10,10 @@ from typing import Any
 
 from realtime import metrics, ratelimit, tokens
 from realtime import protocol as p
-from realtime.consumer_base import TRANSIENT_ERRORS, check_limit
+from realtime.consumer_base import check_limit
 from realtime.db import db
 from realtime.fanout import commit_and_publish
+from realtime.transient import TRANSIENT_ERRORS, warn_failed
 from sessions_app import services
 
 log = logging.getLogger("realtime.consumers")
@@ -86,6 +87,6 @@ class FrameHandlers:
         """A failed store is not reported: the ack is stored at the next flush, resync or close."""
         try:
             await db(services.record_ack)(self.connection_id, self.conversation_id, seq)
-        except TRANSIENT_ERRORS:
-            log.warning("storing ack %s of %s failed; kept for later", seq, self.connection_id, exc_info=True)
+        except TRANSIENT_ERRORS as exc:
+            warn_failed(log, "storing ack %s of %s failed; kept for later", seq, self.connection_id, exc=exc)
             self.state.ack_flush_failed(seq)

@@ -31,11 +31,12 @@ from realtime import closes, logcontext, metrics, ratelimit
 from realtime import connection_state as cs
 from realtime.consumer_base import DirectWebsocketConsumer, check_limit, client_address
 from realtime.consumer_connect import ConnectSteps
-from realtime.consumer_frames import TRANSIENT_ERRORS, FrameHandlers
+from realtime.consumer_frames import FrameHandlers
 from realtime.db import db
 from realtime.flow import flow_of
 from realtime.node import NodeRuntime
 from realtime.phase_timer import PhaseTimer
+from realtime.transient import TRANSIENT_ERRORS
 from realtime.wake import Wake
 from sessions_app import services
 

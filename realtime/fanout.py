@@ -28,6 +28,7 @@ from django.conf import settings
 from realtime import metrics
 from realtime.db import db
 from realtime.redis_client import get_redis, key
+from realtime.transient import warn_failed
 from realtime.wake import Wake
 from sessions_app.services.event_log import encode_frame
 
@@ -105,8 +106,8 @@ async def publish(conversation_id: str, events: list[dict]) -> None:
         # `ts`: when it was published, for the receiving nodes' fan-out lag metric.
         message = {**layer_message(events), "ts": time.time()}
         await get_redis().publish(channel_for(conversation_id), json.dumps(message))
-    except Exception:  # Redis down must not fail a committed write
-        log.warning("fan-out of %s events for %s failed", len(events), conversation_id, exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - Redis down must not fail a committed write (warn_failed logs a bug's traceback)
+        warn_failed(log, "fan-out of %s events for %s failed", len(events), conversation_id, exc=exc)
 
 
 # Control messages: what one socket or the admin tells other sockets of a conversation.
@@ -130,9 +131,9 @@ async def tell(conversation_id: str, action: str, addresses: list[str]) -> None:
         return
     try:
         await get_redis().publish(channel_for(conversation_id), control_message(action, addresses))
-    except Exception:  # Redis down: the resync ends the sockets
-        log.warning("telling %s sockets of %s to end (%s) failed", len(addresses), conversation_id, action,
-                    exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - Redis down: the resync ends the sockets (warn_failed logs a bug's traceback)
+        warn_failed(log, "telling %s sockets of %s to end (%s) failed", len(addresses), conversation_id, action,
+                    exc=exc)
 
 
 async def publish_many(batches: list[tuple[str, list[dict]]]) -> None:
@@ -147,8 +148,8 @@ async def publish_many(batches: list[tuple[str, list[dict]]]) -> None:
             for conversation_id, events in batches:
                 pipe.publish(channel_for(conversation_id), json.dumps({**layer_message(events), "ts": now}))
             await pipe.execute()
-    except Exception:  # Redis down must not fail committed writes
-        log.warning("fan-out of %s conversations failed", len(batches), exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - Redis down must not fail committed writes (warn_failed logs a bug's traceback)
+        warn_failed(log, "fan-out of %s conversations failed", len(batches), exc=exc)
 
 
 class FanoutHub:

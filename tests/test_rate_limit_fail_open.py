@@ -24,7 +24,7 @@ async def test_a_slow_or_absent_redis_allows_and_logs_one_line(exc, caplog):
         verdict = await check_limit(_failing(exc))
     assert verdict.allowed
     [record] = caplog.records
-    assert record.getMessage() == f"rate limit check failed ({type(exc).__name__}); allowing"
+    assert record.getMessage() == f"rate limit check failed; allowing ({type(exc).__name__})"
     assert not record.exc_info
 
 

@@ -67,14 +67,14 @@ def test_tiny_floor_bench_end_to_end():
 
 
 def test_tiny_floor_bench_with_the_node_client():
-    """The resume with compare_socketio's Node client: the client that measured Tether and
+    """Both workloads with compare_socketio's Node client: the client that measured Tether and
     Socket.IO, so the floor compares with both."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         if os.environ.get("CI"):
             pytest.fail("CI must have node and npm for the Node client")
         pytest.skip("node/npm not installed")
     cmd = [sys.executable, "bench/floor_bench.py", "--client", "node", "--missed", "1,5", "--reps", "3",
-           "--warmup", "1", "--streams", ""]
+           "--warmup", "1", "--streams", "2", "--seconds", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report, _ = json.JSONDecoder().raw_decode(proc.stdout)
@@ -84,4 +84,8 @@ def test_tiny_floor_bench_with_the_node_client():
     for level in levels:
         assert level["total"]["n"] == 3
         assert 0 < level["to_ready"]["p50_ms"] <= level["total"]["p50_ms"] < 5000
+    [streams] = report["results"]["streams"]
+    assert (streams["client"], streams["tokens"], streams["lost_tokens"], streams["problem_count"]) == (
+        "node", 40, 0, 0)
+    assert 0 < streams["p50_ms"] <= streams["max_ms"] < 5000
     assert not listening(report["port"])
