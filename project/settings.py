@@ -156,9 +156,12 @@ REALTIME_NODE_REAP_INTERVAL = env_float("REALTIME_NODE_REAP_INTERVAL", 5.0)
 # On SIGTERM, agent runs get this long to finish before they are handed to another node.
 REALTIME_DRAIN_GRACE = env_float("REALTIME_DRAIN_GRACE", 20.0)
 # Sockets are moved away in waves of this many, this far apart, so the taking-over nodes are
-# not handed every resume at once.
-REALTIME_DRAIN_BATCH = env_int("REALTIME_DRAIN_BATCH", 25)
-REALTIME_DRAIN_BATCH_INTERVAL = env_float("REALTIME_DRAIN_BATCH_INTERVAL", 0.2)
+# not handed every resume at once. Small and frequent (125 sockets/s either way): we found
+# 25 every 0.2 s put every client of a small node into one burst, and a rolling restart of 2
+# nodes with 20 streaming clients resumed at p99 371-492 ms; 5 every 0.04 s, 125-224 ms
+# (bench/rolling_restart_bench.py, docs/benchmarks.md, issue 12).
+REALTIME_DRAIN_BATCH = env_int("REALTIME_DRAIN_BATCH", 5)
+REALTIME_DRAIN_BATCH_INTERVAL = env_float("REALTIME_DRAIN_BATCH_INTERVAL", 0.04)
 # Threads for database calls in a server node (each holds one database connection).
 REALTIME_DB_THREADS = env_int("REALTIME_DB_THREADS", 16)
 

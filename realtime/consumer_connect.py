@@ -95,9 +95,6 @@ class ConnectSteps:
             await self._rename_slot(ratelimit.slot_member(frame.client_id, opened.conversation_id))
             if not await self._still_open() or not await self._join(opened.conversation_id):
                 return
-        # The replaced sockets listen on this conversation's feed; their rows are closed
-        # already, so one that misses this ends at its next resync anyway.
-        await fanout.tell(opened.conversation_id, "replaced", opened.replaced_channels)
         ready = self.state.opened(
             conversation_id=opened.conversation_id,
             client_last_seq=frame.last_seq,
@@ -121,6 +118,11 @@ class ConnectSteps:
             self._replayed()  # nothing to replay
         self._sender_wake.set()
         self._watchdog_wake.set()
+        # The replaced sockets listen on this conversation's feed; their rows are closed
+        # already, so one that misses this ends at its next resync anyway. Told after `ready`:
+        # the new socket need not wait for a Redis round trip (on a busy node each one waits
+        # for the loop).
+        await fanout.tell(opened.conversation_id, "replaced", opened.replaced_channels)
 
     async def _take_limits(self, frame: p.Connect, timer: PhaseTimer) -> bool:
         """The per-user connect rate and a concurrent-connection slot, in one round trip;

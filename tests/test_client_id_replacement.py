@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 from realtime import fanout, ratelimit
 from sessions_app.models import Connection
 from sessions_app.services.conversations import lock_conversation
+from tests.support.gates import Gate
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient, assert_gapless, run_text, sequenced
 
@@ -87,6 +88,32 @@ async def test_a_replaced_socket_closing_on_its_own_keeps_its_successors_slot(cl
         await eventually(freed, timeout=5, what="the successor's own close frees the slot")
     finally:
         await r.aclose()
+
+
+async def test_the_new_socket_is_ready_before_the_old_one_is_told(cluster, token, monkeypatch):
+    """`replaced` is a Redis round trip the new socket does not wait for: with the message held
+    at a gate, the new socket is already `ready` (issue 12), and once it goes out the old socket
+    ends with 4409."""
+    _, app = cluster("node-1")
+    old = WSClient(app)
+    ready = await old.connect(token, client_id="phone-1")
+    gate = Gate()
+    tell = fanout.tell
+
+    async def held_tell(*args, **kwargs):
+        await gate.hold_async()
+        return await tell(*args, **kwargs)
+
+    monkeypatch.setattr(fanout, "tell", held_tell)
+    new = WSClient(app)
+    resumed = await new.connect(token, conversation_id=ready["conversation_id"], last_seq=0, client_id="phone-1")
+    assert resumed["resumed"] is True
+    await gate.arrived()  # the old socket has not been told yet
+    gate.open()
+    _, code = await old.expect_close()
+    assert code == 4409
+    await old.drop(code)
+    await new.drop()
 
 
 # --- the database keeps one open row per (conversation, client_id) ------------------------
