@@ -71,6 +71,7 @@ async def check_limit(call: Awaitable[ratelimit.Verdict]) -> ratelimit.Verdict:
     """Rate limits fail open: with Redis unreachable the service degrades, it does not stop."""
     try:
         return await call
-    except Exception as exc:  # noqa: BLE001 - Redis down or slow (warn_failed logs a bug's traceback)
+    # Redis down or slow; warn_failed logs a bug's traceback.
+    except Exception as exc:  # noqa: BLE001 - see above
         warn_failed(log, "rate limit check failed; allowing", exc=exc)
         return ratelimit.Verdict(True)

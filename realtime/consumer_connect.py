@@ -1,5 +1,6 @@
-"""The connect of a socket, step by step: token, limits, slot, live feed, session, `ready`
-(a mixin of realtime.consumers.ConversationConsumer, whose fields it uses).
+"""The connect of a socket, step by step: token, limits (rate and slot in one call) with the live
+feed joined beside them, session, `ready` (a mixin of realtime.consumers.ConversationConsumer,
+whose fields it uses).
 
 Rule: what a step acquires is recorded on the consumer at once, and after every await the
 connect asks `_still_open`, which gives back what was acquired if the socket closed meanwhile;
@@ -45,29 +46,8 @@ class ConnectSteps:
         self.state.identified(identity.expires_at)
         self._watchdog_wake.set()
         timer.mark("token", loop.time())
-        # A resume joins the live feed while its limits are checked: the join is a Redis round
-        # trip of its own, and on a node busy streaming each round trip waits for the loop
-        # (we measured 42-213 ms per connect phase in a rolling restart). A refused connect
-        # leaves the feed again.
-        joining = None
-        if frame.conversation_id is not None:
-            joining = asyncio.ensure_future(self._join_feed(frame.conversation_id))
-        proceeding = False
-        try:
-            if not await self._take_limits(frame, timer):
-                return
-            # Joined before where the log stands is read, so an event committed between the
-            # read and the join cannot fall between the replay and the live feed.
-            if joining is not None and not await self._joined(await joining, frame.conversation_id):
-                return
-            proceeding = True
-        finally:
-            if joining is not None and not proceeding:
-                # The connect ends here (refused, failed or closed): a join still under way is
-                # stopped, and what it took, even after the close's own release, goes back.
-                joining.cancel()
-                await asyncio.gather(joining, return_exceptions=True)
-                await self._release()
+        if not await self._limits_and_feed(frame, timer):
+            return
         timer.mark("join", loop.time())
         try:
             opened = await db(services.open_session)(
@@ -123,6 +103,33 @@ class ConnectSteps:
         # the new socket need not wait for a Redis round trip (on a busy node each one waits
         # for the loop).
         await fanout.tell(opened.conversation_id, "replaced", opened.replaced_channels)
+
+    async def _limits_and_feed(self, frame: p.Connect, timer: PhaseTimer) -> bool:
+        """The limits, then (for a resume) the live feed; False if the connect ends here.
+
+        A resume joins the feed while its limits are checked: the join is a Redis round trip of
+        its own, and on a node busy streaming each round trip waits for the loop (we measured
+        42-213 ms per connect phase in a rolling restart). The join completes before the log is
+        read, so an event committed between the read and the join cannot fall between the
+        replay and the live feed; a refused connect leaves the feed again."""
+        joining = None
+        if frame.conversation_id is not None:
+            joining = asyncio.ensure_future(self._join_feed(frame.conversation_id))
+        proceeding = False
+        try:
+            if not await self._take_limits(frame, timer):
+                return False
+            if joining is not None and not await self._joined(await joining, frame.conversation_id):
+                return False
+            proceeding = True
+            return True
+        finally:
+            if joining is not None and not proceeding:
+                # The connect ends here (refused, failed or closed): a join still under way is
+                # stopped, and what it took, even after the close's own release, goes back.
+                joining.cancel()
+                await asyncio.gather(joining, return_exceptions=True)
+                await self._release()
 
     async def _take_limits(self, frame: p.Connect, timer: PhaseTimer) -> bool:
         """The per-user connect rate and a concurrent-connection slot, in one round trip;

@@ -106,7 +106,8 @@ async def publish(conversation_id: str, events: list[dict]) -> None:
         # `ts`: when it was published, for the receiving nodes' fan-out lag metric.
         message = {**layer_message(events), "ts": time.time()}
         await get_redis().publish(channel_for(conversation_id), json.dumps(message))
-    except Exception as exc:  # noqa: BLE001 - Redis down must not fail a committed write (warn_failed logs a bug's traceback)
+    # Redis down must not fail a committed write; warn_failed logs a bug's traceback.
+    except Exception as exc:  # noqa: BLE001 - see above
         warn_failed(log, "fan-out of %s events for %s failed", len(events), conversation_id, exc=exc)
 
 
@@ -131,7 +132,8 @@ async def tell(conversation_id: str, action: str, addresses: list[str]) -> None:
         return
     try:
         await get_redis().publish(channel_for(conversation_id), control_message(action, addresses))
-    except Exception as exc:  # noqa: BLE001 - Redis down: the resync ends the sockets (warn_failed logs a bug's traceback)
+    # Redis down: the resync ends the sockets; warn_failed logs a bug's traceback.
+    except Exception as exc:  # noqa: BLE001 - see above
         warn_failed(log, "telling %s sockets of %s to end (%s) failed", len(addresses), conversation_id, action,
                     exc=exc)
 
@@ -148,7 +150,8 @@ async def publish_many(batches: list[tuple[str, list[dict]]]) -> None:
             for conversation_id, events in batches:
                 pipe.publish(channel_for(conversation_id), json.dumps({**layer_message(events), "ts": now}))
             await pipe.execute()
-    except Exception as exc:  # noqa: BLE001 - Redis down must not fail committed writes (warn_failed logs a bug's traceback)
+    # Redis down must not fail committed writes; warn_failed logs a bug's traceback.
+    except Exception as exc:  # noqa: BLE001 - see above
         warn_failed(log, "fan-out of %s conversations failed", len(batches), exc=exc)
 
 

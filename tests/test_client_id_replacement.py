@@ -98,13 +98,7 @@ async def test_the_new_socket_is_ready_before_the_old_one_is_told(cluster, token
     old = WSClient(app)
     ready = await old.connect(token, client_id="phone-1")
     gate = Gate()
-    tell = fanout.tell
-
-    async def held_tell(*args, **kwargs):
-        await gate.hold_async()
-        return await tell(*args, **kwargs)
-
-    monkeypatch.setattr(fanout, "tell", held_tell)
+    monkeypatch.setattr(fanout, "tell", gate.before(fanout.tell))
     new = WSClient(app)
     resumed = await new.connect(token, conversation_id=ready["conversation_id"], last_seq=0, client_id="phone-1")
     assert resumed["resumed"] is True

@@ -27,17 +27,13 @@ async def test_the_join_starts_while_the_limits_are_held(cluster, user, token, m
     node, app = cluster("node-1")
     conversation = await database_sync_to_async(services.create_conversation)(user.pk)
     gate, joined = Gate(), asyncio.Event()
-    take_connect, join = ratelimit.take_connect, FanoutHub.join
-
-    async def gated_take_connect(*args, **kwargs):
-        await gate.hold_async()
-        return await take_connect(*args, **kwargs)
+    join = FanoutHub.join
 
     async def watched_join(self, *args, **kwargs):
         await join(self, *args, **kwargs)
         joined.set()
 
-    monkeypatch.setattr(ratelimit, "take_connect", gated_take_connect)
+    monkeypatch.setattr(ratelimit, "take_connect", gate.before(ratelimit.take_connect))
     monkeypatch.setattr(FanoutHub, "join", watched_join)
     client = WSClient(app)
     await client.open()

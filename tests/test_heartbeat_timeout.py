@@ -68,13 +68,7 @@ async def test_a_client_leaving_while_its_close_is_released_leaves_nothing_open(
     disconnect arrives, which cancels the watchdog: the release must still finish."""
     settings.REALTIME_HEARTBEAT_TIMEOUT = 0.3
     gate = Gate()
-    release = ratelimit.release_slot
-
-    async def held_release(*args, **kwargs):
-        await gate.hold_async()
-        return await release(*args, **kwargs)
-
-    monkeypatch.setattr(ratelimit, "release_slot", held_release)
+    monkeypatch.setattr(ratelimit, "release_slot", gate.before(ratelimit.release_slot))
     client = WSClient(node_app)
     ready = await client.connect(token)
     await gate.arrived()  # the heartbeat close is releasing the socket's slot

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 HOLD_LIMIT = 20.0  # a gate never holds forever: a broken test fails instead of hanging
 
@@ -42,3 +46,12 @@ class Gate:
     def passed(self) -> bool:
         """The held call has returned (or raised) after the gate opened."""
         return self._passed.is_set()
+
+    def before(self, call: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        """`call`, held at this gate first (for monkeypatching an async function)."""
+
+        async def held(*args: Any, **kwargs: Any) -> T:
+            await self.hold_async()
+            return await call(*args, **kwargs)
+
+        return held
