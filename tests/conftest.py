@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from realtime import transient
 from realtime.node import NodeRuntime
 from realtime.routing import build_application
 from tests.support.ws import close_all_clients
@@ -43,6 +44,13 @@ def _delete_keyspace() -> None:
             client.delete(*stale)
     finally:
         client.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_throttle():
+    """Every test sees the first warning of each kind (realtime/transient.py lets one per second
+    through)."""
+    transient.THROTTLE.clear()
 
 
 @pytest.fixture(autouse=True)
