@@ -62,6 +62,28 @@ def summary(values: list[float], scale: float = 1000.0) -> dict:
     }
 
 
+class ResumeTimes:
+    """The clock readings of measured resumes (perf_counter seconds), summarised the way every
+    resume benchmark reports them: open -> last event, the handshake alone, open -> `ready`,
+    and the replay alone."""
+
+    def __init__(self) -> None:
+        self.total: list[float] = []
+        self.handshake: list[float] = []
+        self.to_ready: list[float] = []
+        self.replay: list[float] = []
+
+    def add(self, t0: float, t_open: float, t_ready: float, t_done: float) -> None:
+        self.total.append(t_done - t0)
+        self.handshake.append(t_open - t0)
+        self.to_ready.append(t_ready - t0)
+        self.replay.append(t_done - t_ready)
+
+    def summaries(self) -> dict:
+        return {"total": summary(self.total), "handshake": summary(self.handshake),
+                "to_ready": summary(self.to_ready), "replay_only": summary(self.replay)}
+
+
 def raise_nofile(wanted: int) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = min(max(soft, wanted), hard)

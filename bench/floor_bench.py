@@ -48,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._support import DEFAULT_PG, abort_socket, machine_line, raise_nofile, summary  # noqa: E402
+from bench._support import DEFAULT_PG, ResumeTimes, abort_socket, machine_line, raise_nofile  # noqa: E402
 from bench.floor_asgi import TEXT  # noqa: E402
 from bench.resume_bench import connect  # noqa: E402
 from bench.stream_bench import cpu_seconds, free_port, run_phase, wait_port  # noqa: E402
@@ -101,7 +101,7 @@ async def resume_level(url: str, pid: int, missed: int, args: argparse.Namespace
     # Connected once first, as resume_bench and the Node client are (its replay is not read).
     ws, ready, _ = await connect(url, "floor", conversation_id, 0, client_id)
     last_seq = ready["last_seq"]
-    total, handshake, to_ready, replay, problems = [], [], [], [], []
+    times, problems = ResumeTimes(), []
     cpu_before, client_before = cpu_seconds(pid), time.process_time()
     for rep in range(args.warmup + args.reps):
         abort_socket(ws)
@@ -120,14 +120,10 @@ async def resume_level(url: str, pid: int, missed: int, args: argparse.Namespace
             problems.append(f"rep {rep}: {problem}")
         last_seq = ready.get("last_seq", last_seq)
         if rep >= args.warmup:
-            total.append(t_done - t0)
-            handshake.append(t_open - t0)
-            to_ready.append(t_ready - t0)
-            replay.append(t_done - t_ready)
+            times.add(t0, t_open, t_ready, t_done)
     abort_socket(ws)
     cpu, client_cpu = cpu_seconds(pid) - cpu_before, time.process_time() - client_before
-    return {"missed": missed, "total": summary(total), "handshake": summary(handshake),
-            "to_ready": summary(to_ready), "replay_only": summary(replay),
+    return {"missed": missed, **times.summaries(),
             "node_cpu_ms_per_resume": 1000 * cpu / max(1, args.warmup + args.reps),
             "client_cpu_ms_per_resume": 1000 * client_cpu / max(1, args.warmup + args.reps),
             "problems": problems[:10], "problem_count": len(problems)}

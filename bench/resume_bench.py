@@ -39,12 +39,12 @@ from bench._support import (
     DEFAULT_PG,
     BenchRun,
     Node,
+    ResumeTimes,
     abort_socket,
     append_events,
     create_conversations,
     make_users,
     print_report,
-    summary,
 )
 
 
@@ -68,7 +68,7 @@ async def level(url: str, user: tuple[int, str], missed: int, args) -> dict:
     ws, ready, _ = await connect(url, token, conversation_id, 0, client_id)
     assert ready["type"] == "ready", ready
     last_seq = ready["last_seq"]
-    total, handshake, to_ready, replay, problems = [], [], [], [], []
+    times, problems = ResumeTimes(), []
     for rep in range(args.warmup + args.reps):
         abort_socket(ws)
         expected = await sync_to_async(append_events)(conversation_id, missed, args.text, rep * missed)
@@ -87,13 +87,9 @@ async def level(url: str, user: tuple[int, str], missed: int, args) -> dict:
             problems.append(f"rep {rep}: replay of {len(got)} frames differs from the {missed} appended")
         last_seq = got[-1]["seq"] if got else ready.get("last_seq", last_seq)
         if rep >= args.warmup:
-            total.append(t_done - t0)
-            handshake.append(t_open - t0)
-            to_ready.append(t_ready - t0)
-            replay.append(t_done - t_ready)
+            times.add(t0, t_open, t_ready, t_done)
     abort_socket(ws)
-    return {"missed": missed, "total": summary(total), "handshake": summary(handshake),
-            "to_ready": summary(to_ready), "replay_only": summary(replay),
+    return {"missed": missed, **times.summaries(),
             "problems": problems[:10], "problem_count": len(problems)}
 
 

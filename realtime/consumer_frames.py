@@ -18,6 +18,7 @@ from sessions_app import services
 
 log = logging.getLogger("realtime.consumers")
 
+
 class FrameHandlers:
     async def _guarded(self, handler: Callable[[Any], Awaitable[None]], arg: Any, ref: Any) -> None:
         """A frame's I/O failing becomes a documented error frame (`unavailable` or
