@@ -39,3 +39,4 @@ test-e2e: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports

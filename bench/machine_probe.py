@@ -5,8 +5,8 @@
 Issue 12 found the same streaming benchmark 4x slower on one machine than on another of the
 same kind, with the same PostgreSQL commit latency and the same CPU speed. A durable stream
 costs a node far more thread hand-offs than CPU work: every delta crosses from the event loop
-to a database thread and back (realtime/db.py), and 16 database threads and the loop share one
-GIL that changes hands every millisecond (realtime/drain.py). So this probe measures, next to
+to a database thread and back (realtime/infra/db.py), and 16 database threads and the loop share one
+GIL that changes hands every millisecond (realtime/server/drain.py). So this probe measures, next to
 the usual suspects, what those hand-offs cost on this machine:
 
 - `python_loop_ms`: a fixed pure-Python loop (CPU speed as Python sees it);
@@ -129,7 +129,7 @@ def redis_ping_us(url: str, pings: int = 2000) -> float | None:
 
 def probe(pg_url: str, redis_url: str) -> dict:
     """Runs every measure once (about 5 s) and returns them with the machine's load."""
-    sys.setswitchinterval(0.001)  # as the node runs (realtime/drain.py)
+    sys.setswitchinterval(0.001)  # as the node runs (realtime/server/drain.py)
     before = _cpu_times()
     load_before = os.getloadavg()[0]
     result = {

@@ -7,8 +7,8 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_http_app = get_asgi_application()
 
-from realtime.node import NodeRuntime  # noqa: E402 - needs Django set up first
-from realtime.routing import build_application  # noqa: E402
+from realtime.node.runtime import NodeRuntime  # noqa: E402 - needs Django set up first
+from realtime.server.routing import build_application  # noqa: E402
 
 node = NodeRuntime()
 application = build_application(django_http_app, node)

@@ -10,7 +10,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from project.env import env_bool, env_float, env_int, env_list, env_str
-from realtime.logcontext import logging_config
+from realtime.infra.logcontext import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -186,7 +186,7 @@ REALTIME_TRUSTED_PROXIES = env_list("REALTIME_TRUSTED_PROXIES", [])
 # --- REST and tokens --------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # JWTAuthentication that also refuses revoked tokens (sessions_app/revocation.py).
+        # JWTAuthentication that also refuses revoked tokens (sessions_app/tokens.py).
         "sessions_app.authentication.StandingJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

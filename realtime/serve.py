@@ -1,6 +1,6 @@
 """Production entry point: `python -m realtime.serve` runs daphne with this project's
 WebSocket settings (protocol pings, frame limits, the lingering close of
-`realtime.daphne_server`) taken from the environment."""
+`realtime.server.daphne_server`) taken from the environment."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     from django.conf import settings
 
     from project.asgi import node
-    from realtime.daphne_server import TetherCommandLineInterface
-    from realtime.drain import install_on_daphne
+    from realtime.server.daphne_server import TetherCommandLineInterface
+    from realtime.server.drain import install_on_daphne
 
     install_on_daphne(node, grace=settings.REALTIME_DRAIN_GRACE)
     cli = TetherCommandLineInterface(close_handshake_timeout=close_handshake_timeout())

@@ -13,7 +13,7 @@ import logging
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 
-from realtime.fanout import publish_committed, tell
+from realtime.fanout.publish import publish_committed, tell
 from sessions_app import services
 
 log = logging.getLogger(__name__)

@@ -147,7 +147,7 @@ class NodeList(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        from realtime.liveness import live_nodes
+        from realtime.infra.registry import live_nodes
 
         try:
             nodes = async_to_sync(live_nodes)()
@@ -171,7 +171,7 @@ def healthz(request) -> JsonResponse:
 
 def readyz(request) -> JsonResponse:
     """Ready to take sockets: not draining, database and Redis answering. The node is the one
-    serving this request (realtime.routing puts it into the ASGI scope)."""
+    serving this request (realtime.server.routing puts it into the ASGI scope)."""
     failed = []
     node = request.scope.get("tether_node") if isinstance(request, ASGIRequest) else None
     if node is not None and node.draining:

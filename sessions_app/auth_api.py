@@ -1,7 +1,7 @@
 """REST side of tokens: sign-in, refresh and sign-out with explicit revocation.
 
 SimpleJWT does the signing, rotation and blacklist; these classes add the standing checks of
-sessions_app/revocation.py, so a revoked sign-in is refused on every path, not only on the
+sessions_app/tokens.py, so a revoked sign-in is refused on every path, not only on the
 socket. Settings select the serializers (SIMPLE_JWT); authentication is in
 sessions_app/authentication.py (DRF imports it while rest_framework.views is loading)."""
 
@@ -22,8 +22,7 @@ from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import Token
 
-from sessions_app import revocation
-from sessions_app.authentication import check_token
+from sessions_app import tokens
 
 
 class SignInSerializer(TokenObtainPairSerializer):
@@ -31,15 +30,21 @@ class SignInSerializer(TokenObtainPairSerializer):
 
     @classmethod
     def get_token(cls, user: Any) -> Token:
-        return revocation.stamp_new_sign_in(super().get_token(user), user)
+        return tokens.stamp_new_sign_in(super().get_token(user), user)
 
 
 class StandingRefreshSerializer(TokenRefreshSerializer):
-    """Refresh (with rotation): refused once the token's sign-in or user was revoked."""
+    """Refresh (with rotation) through the one token module: refused once the token's sign-in
+    or user was revoked."""
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
-        check_token(self.token_class(attrs["refresh"]))
-        return super().validate(attrs)
+        try:
+            rotated = tokens.rotate(attrs["refresh"])
+        except tokens.TokenRevoked as exc:
+            raise InvalidToken(str(exc)) from None
+        if rotated.refresh is None:
+            return {"access": rotated.access}
+        return {"access": rotated.access, "refresh": rotated.refresh}
 
 
 class SignOutSerializer(serializers.Serializer):
@@ -67,13 +72,13 @@ class SignOut(APIView):
             raise InvalidToken(str(exc)) from None
         if claims.get(api_settings.TOKEN_TYPE_CLAIM) != "refresh":
             raise InvalidToken("not a refresh token")
-        standing = revocation.standing_of(claims, claims.get(api_settings.USER_ID_CLAIM))
+        standing = tokens.standing_of(claims, claims.get(api_settings.USER_ID_CLAIM))
         with transaction.atomic():
             outstanding = OutstandingToken.objects.filter(jti=claims.get(api_settings.JTI_CLAIM)).first()
             if outstanding is not None:
                 BlacklistedToken.objects.get_or_create(token=outstanding)
             if standing.sid is not None:
-                revocation.revoke_sign_in(standing.user_id, standing.sid, "signed out")
+                tokens.revoke_sign_in(standing.user_id, standing.sid, "signed out")
         return Response({"signed_out": True, "sign_in_revoked": standing.sid is not None})
 
 
@@ -81,5 +86,5 @@ class SignOutEverywhere(APIView):
     """`POST /api/auth/logout-all/` (bearer access token): ends every session of the caller."""
 
     def post(self, request: Request) -> Response:
-        done = revocation.revoke_user_sessions(request.user.pk, "signed out everywhere")
+        done = tokens.revoke_user_sessions(request.user.pk, "signed out everywhere")
         return Response({"signed_out": True, "refresh_tokens_revoked": done.refresh_tokens_blacklisted})

@@ -1,4 +1,4 @@
-"""Bearer authentication for REST that refuses revoked tokens (sessions_app/revocation.py).
+"""Bearer authentication for REST that refuses revoked tokens (sessions_app/tokens.py).
 
 Kept apart from sessions_app/auth_api.py: DRF imports DEFAULT_AUTHENTICATION_CLASSES while
 rest_framework.views is still loading, so this module must not import views."""
@@ -12,15 +12,15 @@ from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token
 
-from sessions_app import revocation
+from sessions_app import tokens
 
 
-def check_token(token: Token) -> revocation.Standing:
+def check_token(token: Token) -> tokens.Standing:
     """The standing of a verified token; raises InvalidToken (HTTP 401) when it was revoked."""
-    standing = revocation.standing_of(token, token.get(api_settings.USER_ID_CLAIM))
+    standing = tokens.standing_of(token, token.get(api_settings.USER_ID_CLAIM))
     try:
-        revocation.check_standing(standing)
-    except revocation.TokenRevoked as exc:
+        tokens.check_standing(standing)
+    except tokens.TokenRevoked as exc:
         raise InvalidToken(str(exc)) from None
     return standing
 

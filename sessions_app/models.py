@@ -153,7 +153,7 @@ class Connection(models.Model):
     last_auth_refusal_at = models.DateTimeField(null=True, blank=True)
     # The standing of the access token the socket holds now (set at connect and at every
     # auth.refresh): its sign-in (`sid` claim) and its user's token generation (`gen` claim).
-    # The periodic resync closes the socket when either was revoked (sessions_app/revocation.py).
+    # The periodic resync closes the socket when either was revoked (sessions_app/tokens.py).
     token_sid = models.UUIDField(null=True, blank=True)
     token_generation = models.IntegerField(default=0)
 

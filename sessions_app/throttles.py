@@ -1,7 +1,7 @@
 """DRF throttles of the REST API (settings API_THROTTLE_*; README, configuration).
 
 - `POST /api/auth/token/` is the one place a password can be guessed: limited per client
-  address (the client behind a trusted proxy, realtime.proxies, not the balancer) and per
+  address (the client behind a trusted proxy, realtime.infra.proxies, not the balancer) and per
   username, so neither one address trying many names nor many addresses trying one name
   gets far.
 - `POST /api/conversations/` creates rows: limited per user.
@@ -10,7 +10,7 @@ Counts live in Redis (the `throttle` cache) so every node shares them, under
 REDIS_KEY_PREFIX. Like the socket limits, they fail open: with Redis unreachable a request
 is allowed and a warning logged, so a Redis outage does not take logins down. DRF's counting
 is read-then-write, so concurrent requests may slip a few over the limit: a throttle, not
-an exact quota (the socket limits in realtime.ratelimit are the exact ones).
+an exact quota (the socket limits in realtime.infra.ratelimit are the exact ones).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from django.core.cache import caches
 from rest_framework.exceptions import APIException
 from rest_framework.throttling import SimpleRateThrottle
 
-from realtime.proxies import request_client
+from realtime.infra.proxies import request_client
 
 log = logging.getLogger(__name__)
 

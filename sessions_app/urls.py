@@ -2,7 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenRefreshView
 
-from realtime.exporter import metrics_view
+from realtime.infra.exporter import metrics_view
 from sessions_app import api, auth_api
 
 urlpatterns = [

@@ -10,9 +10,9 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from realtime import transient
-from realtime.node import NodeRuntime
-from realtime.routing import build_application
+from realtime.infra import transient
+from realtime.node.runtime import NodeRuntime
+from realtime.server.routing import build_application
 from tests.support.ws import close_all_clients
 
 TEST_PREFIX = f"tether-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -48,7 +48,7 @@ def _delete_keyspace() -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_log_throttle():
-    """Every test sees the first warning of each kind (realtime/transient.py lets one per second
+    """Every test sees the first warning of each kind (realtime/infra/transient.py lets one per second
     through)."""
     transient.THROTTLE.clear()
 

@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.contrib.admin.models import LogEntry
 from django.test import Client
 
-from realtime.resync import resync_once
+from realtime.node.resync import resync_once
 from sessions_app import services
 from sessions_app.models import AgentRun, Connection, Event
 from tests.conftest import access_for, refresh_for

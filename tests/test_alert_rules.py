@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import REGISTRY
 
-import realtime.metrics  # noqa: F401 - defines the metrics
+import realtime.core.metrics  # noqa: F401 - defines the metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = yaml.safe_load((ROOT / "deploy" / "alerts.yaml").read_text())

@@ -1,6 +1,6 @@
 """docs/asyncapi.yaml stays in step with the code and with docs/protocol.md: every client frame
-realtime/protocol.py parses, every frame the server sends, every close and error code (the
-close table realtime/closes.py and every error frame the socket code builds)."""
+realtime/core/protocol.py parses, every frame the server sends, every close and error code (the
+close table realtime/core/closes.py and every error frame the socket code builds)."""
 
 import ast
 import re
@@ -8,16 +8,16 @@ from pathlib import Path
 
 import yaml
 
-from realtime import closes
-from realtime.consumers import ConversationConsumer
+from realtime.connection.consumer import ConversationConsumer
+from realtime.core import closes
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
 PROTOCOL_MD = (ROOT / "docs" / "protocol.md").read_text()
 # Where the socket's frames are built: the state machine, its close table, the parser, the glue.
-SOCKET_MODULES = ("realtime/consumers.py", "realtime/consumer_base.py", "realtime/consumer_connect.py",
-                  "realtime/consumer_frames.py", "realtime/connection_state.py", "realtime/closes.py",
-                  "realtime/protocol.py")
+SOCKET_MODULES = ("realtime/connection/consumer.py", "realtime/connection/base.py", "realtime/connection/connect.py",
+                  "realtime/connection/frames.py", "realtime/connection/state.py", "realtime/core/closes.py",
+                  "realtime/core/protocol.py")
 
 
 def _tree(path: str) -> ast.AST:
@@ -26,7 +26,7 @@ def _tree(path: str) -> ast.AST:
 
 def client_frame_types() -> set[str]:
     """The `type` values parse_frame accepts (`kind == "..."`)."""
-    parse = next(n for n in ast.walk(_tree("realtime/protocol.py"))
+    parse = next(n for n in ast.walk(_tree("realtime/core/protocol.py"))
                  if isinstance(n, ast.FunctionDef) and n.name == "parse_frame")
     return {
         c.comparators[0].value for c in ast.walk(parse)
@@ -38,7 +38,7 @@ def client_frame_types() -> set[str]:
 def server_frame_types() -> set[str]:
     """Frames the server writes: `{"type": "..."}` literals and `frame_type=` of the socket
     code, and the event kinds the services append to the log. Messages between nodes are
-    left out: the fan-out's `conv.events` and `conn.control` are built in realtime/fanout.py,
+    left out: the fan-out's `conv.events` and `conn.control` are built in realtime/fanout/hub.py,
     which is not a socket module, and never reach a client as they are."""
     found = set()
     for path in SOCKET_MODULES:

@@ -7,7 +7,8 @@ import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
-from realtime import fanout, ratelimit
+from realtime.fanout import publish as fanout
+from realtime.infra import ratelimit
 from sessions_app.models import Connection
 from sessions_app.services.conversations import lock_conversation
 from tests.support.gates import Gate

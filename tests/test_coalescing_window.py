@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from realtime.runs import RunSupervisor
+from realtime.runs.supervisor import RunSupervisor
 
 pytestmark = pytest.mark.pure
 

@@ -15,9 +15,9 @@ import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
-from realtime import ratelimit
-from realtime.drain import Drainer
-from realtime.fanout import FanoutHub
+from realtime.fanout.hub import FanoutHub
+from realtime.infra import ratelimit
+from realtime.server.drain import Drainer
 from sessions_app import services
 from sessions_app.models import Connection
 from tests.support.gates import Gate

@@ -10,13 +10,14 @@ import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
-from realtime import ratelimit
+from realtime.core import buckets
+from realtime.infra import ratelimit
 from sessions_app import services
 from tests.support.ws import WSClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-RATE = ratelimit.Rule(capacity=2, per_second=2 / 60)
+RATE = buckets.Rule(capacity=2, per_second=2 / 60)
 
 
 async def slots_of(scope: str) -> list[str]:

@@ -9,7 +9,7 @@ import re
 import pytest
 from channels.db import database_sync_to_async
 
-from realtime.phase_timer import PhaseTimer
+from realtime.connection.phase_timer import PhaseTimer
 from sessions_app import services
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient

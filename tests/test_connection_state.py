@@ -1,4 +1,4 @@
-"""The connection state machine (realtime/connection_state.py), bytes in and actions out, with
+"""The connection state machine (realtime/connection/state.py), bytes in and actions out, with
 no server, Redis or database: every phase, deadline, budget, close and delivery rule."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from realtime import closes
-from realtime import connection_state as cs
-from realtime import protocol as p
+from realtime.connection import state as cs
+from realtime.core import closes
+from realtime.core import protocol as p
 
 pytestmark = pytest.mark.pure
 

@@ -1,4 +1,4 @@
-"""Group commit of agent deltas (realtime.delta_writer + services.append_run_deltas): one
+"""Group commit of agent deltas (realtime.runs.delta_writer + services.append_run_deltas): one
 transaction for many runs keeps every per-run rule of the single-delta path: fencing, cancel,
 gapless seq and index, lease renewal; a refused write does not fail the others."""
 

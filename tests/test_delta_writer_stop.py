@@ -9,8 +9,8 @@ import asyncio
 
 import pytest
 
-from realtime import delta_writer
-from realtime.delta_writer import DeltaWriter
+from realtime.runs import delta_writer
+from realtime.runs.delta_writer import DeltaWriter
 
 pytestmark = pytest.mark.pure
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from realtime.fanout import layer_message
+from realtime.fanout.publish import layer_message
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient
 
@@ -54,7 +54,8 @@ async def test_a_join_after_an_idle_spell_without_subscriptions_keeps_the_feed()
     connection: "read() called while another coroutine is already waiting". Found by a burst of
     500 connects after an idle spell (bench/compare_socketio.py): the node turned 100 sockets
     away. The hub keeps one subscription of its own, so a join never triggers that check."""
-    from realtime.fanout import FanoutHub, publish
+    from realtime.fanout.hub import FanoutHub
+    from realtime.fanout.publish import publish
 
     hub = FanoutHub(health_check_interval=0.05)
     first, second = _Listener(), _Listener()

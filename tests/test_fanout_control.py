@@ -1,4 +1,4 @@
-"""The fan-out's control messages (realtime.fanout.tell): the vocabulary the sender checks and
+"""The fan-out's control messages (realtime.fanout.publish.tell): the vocabulary the sender checks and
 the one the socket acts on are the same, and an unknown action is refused when it is made.
 End to end: tests/test_client_id_replacement.py (replaced) and tests/test_admin_actions.py
 (an operator's disconnect)."""
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from realtime.consumers import CONTROL_CLOSES
-from realtime.fanout import CONTROL_ACTIONS, control_message
+from realtime.connection.consumer import CONTROL_CLOSES
+from realtime.fanout.publish import CONTROL_ACTIONS, control_message
 
 pytestmark = pytest.mark.pure
 

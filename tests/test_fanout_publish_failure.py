@@ -1,5 +1,5 @@
 """A fan-out publish that fails on a slow or absent Redis is logged in one line, without a
-traceback (realtime/transient.py): the events are committed, the sockets find them at their
+traceback (realtime/infra/transient.py): the events are committed, the sockets find them at their
 next resync, and under a 500-connect burst (`bench/stream_bench.py --streams 500`, the pool
 answering "No connection available.") formatting those tracebacks was 37% of the node's loop.
 Anything else keeps its traceback: it is a bug."""
@@ -11,7 +11,7 @@ import logging
 import pytest
 import redis
 
-from realtime import fanout
+from realtime.fanout import publish as fanout
 
 pytestmark = pytest.mark.pure
 
@@ -56,7 +56,7 @@ CALLS = {
 @pytest.mark.parametrize("call", sorted(CALLS))
 async def test_a_publish_to_an_unavailable_redis_logs_one_line(call, monkeypatch, caplog):
     monkeypatch.setattr(fanout, "get_redis", lambda: FailingRedis(redis.ConnectionError("No connection available.")))
-    with caplog.at_level(logging.WARNING, logger="realtime.fanout"):
+    with caplog.at_level(logging.WARNING, logger="realtime.fanout.publish"):
         await CALLS[call]()  # best effort: it does not raise
     [record] = caplog.records
     assert record.getMessage().endswith("failed (ConnectionError)"), record.getMessage()
@@ -66,7 +66,7 @@ async def test_a_publish_to_an_unavailable_redis_logs_one_line(call, monkeypatch
 @pytest.mark.parametrize("call", sorted(CALLS))
 async def test_a_bug_in_a_publish_keeps_its_traceback(call, monkeypatch, caplog):
     monkeypatch.setattr(fanout, "get_redis", lambda: FailingRedis(TypeError("bug")))
-    with caplog.at_level(logging.WARNING, logger="realtime.fanout"):
+    with caplog.at_level(logging.WARNING, logger="realtime.fanout.publish"):
         await CALLS[call]()
     [record] = caplog.records
     assert record.exc_info is not None and record.exc_info[0] is TypeError

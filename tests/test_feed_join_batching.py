@@ -13,7 +13,8 @@ import asyncio
 
 import pytest
 
-from realtime.fanout import FanoutHub, channel_for
+from realtime.fanout.hub import FanoutHub
+from realtime.fanout.publish import channel_for
 
 
 class RecordingPubSub:

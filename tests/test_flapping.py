@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 
-from realtime.consumers import ConversationConsumer
+from realtime.connection.consumer import ConversationConsumer
 from sessions_app.models import AgentRun, Connection, Message
 from tests.conftest import access_for
 from tests.support.waiting import eventually

@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from realtime import protocol as p
+from realtime.core import protocol as p
 from sessions_app.models import AgentRun, Connection, Event, Message
 from tests.support.ws import Closed, WSClient
 from tests.test_protocol_unit import frames, json_values

@@ -14,8 +14,9 @@ from channels.db import database_sync_to_async
 from channels.testing import HttpCommunicator
 from django.utils import timezone
 
-from realtime import drain, liveness
-from realtime.drain import Drainer
+from realtime.infra import registry
+from realtime.server import drain
+from realtime.server.drain import Drainer
 from sessions_app import services
 from sessions_app.models import AgentRun, Connection
 from tests.support.gated_agent import AgentGate
@@ -43,7 +44,7 @@ async def test_drain_moves_sockets_and_hands_runs_over(settings, cluster, user, 
     before = await streaming.recv_until(lambda f: f["type"] == "agent.delta")
     idle = WSClient(app_a)
     await idle.connect(token)
-    assert "node-a" in [n.node for n in await liveness.live_nodes()]
+    assert "node-a" in [n.node for n in await registry.live_nodes()]
 
     await drainer.drain()
 
@@ -52,7 +53,7 @@ async def test_drain_moves_sockets_and_hands_runs_over(settings, cluster, user, 
         assert code == 4012
         assert frames[-1]["type"] == "reconnect" and frames[-1]["retry_after_ms"] == 0
     assert stopped == [True]
-    assert "node-a" not in [n.node for n in await liveness.live_nodes()]
+    assert "node-a" not in [n.node for n in await registry.live_nodes()]
     readyz = await HttpCommunicator(app_a, "GET", "/readyz", headers=[(b"host", b"localhost")]).get_response()
     assert readyz["status"] == 503 and "draining" in json.loads(readyz["body"])["failed"]
 
@@ -97,7 +98,7 @@ async def test_second_signal_forces_exit(cluster, monkeypatch):
     stops = []
     drainer = Drainer(a, grace=30, stop_server=lambda: stops.append(True), close_timeout=60)
     exits = []
-    monkeypatch.setattr("realtime.drain.os._exit", exits.append)
+    monkeypatch.setattr("realtime.server.drain.os._exit", exits.append)
     drainer.on_signal(15)
     drainer.on_signal(15)
     assert stops == [True]

@@ -15,8 +15,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import OperationalError
 
-from realtime import tokens
-from sessions_app import services
+from sessions_app import services, tokens
 from sessions_app.models import AgentRun, Connection, Conversation, Message
 from tests.conftest import refresh_for
 from tests.support.waiting import eventually

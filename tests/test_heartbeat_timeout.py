@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
-from realtime import ratelimit
+from realtime.infra import ratelimit
 from sessions_app.models import Connection
 from tests.support.gates import Gate
 from tests.support.waiting import eventually

@@ -1,5 +1,5 @@
 """Regression: redis-py 8's default 5 s socket timeout killed idle consumers of the Redis
-channel layer (1011 after ~5 s). Sockets no longer receive on the layer (realtime/consumer_base.py);
+channel layer (1011 after ~5 s). Sockets no longer receive on the layer (realtime/connection/base.py);
 the connections that do idle (the fan-out's subscription, the layer that wakes agent workers)
 are configured with socket_timeout=None, and an idle socket must outlive that timeout."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
-from realtime.resync import resync_once
+from realtime.node.resync import resync_once
 from sessions_app import services
 from sessions_app.models import Event
 from tests.support.ws import WSClient, sequenced

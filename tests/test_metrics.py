@@ -6,8 +6,8 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import RequestFactory
 
-from realtime.exporter import metrics_view
-from realtime.resync import resync_once
+from realtime.infra.exporter import metrics_view
+from realtime.node.resync import resync_once
 from sessions_app import services
 from tests.support.metrics import scrape_app
 from tests.support.ws import WSClient

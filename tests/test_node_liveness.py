@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.core.management import call_command
 
-from realtime import liveness, ratelimit
+from realtime.infra import ratelimit, registry
 from sessions_app import services
 from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
@@ -37,18 +37,18 @@ async def test_discovery_lists_live_nodes_and_forgets_stopped_ones(cluster):
     b.ensure_started()
 
     async def both_listed():
-        return [n.node for n in await liveness.live_nodes()] == ["node-a", "node-b"]
+        return [n.node for n in await registry.live_nodes()] == ["node-a", "node-b"]
 
     await eventually(both_listed, timeout=5, what="both nodes registered")
     b.draining = True
     await eventually(lambda: _names_are(["node-a"]), timeout=5, what="draining node hidden")
-    assert [n.node for n in await liveness.live_nodes(include_draining=True)] == ["node-a", "node-b"]
+    assert [n.node for n in await registry.live_nodes(include_draining=True)] == ["node-a", "node-b"]
     await b.stop()
-    assert [n.node for n in await liveness.live_nodes(include_draining=True)] == ["node-a"]
+    assert [n.node for n in await registry.live_nodes(include_draining=True)] == ["node-a"]
 
 
 async def _names_are(names):
-    return [n.node for n in await liveness.live_nodes()] == names
+    return [n.node for n in await registry.live_nodes()] == names
 
 
 async def test_killed_node_rows_closed_and_run_taken_over_within_bound(cluster, token, settings, monkeypatch, tmp_path):

@@ -9,7 +9,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from realtime.fanout import publish
+from realtime.fanout.publish import publish
 from sessions_app import services
 from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
 from tests.support.waiting import eventually_sync

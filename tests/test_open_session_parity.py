@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from sessions_app import revocation, services
+from sessions_app import services, tokens
 from sessions_app.models import Connection, Conversation, Event
 from sessions_app.services.connections import open_session_in_one_trip, open_session_orm
 
@@ -93,10 +93,10 @@ def test_refusals(user, other_user, conversation, implementation):
             make()
         assert str(raised.value) == detail
     sid = str(uuid.uuid4())
-    revocation.revoke_sign_in(user.pk, sid)
+    tokens.revoke_sign_in(user.pk, sid)
     with pytest.raises(services.Unauthenticated, match=r"^token was revoked \(signed out\)$"):
         call(implementation, user, str(conversation.pk), sid=sid)
-    revocation.revoke_user_sessions(user.pk)
+    tokens.revoke_user_sessions(user.pk)
     with pytest.raises(services.Unauthenticated, match=r"every session of this user was ended"):
         call(implementation, user, str(conversation.pk), generation=0)
     user.is_active = False

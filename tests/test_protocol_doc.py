@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from tether_client import close_rules
 
-from realtime import closes, protocol
-from realtime.closes import CloseReason
+from realtime.core import closes, protocol
+from realtime.core.closes import CloseReason
 
 pytestmark = pytest.mark.pure
 

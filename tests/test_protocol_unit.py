@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime import closes
-from realtime import protocol as p
+from realtime.core import closes
+from realtime.core import protocol as p
 
 pytestmark = pytest.mark.pure
 

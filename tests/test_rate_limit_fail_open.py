@@ -1,4 +1,4 @@
-"""Rate limits fail open (realtime.consumer_base.check_limit): a limit that cannot be checked
+"""Rate limits fail open (realtime.connection.base.check_limit): a limit that cannot be checked
 allows. A slow or unreachable Redis is logged in one line, without a traceback (a burst of
 connects on a saturated node failed 1,269 checks in one benchmark run, each traceback formatted
 on the busy loop); anything else keeps its traceback, because it is a bug."""
@@ -8,7 +8,7 @@ import logging
 import pytest
 import redis
 
-from realtime.consumer_base import check_limit
+from realtime.connection.base import check_limit
 
 pytestmark = pytest.mark.pure
 
@@ -20,7 +20,7 @@ async def _failing(exc: Exception):
 @pytest.mark.parametrize("exc", [TimeoutError(), redis.ConnectionError("refused"), redis.TimeoutError()],
                          ids=["timeout", "redis-down", "redis-timeout"])
 async def test_a_slow_or_absent_redis_allows_and_logs_one_line(exc, caplog):
-    with caplog.at_level(logging.WARNING, logger="realtime.consumers"):
+    with caplog.at_level(logging.WARNING, logger="realtime.connection.consumer"):
         verdict = await check_limit(_failing(exc))
     assert verdict.allowed
     [record] = caplog.records
@@ -29,7 +29,7 @@ async def test_a_slow_or_absent_redis_allows_and_logs_one_line(exc, caplog):
 
 
 async def test_a_bug_in_the_check_allows_and_keeps_its_traceback(caplog):
-    with caplog.at_level(logging.WARNING, logger="realtime.consumers"):
+    with caplog.at_level(logging.WARNING, logger="realtime.connection.consumer"):
         verdict = await check_limit(_failing(KeyError("bug")))
     assert verdict.allowed
     [record] = caplog.records

@@ -9,7 +9,8 @@ import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
-from realtime import ratelimit
+from realtime.core import buckets
+from realtime.infra import ratelimit
 from sessions_app import services
 from sessions_app.models import Connection, Message
 from tests.conftest import access_for
@@ -194,7 +195,7 @@ def test_limiter_is_atomic_across_processes():
 
 
 async def test_local_bucket_retry_after():
-    bucket = ratelimit.LocalBucket(ratelimit.Rule(capacity=2, per_second=1))
+    bucket = buckets.LocalBucket(buckets.Rule(capacity=2, per_second=1))
     assert bucket.take().allowed and bucket.take().allowed
     verdict = bucket.take()
     assert not verdict.allowed and 900 <= verdict.retry_after_ms <= 1001

@@ -11,8 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 from django.conf import settings as django_settings
 
-from realtime import ratelimit, redis_client
-from realtime.redis_client import get_redis
+from realtime.core import buckets
+from realtime.infra import ratelimit, redis_client
+from realtime.infra.redis_client import get_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +30,7 @@ async def test_a_burst_of_calls_uses_at_most_the_pool(settings, monkeypatch):
     settings.REALTIME_REDIS_POOL_SIZE = 4
     monkeypatch.setattr(redis_client, "_clients", type(redis_client._clients)())  # noqa: SLF001 - a fresh pool
     before = await _server_connections()
-    rule = ratelimit.Rule(capacity=1000, per_second=1000)
+    rule = buckets.Rule(capacity=1000, per_second=1000)
     verdicts = await asyncio.gather(*(ratelimit.hit(f"burst:{i}", rule) for i in range(200)))
     assert all(v.allowed for v in verdicts)
     # The pool keeps its connections open: they are all still counted. (Other processes on the

@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 
-from realtime import liveness
+from realtime.infra import registry
 from sessions_app import services
 from sessions_app.models import Conversation
 from tests.conftest import access_for
@@ -80,10 +80,10 @@ def test_events_after_seq_are_the_wire_frames(user):
 
 @pytest.mark.django_db(transaction=True)
 def test_nodes_lists_announced_nodes(user, settings):
-    async_to_sync(liveness.announce)("rest-node", "ws://rest.example/ws/v1/")
+    async_to_sync(registry.announce)("rest-node", "ws://rest.example/ws/v1/")
     nodes = api(user).get("/api/realtime/nodes/").json()["nodes"]
     assert {"node": "rest-node", "ws_url": "ws://rest.example/ws/v1/"} in nodes
-    async_to_sync(liveness.withdraw)("rest-node")
+    async_to_sync(registry.withdraw)("rest-node")
     nodes = api(user).get("/api/realtime/nodes/").json()["nodes"]
     assert "rest-node" not in [n["node"] for n in nodes]
 

@@ -9,8 +9,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from realtime import ratelimit
-from realtime.resync import resync_once
+from realtime.infra import ratelimit
+from realtime.node.resync import resync_once
 from sessions_app import services
 from sessions_app.models import Connection
 from tests.support.ws import WSClient

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from channels.layers import channel_layers
 
-from realtime.consumers import ConversationConsumer
+from realtime.connection.consumer import ConversationConsumer
 from tests.support.ws import WSClient
 
 pytestmark = pytest.mark.django_db(transaction=True)

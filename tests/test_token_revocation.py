@@ -1,4 +1,4 @@
-"""Rotation is not revocation (sessions_app/revocation.py).
+"""Rotation is not revocation (sessions_app/tokens.py).
 
 Refreshing tokens, over the socket or over REST, in one tab or in two tabs sharing a token
 chain, never ends a socket, however many resyncs pass. Only a real revocation does, within the
@@ -14,7 +14,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
 
-from realtime.resync import resync_once
+from realtime.node.resync import resync_once
 from sessions_app.models import Connection
 from tests.conftest import access_for
 from tests.support.waiting import eventually

@@ -1,5 +1,5 @@
 """A storm of the same transient failure is logged once per second, and the next line says how
-many were left out (realtime/transient.py); a bug is logged every time, with its traceback.
+many were left out (realtime/infra/transient.py); a bug is logged every time, with its traceback.
 Measured (issue 12): about 2,500 one-line warnings in one 500-stream run were 22% of the node's
 loop."""
 
@@ -10,8 +10,8 @@ import logging
 import pytest
 import redis
 
-from realtime import transient
-from realtime.transient import LogThrottle, warn_failed
+from realtime.infra import transient
+from realtime.infra.transient import LogThrottle, warn_failed
 
 pytestmark = pytest.mark.pure
 

@@ -1,11 +1,11 @@
-"""realtime.wake.Wake behaves as asyncio.Event does for its one waiter (the socket's sender and
+"""realtime.core.wake.Wake behaves as asyncio.Event does for its one waiter (the socket's sender and
 watchdog wait on one each), and holds nothing while nobody waits."""
 
 import asyncio
 
 import pytest
 
-from realtime.wake import Wake
+from realtime.core.wake import Wake
 
 pytestmark = pytest.mark.pure
 

@@ -3,20 +3,19 @@
 Rules:
 - Only services write models (the admin's few edits included, through the fields it allows).
   Views, consumers, commands and the run supervisor call these functions; they never save a
-  model themselves. Services are sync; async callers wrap them with realtime.db.db.
+  model themselves. Services are sync; async callers wrap them with realtime.infra.db.db.
 - A service that appends events returns them (`Committed`, `PostedMessage`, `ClaimedRun`,
-  `CancelRequested`); realtime code publishes them through realtime.fanout.commit_and_publish.
+  `CancelRequested`); realtime code publishes them through realtime.fanout.publish.commit_and_publish.
 - Seq is allocated only under the conversation row lock (services/event_log.py explains why
   that makes the log gapless across processes).
 
 Modules: `errors` (refusals), `conversations`, `event_log` (appending and reading the log,
 user messages), `connections` (sessions, acks, resync), `nodes` (dead nodes), `runs` (claims,
 deltas, completion), `retention` (pruning), `sql` (plain SQL for hot paths). Revocation of
-tokens is its own module, sessions_app/revocation.py; its two writes are re-exported here.
+tokens is its own module, sessions_app/tokens.py; its two writes are re-exported here.
 This package re-exports the public functions, so callers write `services.open_session(...)`.
 """
 
-from sessions_app.revocation import revoke_sign_in, revoke_user_sessions
 from sessions_app.services.connections import (
     OpenedSession,
     close_connection,
@@ -67,6 +66,7 @@ from sessions_app.services.runs import (
     renew_run_lease,
     request_cancel,
 )
+from sessions_app.tokens import revoke_sign_in, revoke_user_sessions
 
 __all__ = [
     "CancelRequested", "ClaimedRun", "Committed", "ConversationForbidden", "ConversationNotFound", "DeltaWrite",

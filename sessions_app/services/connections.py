@@ -14,7 +14,7 @@ from django.db.models import F, Max, OuterRef, Subquery
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
-from sessions_app import revocation
+from sessions_app import tokens
 from sessions_app.models import Connection, Conversation
 from sessions_app.services.conversations import create_conversation, get_owned_conversation
 from sessions_app.services.errors import ConversationForbidden, ConversationNotFound, Unauthenticated
@@ -80,8 +80,8 @@ def open_session_orm(
 ) -> OpenedSession:
     """The reference implementation of `open_session`, step by step through the ORM."""
     try:
-        revocation.check_standing(revocation.Standing(str(user_id), token_sid, token_generation))
-    except revocation.TokenRevoked as exc:
+        tokens.check_standing(tokens.Standing(str(user_id), token_sid, token_generation))
+    except tokens.TokenRevoked as exc:
         raise Unauthenticated(str(exc)) from None
     with transaction.atomic():
         if conversation_id is None:
@@ -227,7 +227,7 @@ def close_connection(connection_id: Any, code: int | None, reason: str, delivere
 
 
 def record_auth_refresh(
-    connection_id: Any, *, refused: str | None = None, standing: revocation.Standing | None = None
+    connection_id: Any, *, refused: str | None = None, standing: tokens.Standing | None = None
 ) -> None:
     """Counts a renewal over the socket (and moves the row to the new token's standing, which
     the resync checks), or a refusal with its reason for the admin."""
@@ -249,7 +249,7 @@ def touch_connections(entries: list[tuple[str, int, int]]) -> dict[str, tuple[st
     (connection_id, delivered_seq, acked_seq) returns (state, conversation last_seq) with state
     "ok", "replaced" (a newer socket of the same client took over), "closed" (closed meanwhile
     by someone else, e.g. reaped as node_lost), "inactive" (user deactivated) or "revoked" (the
-    token the socket holds was revoked: sessions_app/revocation.py); open rows get
+    token the socket holds was revoked: sessions_app/tokens.py); open rows get
     last_seen_at, delivered_seq and acked_seq (clamped to the log) moved forward."""
     if not entries:
         return {}
@@ -262,11 +262,11 @@ def touch_connections(entries: list[tuple[str, int, int]]) -> dict[str, tuple[st
         )
     }
     standings = {
-        cid: revocation.Standing(str(r[5]), str(r[6]) if r[6] else None, r[7])
+        cid: tokens.Standing(str(r[5]), str(r[6]) if r[6] else None, r[7])
         for cid, r in rows.items()
         if r[1] is None and r[2]
     }
-    revoked = revocation.revoked_among(list(set(standings.values())))
+    revoked = tokens.revoked_among(list(set(standings.values())))
     result: dict[str, tuple[str, int]] = {}
     updates = []
     stamp = db_connection.ops.adapt_datetimefield_value(now)
@@ -306,7 +306,7 @@ def disconnect_connections(
     The rows are closed here, so the sockets end at their node's next resync even if the
     fan-out message that ends them at once is lost (a row closed by someone else is answered
     with going_away + 4012). Returns the socket addresses (`channel_name`) of the rows this
-    call closed, by conversation: where the message goes (realtime.fanout.tell)."""
+    call closed, by conversation: where the message goes (realtime.fanout.publish.tell)."""
     with transaction.atomic():
         rows = list(
             Connection.objects.select_for_update()

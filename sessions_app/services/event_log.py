@@ -9,7 +9,6 @@ order, so the committed log is always a prefix. Rule: events are appended only b
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +18,8 @@ from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from realtime import metrics
+from realtime.core import metrics
+from realtime.core.wire import WireFrame, encode_frame
 from sessions_app.models import AgentRun, Conversation, Event, Message
 from sessions_app.services.conversations import lock_conversation
 
@@ -50,17 +50,6 @@ def events_after(conversation_id: Any, after_seq: int, upto_seq: int | None = No
     if upto_seq is not None:
         qs = qs.filter(seq__lte=upto_seq)
     return [{"type": t, "seq": s, **p} for t, s, p in qs.order_by("seq").values_list("type", "seq", "payload")[:limit]]
-
-
-# A frame as it travels on the wire: (seq, the frame's JSON text). Sockets send the text as it
-# is; only the seq is looked at on the way.
-WireFrame = tuple[int, str]
-
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def encode_frame(frame: dict) -> WireFrame:
-    return frame["seq"], _encode(frame)
 
 
 def frames_after(

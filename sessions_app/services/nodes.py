@@ -30,7 +30,7 @@ class NodeRelease:
     runs_released: int
     # (user id, client_id, conversation id, channel name) of the closed rows: the connection
     # slots the dead node's sockets held and can no longer release. Released only while that
-    # socket still owns its slot (realtime.ratelimit.release_slot): a client that came back
+    # socket still owns its slot (realtime.infra.ratelimit.release_slot): a client that came back
     # elsewhere took its slot over first.
     orphan_slots: list[tuple[str, str, str, str]]
 

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from realtime import metrics
+from realtime.core import metrics
 from sessions_app.models import AgentRun, Conversation, Event, Message
 from sessions_app.services.conversations import lock_conversation
 from sessions_app.services.errors import ConversationNotFound, LeaseLost, RunCancelled, ServiceError

@@ -20,7 +20,8 @@ import websockets
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from realtime import fanout, ratelimit
+from realtime.fanout import publish as fanout
+from realtime.infra import ratelimit
 from sessions_app.models import Connection, Conversation
 from tests.conftest import access_for
 from tests.support.netproxy import FaultProxy

@@ -16,12 +16,13 @@ def hammer(redis_url: str, prefix: str, bucket: str, attempts: int, start_at: fl
 
     settings.REDIS_URL = redis_url
     settings.REDIS_KEY_PREFIX = prefix
-    from realtime import ratelimit
+    from realtime.core import buckets
+    from realtime.infra import ratelimit
 
     async def run() -> int:
         # Every process fires at the same wall-clock moment, so their calls really interleave.
         await asyncio.sleep(max(0.0, start_at - time.time()))
-        limit = ratelimit.Rule(capacity=50, per_second=0.001)
+        limit = buckets.Rule(capacity=50, per_second=0.001)
         verdicts = await asyncio.gather(*(ratelimit.hit(bucket, limit) for _ in range(attempts)))
         return sum(v.allowed for v in verdicts)
 

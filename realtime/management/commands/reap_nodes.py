@@ -2,7 +2,7 @@ import asyncio
 
 from django.core.management.base import BaseCommand
 
-from realtime.liveness import reap_dead_nodes
+from realtime.node.liveness import reap_dead_nodes
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from realtime.node import NodeRuntime
+from realtime.node.runtime import NodeRuntime
 
 
 class Command(BaseCommand):
@@ -20,7 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, grace: float, metrics_port: int, **options) -> None:
         if metrics_port:
-            from realtime.exporter import serve_worker_metrics
+            from realtime.infra.exporter import serve_worker_metrics
 
             server = serve_worker_metrics(settings.METRICS_WORKER_BIND, metrics_port)
             self.stdout.write(f"metrics on http://{settings.METRICS_WORKER_BIND}:{server.server_port}/metrics")

@@ -1,4 +1,4 @@
-"""The Channels plumbing under Tether's socket consumer (realtime/consumers.py): a consumer with
+"""The Channels plumbing under Tether's socket consumer (realtime/connection/consumer.py): a consumer with
 no channel-layer channel that dispatches without Channels' per-message thread hop, the client's
 address behind trusted proxies, and rate limits that fail open."""
 
@@ -14,11 +14,11 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from realtime import ratelimit
-from realtime.proxies import forwarded_client
-from realtime.transient import warn_failed
+from realtime.core import buckets
+from realtime.infra.proxies import forwarded_client
+from realtime.infra.transient import warn_failed
 
-log = logging.getLogger("realtime.consumers")
+log = logging.getLogger("realtime.connection.consumer")
 
 
 def socket_address() -> str:
@@ -31,7 +31,7 @@ class DirectWebsocketConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         """AsyncConsumer.__call__ without a channel-layer channel: the socket's messages from
         other sockets and the admin (`replaced`, `disconnect`) arrive through the node's fan-out
-        (realtime.fanout.tell), addressed to `channel_name`, a name made here.
+        (realtime.fanout.publish.tell), addressed to `channel_name`, a name made here.
 
         Why no layer channel (issue 12): channels_redis keeps a buffer and a receive task per
         channel, and Channels a dispatch task per source. We measured 3-5 KB per idle socket
@@ -51,7 +51,7 @@ class DirectWebsocketConsumer(AsyncWebsocketConsumer):
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch hops to the shared sync thread before every message to close
         stale DB connections: at thousands of events per second that hop is the bottleneck.
-        This consumer never touches the ORM on its own thread (realtime.db does, and closes
+        This consumer never touches the ORM on its own thread (realtime.infra.db does, and closes
         its connections itself), so it dispatches directly."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -61,17 +61,17 @@ class DirectWebsocketConsumer(AsyncWebsocketConsumer):
 
 def client_address(scope: dict) -> str:
     """The peer's address; X-Forwarded-For only when the peer is a trusted proxy
-    (realtime/proxies.py: the rule HTTP requests follow too)."""
+    (realtime/infra/proxies.py: the rule HTTP requests follow too)."""
     client = scope.get("client")
     forwarded = [value.decode("latin1") for name, value in scope.get("headers", []) if name == b"x-forwarded-for"]
     return forwarded_client(str(client[0]) if client else "", forwarded)
 
 
-async def check_limit(call: Awaitable[ratelimit.Verdict]) -> ratelimit.Verdict:
+async def check_limit(call: Awaitable[buckets.Verdict]) -> buckets.Verdict:
     """Rate limits fail open: with Redis unreachable the service degrades, it does not stop."""
     try:
         return await call
     # Redis down or slow; warn_failed logs a bug's traceback.
     except Exception as exc:  # noqa: BLE001 - see above
         warn_failed(log, "rate limit check failed; allowing", exc=exc)
-        return ratelimit.Verdict(True)
+        return buckets.Verdict(True)

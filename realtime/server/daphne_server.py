@@ -32,7 +32,7 @@ from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory
 
-from realtime.flow import SCOPE_KEY, TransportFlow
+from realtime.connection.flow import SCOPE_KEY, TransportFlow
 
 
 def configure_factory(factory: WebSocketFactory, close_handshake_timeout: float) -> None:
@@ -56,7 +56,7 @@ class TetherServer(Server):
         super().__init__(*args, **kwargs)
 
     def create_application(self, protocol: Any, scope: dict) -> Any:
-        """Every WebSocket scope carries its transport's backlog reader (realtime/flow.py)."""
+        """Every WebSocket scope carries its transport's backlog reader (realtime/connection/flow.py)."""
         if scope.get("type") == "websocket":
             scope["extensions"] = {**(scope.get("extensions") or {}), SCOPE_KEY: TransportFlow(protocol)}
         return super().create_application(protocol, scope)

@@ -3,7 +3,7 @@
 ASGI has no flow control for WebSocket sends: daphne writes every frame the application sends
 into the Twisted transport at once, and the transport keeps in memory whatever the peer does not
 read. We found a client that never read a long replay made its node buffer the whole replay.
-So the daphne server Tether runs (realtime/daphne_server.py) puts a `TransportFlow` into each
+So the daphne server Tether runs (realtime/server/daphne_server.py) puts a `TransportFlow` into each
 WebSocket scope (`scope["extensions"]["tether.flow"]`); the consumer's sender asks it before
 every event and waits (or gives up, closing the socket) when the backlog is over the bound.
 In-process tests (Channels' communicator) have no transport and no flow: nothing is paced."""

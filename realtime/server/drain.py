@@ -22,8 +22,9 @@ from typing import Any
 
 from django.conf import settings
 
-from realtime import liveness, metrics
-from realtime.node import NodeRuntime
+from realtime.core import metrics
+from realtime.infra import registry
+from realtime.node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Drainer:
         try:
             try:
                 await asyncio.wait_for(
-                    liveness.announce(self.node.node_id, self.node.ws_url, draining=True), self.close_timeout
+                    registry.announce(self.node.node_id, self.node.ws_url, draining=True), self.close_timeout
                 )
             except Exception:  # Redis down: the entry lapses by its TTL anyway
                 log.warning("could not mark the node draining in discovery", exc_info=True)
@@ -153,7 +154,7 @@ def install_on_daphne(node: NodeRuntime, grace: float) -> None:
 
     def in_running_loop() -> None:
         loop = asyncio.get_running_loop()
-        # Database calls run on the loop's default executor (realtime.db); its default size
+        # Database calls run on the loop's default executor (realtime.infra.db); its default size
         # (cores + 4) let a burst of slow calls hold up the group commit of every stream.
         loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.REALTIME_DB_THREADS,
                                                      thread_name_prefix="db"))

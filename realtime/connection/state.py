@@ -1,19 +1,19 @@
 """The connection state machine: every decision about one socket, without I/O.
 Design: docs/architecture.md, "One socket".
 
-Modelled on python-websockets' `Protocol`: the consumer (realtime/consumers.py) feeds it what
+Modelled on python-websockets' `Protocol`: the consumer (realtime/connection/consumer.py) feeds it what
 happened (a frame, the clock, the outcome of a service call, the live feed, the resync) and
 performs the actions it returns (send a frame, close, run the connect, read the log, store an
 ack). Nothing here awaits, reads settings (they arrive as `Limits`) or reads a clock: `now` is
 the event loop's monotonic time and `wall` is Unix time (token expiry is in Unix seconds).
 
 Rules:
-- Only the consumer (realtime/consumers.py with its mixins consumer_connect.py and
+- Only the consumer (realtime/connection/consumer.py with its mixins consumer_connect.py and
   consumer_frames.py) drives a ConnectionState. tests/test_connection_state.py covers every
   transition without a server, Redis or database.
 - Sequenced events reach the client only through `next_delivery` / `delivered`, from one
   sender task per socket: that is what makes "each seq once, in order, without holes" hold.
-- Every close is a `Close` action carrying a reason of realtime/closes.py; after it, every
+- Every close is a `Close` action carrying a reason of realtime/core/closes.py; after it, every
   input is ignored (the state is CLOSED and stays so).
 
 Why one module of ~550 lines: the phases, the delivery cursor, the ack bookkeeping, the frame
@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from realtime import closes
-from realtime import protocol as p
-from realtime.closes import CloseReason
-from realtime.ratelimit import LocalBucket, Rule
+from realtime.core import closes
+from realtime.core import protocol as p
+from realtime.core.buckets import LocalBucket, Rule
+from realtime.core.closes import CloseReason
 
 
 class Phase(Enum):
@@ -418,7 +418,7 @@ class ConnectionState:
 
     def live(self, message: dict) -> bool:
         """Committed events announced by the fan-out: their wire frames, or only their highest
-        seq (realtime.fanout.layer_message). True when the sender has something new to do."""
+        seq (realtime.fanout.publish.layer_message). True when the sender has something new to do."""
         if self.closed:
             return False
         upto = message["upto"]

@@ -1,14 +1,13 @@
 """Rate limits shared by all nodes: token buckets evaluated atomically in Redis (one Lua call
-per check), and a local bucket for per-connection frame rates (no I/O on the hot path)."""
+per check), and the connection slots. The arithmetic of a bucket kept in memory (per-socket
+frame rates) is realtime/core/buckets.py."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 from django.conf import settings
 
-from realtime.redis_client import get_redis, key
+from realtime.core.buckets import Rule, Verdict
+from realtime.infra.redis_client import get_redis, key
 
 # The scripts below are put together from these pieces (one round trip each, evaluated
 # atomically). Redis' own clock, so nodes with skewed clocks still agree.
@@ -121,21 +120,6 @@ return 1
 """
 
 
-@dataclass(frozen=True)
-class Verdict:
-    allowed: bool
-    retry_after_ms: int = 0
-    refused_by: int | None = None
-
-
-@dataclass(frozen=True)
-class Rule:
-    """`capacity` events at once, refilled at `per_second` (sustained rate)."""
-
-    capacity: float
-    per_second: float
-
-
 def rule(setting: str) -> Rule:
     capacity, per_seconds = getattr(settings, setting)
     return Rule(capacity=float(capacity), per_second=float(capacity) / float(per_seconds))
@@ -234,25 +218,3 @@ async def release_slots(slots: list[tuple[str, str]]) -> None:
             pipe.zrem(slots_key, member)
             pipe.hdel(owners_key, member)
         await pipe.execute()
-
-
-class LocalBucket:
-    """Per-connection frame budget, kept in memory: checked on every inbound frame. Pure: the
-    caller passes the (monotonic) time, as the connection state machine does."""
-
-    __slots__ = ("capacity", "rate", "tokens", "stamp")
-
-    def __init__(self, limit: Rule, now: float | None = None):
-        self.capacity = limit.capacity
-        self.rate = limit.per_second
-        self.tokens = limit.capacity
-        self.stamp = time.monotonic() if now is None else now
-
-    def take(self, cost: float = 1.0, now: float | None = None) -> Verdict:
-        now = time.monotonic() if now is None else now
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return Verdict(True)
-        return Verdict(False, int((cost - self.tokens) * 1000 / self.rate) + 1)

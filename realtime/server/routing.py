@@ -5,9 +5,9 @@ from __future__ import annotations
 from channels.routing import ProtocolTypeRouter
 from channels.security.websocket import WebsocketDenier
 
-from realtime.consumers import ConversationConsumer
-from realtime.node import NodeRuntime
-from realtime.origin import origin_allowed, origin_of
+from realtime.connection.consumer import ConversationConsumer
+from realtime.connection.origin import origin_allowed, origin_of
+from realtime.node.runtime import NodeRuntime
 
 # The one WebSocket endpoint (docs/protocol.md); any other path is refused at the handshake.
 WEBSOCKET_PATH = "/ws/v1/"

@@ -1,5 +1,5 @@
 """What the frames after `ready` do, and how their failures are reported (a mixin of
-realtime.consumers.ConversationConsumer, whose fields it uses)."""
+realtime.connection.consumer.ConversationConsumer, whose fields it uses)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from realtime import metrics, ratelimit, tokens
-from realtime import protocol as p
-from realtime.consumer_base import check_limit
-from realtime.db import db
-from realtime.fanout import commit_and_publish
-from realtime.transient import TRANSIENT_ERRORS, warn_failed
-from sessions_app import services
+from realtime.connection.base import check_limit
+from realtime.core import metrics
+from realtime.core import protocol as p
+from realtime.fanout.publish import commit_and_publish
+from realtime.infra import ratelimit
+from realtime.infra.db import db
+from realtime.infra.transient import TRANSIENT_ERRORS, warn_failed
+from sessions_app import services, tokens
 
-log = logging.getLogger("realtime.consumers")
+log = logging.getLogger("realtime.connection.consumer")
 
 
 class FrameHandlers:

@@ -1,6 +1,6 @@
 """The v1 wire protocol without I/O (docs/protocol.md): frame parsing and validation, the
 bad-frame budget and the resume plan. Everything here is pure and synchronous; the decisions
-about one connection are realtime/connection_state.py's."""
+about one connection are realtime/connection/state.py's."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from realtime import closes
-from realtime.closes import CloseReason
+from realtime.core import closes
+from realtime.core.closes import CloseReason
 
 MAX_TOKEN_CHARS = 4096
 MAX_SEQ = 2**53  # the largest integer every JSON client represents exactly

@@ -1,7 +1,7 @@
 """Who the client is behind a load balancer: for sockets (rate limits per IP) and HTTP requests
 (REST throttles, /metrics).
 
-Rule (sockets follow it too, `realtime.consumer_base.client_address`): `X-Forwarded-For`
+Rule (sockets follow it too, `realtime.connection.base.client_address`): `X-Forwarded-For`
 is believed only when the peer itself is listed in REALTIME_TRUSTED_PROXIES, and then the
 client is the right-most hop that is not one of our proxies. A client can put anything in
 the header; only what our own proxies appended counts. Several `X-Forwarded-For` headers

@@ -15,10 +15,12 @@ from typing import Any, Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from realtime import liveness, metrics
-from realtime.fanout import FanoutHub
-from realtime.resync import resync_forever
-from realtime.runs import RunSupervisor
+from realtime.core import metrics
+from realtime.fanout.hub import FanoutHub
+from realtime.infra import registry
+from realtime.node import liveness
+from realtime.node.resync import resync_forever
+from realtime.runs.supervisor import RunSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ RUN_KICK_GROUP = "tether.runs.kick"
 
 
 class NodeConnection(Protocol):
-    """What the node may call on one of its sockets (realtime.consumers.ConversationConsumer)."""
+    """What the node may call on one of its sockets (realtime.connection.consumer.ConversationConsumer)."""
 
     channel_name: str  # the socket's address: control messages name it
 
@@ -67,7 +69,7 @@ class NodeRuntime:
         self.node_id = node_id or settings.REALTIME_NODE_ID
         self.ws_url = ws_url or settings.REALTIME_PUBLIC_WS_URL
         self.register = register
-        # Set on SIGTERM (realtime.drain): new sockets are sent away, /readyz answers 503.
+        # Set on SIGTERM (realtime.server.drain): new sockets are sent away, /readyz answers 503.
         self.draining = False
         # Checked before every announce: a heartbeat stuck in a thread-bound DB call may outlive
         # its cancellation, and one late announce would keep a dead node in discovery.
@@ -102,7 +104,7 @@ class NodeRuntime:
         loop = asyncio.get_running_loop()
         while not self._stopped:
             try:
-                await liveness.announce(self.node_id, self.ws_url, self.draining)
+                await registry.announce(self.node_id, self.ws_url, self.draining)
                 if loop.time() - last_reap >= settings.REALTIME_NODE_REAP_INTERVAL:
                     last_reap = loop.time()
                     result = await liveness.reap_dead_nodes(self.node_id)
@@ -178,7 +180,7 @@ class NodeRuntime:
             self._heartbeat = None
             if not abandon:
                 try:
-                    await liveness.withdraw(self.node_id)
+                    await registry.withdraw(self.node_id)
                 except Exception:  # the entry expires by itself
                     log.warning("leaving discovery failed", exc_info=True)
         if self._resync is not None:

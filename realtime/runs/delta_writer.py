@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from realtime import metrics
-from realtime.db import db
-from realtime.fanout import publish_many
+from realtime.core import metrics
+from realtime.fanout.publish import publish_many
+from realtime.infra.db import db
 from sessions_app import services
 
 log = logging.getLogger(__name__)

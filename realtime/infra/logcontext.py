@@ -66,7 +66,7 @@ def logging_config(log_format: str, level: str, logger_levels: dict[str, str] | 
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": "realtime.logcontext.ContextFilter"}},
+        "filters": {"context": {"()": "realtime.infra.logcontext.ContextFilter"}},
         "formatters": {log_format: formatters[log_format]},
         "handlers": {
             "console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context"]},

@@ -1,5 +1,5 @@
 """The connect of a socket, step by step: token, limits (rate and slot in one call) with the live
-feed joined beside them, session, `ready` (a mixin of realtime.consumers.ConversationConsumer,
+feed joined beside them, session, `ready` (a mixin of realtime.connection.consumer.ConversationConsumer,
 whose fields it uses).
 
 Rule: what a step acquires is recorded on the consumer at once, and after every await the
@@ -14,17 +14,18 @@ import logging
 
 from django.conf import settings
 
-from realtime import fanout, logcontext, metrics, ratelimit, tokens
-from realtime import protocol as p
-from realtime.auth import InvalidToken, verify_access_token
-from realtime.consumer_base import check_limit
-from realtime.db import db
-from realtime.fanout import FanoutUnavailable
-from realtime.phase_timer import PhaseTimer
-from realtime.transient import warn_failed
-from sessions_app import services
+from realtime.connection.base import check_limit
+from realtime.connection.phase_timer import PhaseTimer
+from realtime.core import buckets, metrics
+from realtime.core import protocol as p
+from realtime.fanout import publish as fanout
+from realtime.fanout.hub import FanoutUnavailable
+from realtime.infra import logcontext, ratelimit
+from realtime.infra.db import db
+from realtime.infra.transient import warn_failed
+from sessions_app import services, tokens
 
-log = logging.getLogger("realtime.consumers")
+log = logging.getLogger("realtime.connection.consumer")
 
 # Events read with the session itself: `ready` waits for them, so few (the rest of a long
 # replay is read while these are sent). We found 500 here put `ready` of a 1,000-event resume
@@ -38,8 +39,8 @@ class ConnectSteps:
         loop = asyncio.get_running_loop()
         timer = PhaseTimer(loop.time())
         try:
-            identity = verify_access_token(frame.token)
-        except InvalidToken as exc:
+            identity = tokens.verify_access_token(frame.token)
+        except tokens.InvalidToken as exc:
             await self._perform(self.state.token_refused(str(exc), tokens.is_expired_but_genuine(frame.token)))
             return
         self.user_id = identity.user_id
@@ -150,7 +151,7 @@ class ConnectSteps:
             return await self._passed(verdict, "connect_user", "user")
         return await self._passed(verdict, "connections_per_user", "slots")
 
-    async def _passed(self, verdict: ratelimit.Verdict, metric: str, limit: str) -> bool:
+    async def _passed(self, verdict: buckets.Verdict, metric: str, limit: str) -> bool:
         """After a limit's await: False if the socket closed meanwhile (undone) or the limit
         refused it (counted under `metric`, the client told which `limit` and when to retry)."""
         if not await self._still_open():

@@ -17,11 +17,12 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from realtime import logcontext, metrics
 from realtime.agents.base import Agent, AgentContext, load_agent
-from realtime.db import db
-from realtime.delta_writer import DeltaWriter
-from realtime.fanout import commit_and_publish, publish_committed
+from realtime.core import metrics
+from realtime.fanout.publish import commit_and_publish, publish_committed
+from realtime.infra import logcontext
+from realtime.infra.db import db
+from realtime.runs.delta_writer import DeltaWriter
 from sessions_app import services
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,10 @@
-"""Serving the metrics of realtime/metrics.py: `/metrics` on every daphne node, and a port of
+"""Serving the metrics of realtime/core/metrics.py: `/metrics` on every daphne node, and a port of
 its own for each `manage.py run_agents` worker (docs/operations.md "Metrics").
 
 Access rule, as operators expect of an exporter that reveals traffic: a scrape is allowed
 from METRICS_ALLOWED_NETWORKS (default: loopback only), or from anywhere with
 `Authorization: Bearer <METRICS_TOKEN>` when a token is set. The address checked is the
-client behind a trusted proxy (realtime.proxies), never the balancer's own address: with a
+client behind a trusted proxy (realtime.infra.proxies), never the balancer's own address: with a
 local balancer every request would otherwise come from loopback.
 """
 
@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from realtime.proxies import request_client
+from realtime.infra.proxies import request_client
 
 log = logging.getLogger(__name__)
 

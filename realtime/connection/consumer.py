@@ -2,49 +2,48 @@
 Design: docs/architecture.md, "One socket".
 
 It reads frames, the clock, Redis and the database, and performs the actions the state machine
-(realtime/connection_state.py) returns; it decides nothing about the connection itself. The
-connect's steps are realtime/consumer_connect.py, the other frames' realtime/consumer_frames.py,
-the Channels plumbing realtime/consumer_base.py; this module has the socket's tasks and ending.
+(realtime/connection/state.py) returns; it decides nothing about the connection itself. The
+connect's steps are realtime/connection/connect.py, the other frames' realtime/connection/frames.py,
+the Channels plumbing realtime/connection/base.py; this module has the socket's tasks and ending.
 Rules:
 - Every write goes through sessions_app.services; every write that commits events goes through
-  realtime.fanout.commit_and_publish, which publishes them.
+  realtime.fanout.publish.commit_and_publish, which publishes them.
 - Sequenced events are sent only by the sender task (`_send_forever`), in the cursor's order.
 - What the socket holds (its connection slot, its live-feed membership, its connection row)
   is released by `_release`. Every close calls it, and the connect path calls it again after
   each await at which the socket closed meanwhile: a close at any point of the connect leaves
   nothing behind (tests/test_connect_cleanup.py).
 - The node sees a socket only through the surface below "the node's view"
-  (realtime.node.NodeConnection).
+  (realtime.node.runtime.NodeConnection).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 
 from django.conf import settings
 
-from realtime import closes, logcontext, metrics, ratelimit
-from realtime import connection_state as cs
-from realtime.consumer_base import DirectWebsocketConsumer, check_limit, client_address
-from realtime.consumer_connect import ConnectSteps
-from realtime.consumer_frames import FrameHandlers
-from realtime.db import db
-from realtime.flow import flow_of
-from realtime.node import NodeRuntime
-from realtime.phase_timer import PhaseTimer
-from realtime.transient import TRANSIENT_ERRORS
-from realtime.wake import Wake
+from realtime.connection import state as cs
+from realtime.connection.base import DirectWebsocketConsumer, check_limit, client_address
+from realtime.connection.connect import ConnectSteps
+from realtime.connection.flow import flow_of
+from realtime.connection.frames import FrameHandlers
+from realtime.connection.phase_timer import PhaseTimer
+from realtime.core import closes, metrics
+from realtime.core.wake import Wake
+from realtime.core.wire import dumps
+from realtime.infra import logcontext, ratelimit
+from realtime.infra.db import db
+from realtime.infra.transient import TRANSIENT_ERRORS
+from realtime.node.runtime import NodeRuntime
 from sessions_app import services
 
 log = logging.getLogger(__name__)
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-# How a socket ends on each of the fan-out's control actions (realtime.fanout.CONTROL_ACTIONS).
+# How a socket ends on each of the fan-out's control actions (realtime.fanout.publish.CONTROL_ACTIONS).
 CONTROL_CLOSES = {
     "replaced": (closes.REPLACED, "a newer connection of this client took over"),
     "disconnect": (closes.GOING_AWAY, "disconnected by an operator; resume"),  # the client resumes
@@ -82,7 +81,7 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
 
     def __init__(self, node: NodeRuntime, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.node = node  # the node this socket lives on (realtime.routing gives it)
+        self.node = node  # the node this socket lives on (realtime.server.routing gives it)
 
     async def connect(self) -> None:
         if self.node.node_id != settings.REALTIME_NODE_ID:
@@ -152,7 +151,7 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
                 await self._flush_ack(action.seq)
 
     async def _send(self, frame: dict) -> None:
-        await self.send(text_data=_dumps(frame))
+        await self.send(text_data=dumps(frame))
 
     # --- the sender and the watchdog ------------------------------------------------------
 
@@ -293,7 +292,7 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
             except Exception:  # the node reaper closes rows left open
                 log.warning("closing connection row %s failed", connection_id, exc_info=True)
 
-    # --- the node's view (realtime.node.NodeConnection) -------------------------------------
+    # --- the node's view (realtime.node.runtime.NodeConnection) -------------------------------------
 
     def live(self, message: dict) -> None:
         """From the node's fan-out: committed events (or just their highest seq)."""
@@ -331,7 +330,7 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
             closes.DRAINING, "server is restarting", retry_after_ms=retry_after_ms))
 
     def control(self, action: str) -> None:
-        """From the fan-out: another socket or the admin ends this one (realtime.fanout.tell)."""
+        """From the fan-out: another socket or the admin ends this one (realtime.fanout.publish.tell)."""
         ending = CONTROL_CLOSES.get(action)
         if ending is None:
             log.warning("unknown control action %r ignored", action)

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from realtime import ratelimit
-from realtime.db import db
+from realtime.infra import ratelimit
+from realtime.infra.db import db
 from sessions_app import services
 
 if TYPE_CHECKING:
-    from realtime.node import NodeRuntime
+    from realtime.node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
 
