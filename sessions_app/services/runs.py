@@ -1,5 +1,5 @@
 """Agent runs: claiming with leases and fencing tokens, the delta group commit, completion,
-failure and cancellation (design: docs/architecture.md, "Agent runs")."""
+failure and cancellation (design: docs/architecture.md, "Runs")."""
 
 from __future__ import annotations
 
