@@ -146,6 +146,10 @@ class ConversationConsumer(DirectWebsocketConsumer):
                 await self.frames.flush_ack(action.seq)
             elif isinstance(action, cs.CheckLimit):
                 await self._check_limit(action)
+            elif isinstance(action, cs.AnswerApproval):
+                call_id = action.frame.call_id
+                await self._guarded(self.frames.respond_approval(action.frame), "approval.respond",
+                                    self._frame_failed(call_id))
 
     async def _send(self, frame: dict) -> None:
         await self.send(text_data=dumps(frame))

@@ -50,14 +50,25 @@ class Frames:
             socket.node.kick(session.conversation_id)
 
     async def cancel(self, run_id: str) -> None:
-        socket = self.socket
+        socket, session = self.socket, self.session
         try:
-            cancel = await commit_and_publish(services.request_cancel, self.session.conversation_id, run_id)
+            cancel = await commit_and_publish(services.request_cancel, session.conversation_id, run_id,
+                                              session.client_id or "")
         except services.ConversationNotFound:
             await socket.perform(socket.state.cancel_unknown(run_id))
             return
         if cancel.outcome == "cancelling":
             socket.node.cancel_local_run(run_id)
+
+    async def respond_approval(self, frame: p.RespondApproval) -> None:
+        """A person's decision on a tool call, from any socket of the conversation: the first
+        one wins; the run, waiting for it, is queued again on whichever node claims it."""
+        socket, session = self.socket, self.session
+        answer = await commit_and_publish(services.resolve_approval, session.conversation_id, frame.call_id,
+                                          frame.decision, session.client_id or "")
+        await socket.perform(socket.state.approval_answered(frame.call_id, answer.outcome, answer.decision))
+        if answer.events:  # decided now (or found expired): the run is queued again
+            socket.node.kick(session.conversation_id)
 
     async def renew(self, frame: p.AuthRefresh) -> None:
         socket, session = self.socket, self.session

@@ -67,6 +67,7 @@ class Session:
     def __init__(self, socket: Socket) -> None:
         self.socket = socket
         self.user_id: str | None = None
+        self.client_id: str | None = None  # the connect's client_id: who answers an approval
         self.slot: str | None = None  # identity of the concurrent-connection slot held
         self.joined_feed: str | None = None  # conversation whose live feed this socket is in
         self.conversation_id: str | None = None  # set once the session is open; kept after release
@@ -88,6 +89,7 @@ class Session:
             await socket.perform(state.token_refused(str(exc), tokens.is_expired_but_genuine(frame.token)))
             return
         self.user_id = identity.user_id
+        self.client_id = frame.client_id
         state.identified(identity.expires_at)
         socket.woken()
         timer.mark("token", loop.time())

@@ -115,6 +115,11 @@ class FlushAck:
 
 
 @dataclass(frozen=True)
+class AnswerApproval:
+    frame: p.RespondApproval
+
+
+@dataclass(frozen=True)
 class CheckLimit:
     """Take one token of a shared rate limit (`kind`, in `bucket`); answer with `limit_checked`."""
 
@@ -122,7 +127,7 @@ class CheckLimit:
     bucket: str
 
 
-Action = Send | Close | Authenticate | PostMessage | CancelRun | Renew | FlushAck | CheckLimit
+Action = Send | Close | Authenticate | PostMessage | CancelRun | Renew | FlushAck | CheckLimit | AnswerApproval
 
 
 # --- the sender's steps -------------------------------------------------------------------------
@@ -251,6 +256,8 @@ class ConnectionState:
             return [PostMessage(frame)]
         if isinstance(frame, p.AuthRefresh):
             return [Renew(frame)]
+        if isinstance(frame, p.RespondApproval):
+            return [AnswerApproval(frame)]
         return [CancelRun(frame.run_id)]
 
     def _check_phase(self, frame: p.ClientFrame) -> None:
@@ -390,6 +397,17 @@ class ConnectionState:
 
     def cancel_unknown(self, run_id: str) -> list[Action]:
         return [Send(p.error_frame("not_found", "no such run in this conversation", run_id))]
+
+    def approval_answered(self, call_id: str, outcome: str, decision: str | None) -> list[Action]:
+        """What `approval.respond` found: the decision taken (every socket of the conversation
+        then gets `approval.resolved`: no answer here), no such call waiting for an approval in
+        this conversation, or one decided already (with the decision that stands)."""
+        if outcome == "not_found":
+            return [Send(p.error_frame("not_found", "no approval for this call in this conversation", call_id))]
+        if outcome == "already_decided":
+            return [Send(p.error_frame("already_decided", f"this call was already {decision}", call_id,
+                                       decision=decision))]
+        return []
 
     def refreshed(self, access_expires_at: int, access: str | None = None, refresh: str | None = None) -> list[Action]:
         if self.closed:
