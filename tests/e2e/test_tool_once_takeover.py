@@ -35,7 +35,10 @@ async def test_sigkill_during_a_once_call_never_posts_again_and_asks_the_user(da
         held.release()
         await client.follow(survivor)
 
-        again = await client.event("approval.requested", reason="outcome_unknown", timeout=30)
+        again = await client.until(lambda f: f["type"] in ("approval.requested", "agent.completed", "agent.failed"),
+                                   timeout=30)
+        assert sink.requests == [post], "a once call was POSTed again"
+        assert (again["type"], again.get("reason")) == ("approval.requested", "outcome_unknown"), again
         unknown = client.applied[again["seq"] - 1]  # in the same transaction, just before
         assert (unknown["type"], unknown["call_id"], unknown["status"]) == (
             "agent.tool_result", asked["call_id"], "unknown")
