@@ -52,7 +52,7 @@ class SinkRequest:
     processed_index: int | None = None
     status: int | None = None
     answer: Any = None
-    # Whether the answer's write reached the caller's socket (False: its node was gone).
+    # False when writing the answer failed (its caller was gone); True does not prove it was read.
     answered: bool | None = None
     held: bool = False
 
