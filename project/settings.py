@@ -316,5 +316,8 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 60.0)
+# Model requests one run of the OpenAI-compatible agent may send (each tool round trip is one
+# more); the last is sent with tool_choice "none", so the model answers in text.
+REALTIME_AGENT_MAX_TURNS = env_int("REALTIME_AGENT_MAX_TURNS", 8)
 
 TEST_RUNNER = "project.test_runner.PytestRunner"
