@@ -142,8 +142,10 @@ async def test_a_denied_call_is_told_to_the_model_and_the_recorded_request_is_no
 @pytest.mark.parametrize("broken, error", [
     (Behaviour(chunks=["Let me ", *tool_call_deltas(0, "call_1", "demo_effect", '{"n": 1}')], drop_after=3),
      "upstream"),
+    (Behaviour(chunks=["Let me ", *tool_call_deltas(0, "call_1", "demo_effect", '{"n": 1}')],
+               finish_reason="tool_calls", done=False), "upstream stream ended before [DONE]"),
     (Behaviour(raw=['{"choices": [{"delta": {"content": "Let me "}}]}', "{not json"]), "unreadable chunk"),
-], ids=["ended-before-done", "unreadable-chunk"])
+], ids=["connection-dropped", "no-done", "unreadable-chunk"])
 async def test_an_incomplete_response_is_never_recorded_and_its_calls_never_made(
         use_openai, node_app, token, broken, error):
     async with FakeOpenAI(broken) as server:

@@ -33,6 +33,7 @@ class Behaviour:
     release: asyncio.Event | None = None
     # Raw SSE payloads sent instead of chunks (for unreadable streams).
     raw: list[str] | None = None
+    done: bool = True  # False: the stream ends (cleanly) without `data: [DONE]`
 
 
 Script = Behaviour | list[Behaviour] | Callable[[dict], Behaviour]
@@ -127,8 +128,9 @@ class FakeOpenAI:
                 writer.write(f"data: {payload}\n\n".encode())
                 await writer.drain()
                 await asyncio.sleep(b.chunk_delay)
-            writer.write(b"data: [DONE]\n\n")
-            await writer.drain()
+            if b.done:
+                writer.write(b"data: [DONE]\n\n")
+                await writer.drain()
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
