@@ -2,6 +2,8 @@
 what agents do (tool calls, approvals, the demo's effects). Everything that carries seq or
 ownership state is read-only: editing it would break the invariants the protocol relies on."""
 
+import json
+
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
@@ -166,7 +168,7 @@ class ApprovalAdmin(admin_actions.OperatorActions, ReadOnlyAdmin):
 
     @admin.display(description="arguments")
     def arguments(self, obj: Approval) -> str:
-        return str(obj.call.arguments)[:120]
+        return json.dumps(obj.call.arguments, ensure_ascii=False)[:120]
 
 
 @admin.register(DemoEffect)
