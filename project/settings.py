@@ -292,8 +292,12 @@ REALTIME_RETENTION_UNACKED_DAYS = env_float("REALTIME_RETENTION_UNACKED_DAYS", 3
 # --- Agents ------------------------------------------------------------------------------
 REALTIME_AGENT = env_str("REALTIME_AGENT", "realtime.agents.demo.DemoAgent")
 REALTIME_DEMO_AGENT_DELAY_MS = env_int("REALTIME_DEMO_AGENT_DELAY_MS", 40)
-# Tools agents may call: dotted paths of realtime.tools.registry.Tool objects.
-REALTIME_TOOLS = env_list("REALTIME_TOOLS", ["realtime.tools.demo.effect", "realtime.tools.demo.transfer"])
+# Tools agents may call: dotted paths of realtime.tools.registry.Tool objects; set to an empty
+# value for none (an agent whose model rejects a `tools` field).
+REALTIME_TOOLS = (
+    env_list("REALTIME_TOOLS", ["realtime.tools.demo.effect", "realtime.tools.demo.transfer"])
+    if os.environ.get("REALTIME_TOOLS") != "" else []
+)
 # Every tool call's bound, seconds: a timeout is an `error` result (`unknown` for a `once` tool).
 REALTIME_TOOL_TIMEOUT = env_float("REALTIME_TOOL_TIMEOUT", 30.0)
 # How long an approval waits for a person's decision before it expires, seconds.
