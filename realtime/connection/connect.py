@@ -68,7 +68,9 @@ class ConnectSteps:
             return
         self.connection_id = opened.connection_id
         self.conversation_id = opened.conversation_id
-        logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id)
+        self.client_id = frame.client_id
+        logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id,
+                        client_id=frame.client_id)
         timer.mark("open_session", loop.time())
         if not await self._still_open():
             return
@@ -92,7 +94,8 @@ class ConnectSteps:
             plan = ready[0].frame
             metrics.connect_ready(frame.conversation_id is not None, plan["resumed"], plan["replay_count"],
                                   loop.time() - timer.marks[0][1])
-            log.info("connection ready", extra={"seq": opened.last_seq, "resumed": plan["resumed"]})
+            log.info("connection ready", extra={"seq": opened.last_seq, "resumed": plan["resumed"],
+                                                "replay_count": plan["replay_count"]})
         timer.conversation_id = opened.conversation_id
         self._replay_timer = (timer, self.state.sent_seq, opened.last_seq)
         if self.state.sent_seq >= opened.last_seq:

@@ -95,6 +95,7 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
         self.joined_feed: str | None = None  # conversation whose live feed this socket is in
         self.conversation_id: str | None = None
         self.connection_id: str | None = None  # the open Connection row
+        self.client_id: str | None = None  # the connect's client_id (for the log lines)
         self.remote_addr = client_address(self.scope)
         self.flow = flow_of(self.scope)  # the transport's backlog; None in-process
         self._sender_wake = Wake()
@@ -252,9 +253,15 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
     def _ended(self, close_code: int | None, reason: str) -> None:
         """Counts and logs the end of the socket, once (the first ending, server's or client's)."""
         metrics.connect_ended(close_code, reason, was_ready=self.connection_id is not None)
-        log.info("connection closed: %s", reason, extra={
-            "close_code": close_code, "seq": self.state.sent_seq,
-            "conversation_id": self.conversation_id, "connection_id": self.connection_id})
+        # Extras, not the bound context: the watchdog and sender tasks that may end the socket
+        # were started before the connect bound its ids. A protocol-level code (1009 from
+        # daphne's size check, 1006...) says its cause, which the close reason cannot.
+        cause = logcontext.close_cause(close_code)
+        extra = {"close_code": close_code, "seq": self.state.sent_seq, "conversation_id": self.conversation_id,
+                 "connection_id": self.connection_id, "client_id": self.client_id}
+        if cause:
+            extra["cause"] = cause
+        log.info("connection closed: %s%s", reason, f" ({close_code}: {cause})" if cause else "", extra=extra)
 
     async def _end(self) -> None:
         """Stops the socket's tasks and releases what it holds. Safe to call more than once."""
