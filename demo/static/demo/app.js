@@ -254,7 +254,10 @@ async function openConversation(id, cause = "Reopened the conversation") {
     held = null;
     if (current !== client) return;
     redraw();
-    for (const frame of arrived) if (frame.seq > cutoff) show(frame);
+    for (const frame of arrived) {
+      if (frame.seq > cutoff) show(frame);
+      else view.lastSeq = Math.max(view.lastSeq ?? 0, frame.seq); // in the messages already: not a gap
+    }
     view.lastSeq = current.lastSeq;
     view.save();
   });

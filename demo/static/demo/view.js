@@ -49,6 +49,7 @@ const APPLY = {
     // The page shows what streamed in; it equals the completed text unless deltas were lost
     // to a rebuild (then the completed text replaces it) or a bug delivered some twice.
     entry.expectedWords = words(frame.message.text);
+    entry.streamedWords = words(entry.text);
     if (entry.partial) entry.text = frame.message.text;
     else if (entry.text !== frame.message.text) entry.mismatch = true;
     entry.status = "done";
@@ -171,12 +172,15 @@ export function proof(entry) {
   const got = words(entry.text);
   const counts = `${entry.gaps || 0} gap${entry.gaps === 1 ? "" : "s"}, ${entry.repeats || 0} repeat${entry.repeats === 1 ? "" : "s"}`;
   if (entry.status === "streaming") return { text: `${got} word${got === 1 ? "" : "s"} so far, ${counts}`, exact: null };
-  if (entry.status === "done" && entry.partial) {
+  if (entry.status === "done" && entry.partial && !entry.gaps && !entry.repeats) {
+    // Deltas missing at the start, with no seq missing: the page rebuilt the history over REST
+    // after `resumed: false` while this answer streamed (its start is in no kept event).
     return { text: `${got} of ${entry.expectedWords} words (the start was reloaded from the server's copy)`, exact: null };
   }
   if (entry.status === "done") {
-    const exact = !entry.mismatch && !entry.partial && !entry.gaps && !entry.repeats && got === entry.expectedWords;
-    return { text: `${got} of ${entry.expectedWords} words, ${counts}`, exact };
+    const streamed = entry.streamedWords ?? got; // what the page built, before a repair from the completed text
+    const exact = !entry.mismatch && !entry.partial && !entry.gaps && !entry.repeats && streamed === entry.expectedWords;
+    return { text: `${streamed} of ${entry.expectedWords} words, ${counts}`, exact };
   }
   return { text: `${entry.status} after ${got} word${got === 1 ? "" : "s"}, ${counts}`, exact: null };
 }
