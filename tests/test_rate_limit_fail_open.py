@@ -20,7 +20,7 @@ async def _failing(exc: Exception):
 @pytest.mark.parametrize("exc", [TimeoutError(), redis.ConnectionError("refused"), redis.TimeoutError()],
                          ids=["timeout", "redis-down", "redis-timeout"])
 async def test_a_slow_or_absent_redis_allows_and_logs_one_line(exc, caplog):
-    with caplog.at_level(logging.WARNING, logger="realtime.connection.consumer"):
+    with caplog.at_level(logging.WARNING, logger="realtime.connection"):
         verdict = await check_limit(_failing(exc))
     assert verdict.allowed
     [record] = caplog.records
@@ -29,7 +29,7 @@ async def test_a_slow_or_absent_redis_allows_and_logs_one_line(exc, caplog):
 
 
 async def test_a_bug_in_the_check_allows_and_keeps_its_traceback(caplog):
-    with caplog.at_level(logging.WARNING, logger="realtime.connection.consumer"):
+    with caplog.at_level(logging.WARNING, logger="realtime.connection"):
         verdict = await check_limit(_failing(KeyError("bug")))
     assert verdict.allowed
     [record] = caplog.records

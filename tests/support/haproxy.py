@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "haproxy.cfg"
 
@@ -28,16 +30,10 @@ def haproxy_or_skip() -> str:
     pytest.skip("haproxy is not installed: apt-get install -y haproxy")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class HAProxy:
     def __init__(self, nodes: list[int], **env: str):
         self.executable = haproxy_or_skip()
-        self.port = _free_port()
+        self.port = free_port()
         self.env = {
             **os.environ,
             "TETHER_LB_BIND": f"127.0.0.1:{self.port}",
