@@ -35,12 +35,15 @@ INSTALLED_APPS = [
     "channels",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "corsheaders",
     "sessions_app",
     "realtime",
     "demo",
 ]
 
 MIDDLEWARE = [
+    # First: it answers CORS preflights, and every response under /api/ gets its headers.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files from daphne without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -283,7 +286,10 @@ REALTIME_RESYNC_INTERVAL = env_float("REALTIME_RESYNC_INTERVAL", 10.0)
 # tenth of a streaming node's database time at 100 streams.
 REALTIME_ACK_FLUSH_INTERVAL = env_float("REALTIME_ACK_FLUSH_INTERVAL", 30.0)
 # Origins allowed for browser sockets (those that send Origin); default: ALLOWED_HOSTS.
+# The same origins get CORS on the REST API (realtime/server/cors.py decides through
+# django-cors-headers' signal, so both follow this one setting).
 REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/api/"
 
 # Retention of the event log (see `manage.py prune_events`).
 REALTIME_RETENTION_ACKED_DAYS = env_float("REALTIME_RETENTION_ACKED_DAYS", 7)
