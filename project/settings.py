@@ -2,6 +2,7 @@
 
 import logging
 import os
+import secrets
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -15,10 +16,23 @@ from realtime.infra.logcontext import logging_config
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-_DEV_SECRET = "insecure-dev-only-secret-key-set-SECRET_KEY-in-production"
-SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET)
-if SECRET_KEY == _DEV_SECRET and env_bool("TETHER_PRODUCTION", False):
+# Production: both keys explicit and distinct, the HTTP hardening below on by default.
+PRODUCTION = env_bool("TETHER_PRODUCTION", False)
+# No key is published with the code (issue 24: a dev key in the repository let anyone who read it
+# mint an access token of any user). Without SECRET_KEY this process makes a random one: a
+# management command (migrate, createsuperuser, the tests) needs no stable key, and every
+# server refuses to start on it unless DJANGO_DEBUG=1 (project/keys.py). `make demo` stores a
+# generated key locally (scripts/demo.sh).
+SECRET_KEY_IS_EXPLICIT = bool(env_str("SECRET_KEY", ""))
+if not SECRET_KEY_IS_EXPLICIT and PRODUCTION:
     raise ImproperlyConfigured("SECRET_KEY must be set when TETHER_PRODUCTION=1")
+SECRET_KEY = env_str("SECRET_KEY", "") or secrets.token_urlsafe(50)
+# The key access and refresh tokens are signed with: its own in production, so that rotating one
+# does not rotate the other and a leak of one (a session cookie forged) is not a token minted.
+JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY", "")
+if PRODUCTION and (not JWT_SIGNING_KEY or JWT_SIGNING_KEY == SECRET_KEY):
+    raise ImproperlyConfigured("JWT_SIGNING_KEY must be set, and differ from SECRET_KEY, when TETHER_PRODUCTION=1")
+JWT_SIGNING_KEY = JWT_SIGNING_KEY or SECRET_KEY
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 
@@ -249,7 +263,7 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": env_bool("BLACKLIST_AFTER_ROTATION", True),
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
-    "SIGNING_KEY": env_str("JWT_SIGNING_KEY", SECRET_KEY),
+    "SIGNING_KEY": JWT_SIGNING_KEY,
     # Sign-in ids (`sid`) and token generations (`gen`), and the revocation checks on refresh.
     "TOKEN_OBTAIN_SERIALIZER": "sessions_app.auth_api.SignInSerializer",
     "TOKEN_REFRESH_SERIALIZER": "sessions_app.auth_api.StandingRefreshSerializer",
