@@ -219,6 +219,8 @@ API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 500)
 API_THROTTLE_TOKEN_IP = env_str("API_THROTTLE_TOKEN_IP", "20/min")
 API_THROTTLE_TOKEN_USERNAME = env_str("API_THROTTLE_TOKEN_USERNAME", "10/min")
 API_THROTTLE_CONVERSATIONS = env_str("API_THROTTLE_CONVERSATIONS", "60/min")
+# Token refreshes per client address (each locks a row and writes two).
+API_THROTTLE_REFRESH_IP = env_str("API_THROTTLE_REFRESH_IP", "60/min")
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "throttle": {
@@ -268,6 +270,14 @@ SIMPLE_JWT = {
     "TOKEN_OBTAIN_SERIALIZER": "sessions_app.auth_api.SignInSerializer",
     "TOKEN_REFRESH_SERIALIZER": "sessions_app.auth_api.StandingRefreshSerializer",
 }
+
+# A used (rotated) refresh token presented again within this many seconds is refused (two tabs
+# racing one chain); after it, its whole sign-in is revoked: someone holds a copy (RFC 9700
+# section 4.14.2; sessions_app/tokens.py).
+REFRESH_TOKEN_REUSE_GRACE = env_float("REFRESH_TOKEN_REUSE_GRACE", 30.0)
+# No token of a sign-in outlives its start (`auth_time`) by more than this, however often it is
+# rotated: then the user signs in again with the password.
+SIGN_IN_MAX_AGE = env_int("SIGN_IN_MAX_AGE", 7 * 86400)
 
 # --- The realtime protocol ----------------------------------------------------------------
 REALTIME_NODE_ID = env_str("REALTIME_NODE_ID", f"{socket.gethostname()}-{os.getpid()}")

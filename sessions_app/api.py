@@ -18,14 +18,19 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.views import TokenObtainPairView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from sessions_app import (
     openapi,  # noqa: F401 - registers its drf-spectacular extensions
     services,
 )
 from sessions_app.models import Conversation, Event, Message
-from sessions_app.throttles import ConversationCreateThrottle, TokenPerAddressThrottle, TokenPerUsernameThrottle
+from sessions_app.throttles import (
+    ConversationCreateThrottle,
+    RefreshPerAddressThrottle,
+    TokenPerAddressThrottle,
+    TokenPerUsernameThrottle,
+)
 
 
 class ConversationSerializer(serializers.ModelSerializer):
@@ -70,6 +75,13 @@ class ThrottledTokenObtainPairView(TokenObtainPairView):
     """`POST /api/auth/token/`, limited per client address and per username."""
 
     throttle_classes = [TokenPerAddressThrottle, TokenPerUsernameThrottle]
+
+
+class ThrottledTokenRefreshView(TokenRefreshView):
+    """`POST /api/auth/token/refresh/`, limited per client address (sessions_app/tokens.py
+    `rotate` does the refresh)."""
+
+    throttle_classes = [RefreshPerAddressThrottle]
 
 
 def owned_conversation(request: Request, conversation_id: str) -> Conversation:

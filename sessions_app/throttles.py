@@ -77,6 +77,18 @@ class TokenPerUsernameThrottle(_Throttle):
         return self.key_for(username.strip().lower()[:150])
 
 
+class RefreshPerAddressThrottle(_Throttle):
+    """`POST /api/auth/token/refresh/`: every refresh takes a row lock and writes two rows
+    (the used token blacklisted, the new one outstanding), so a flood of them, valid or not, is
+    limited per client address."""
+
+    scope = "refresh_address"
+    setting = "API_THROTTLE_REFRESH_IP"
+
+    def get_cache_key(self, request, view) -> str | None:
+        return self.key_for(request_client(request.META) or "unknown")
+
+
 class ConversationCreateThrottle(_Throttle):
     scope = "conversation_create"
     setting = "API_THROTTLE_CONVERSATIONS"
