@@ -190,6 +190,9 @@ REALTIME_RATE_CONNECT_IP = _limit("REALTIME_RATE_CONNECT_IP", "120/60")
 REALTIME_RATE_MESSAGES = _limit("REALTIME_RATE_MESSAGES", "30/60")  # per conversation
 # Agent runs started per user, over all conversations (each message starts one; runs cost money).
 REALTIME_RATE_RUNS_USER = _limit("REALTIME_RATE_RUNS_USER", "60/60")
+# Conversations created per user by `connect` with conversation_id null (REST has its own,
+# API_THROTTLE_CONVERSATIONS): each is a row, and a socket skipped the REST throttle.
+REALTIME_RATE_NEW_CONVERSATIONS_USER = _limit("REALTIME_RATE_NEW_CONVERSATIONS_USER", "30/60")
 REALTIME_RATE_FRAMES = _limit("REALTIME_RATE_FRAMES", "60/10")  # per connection, in memory
 REALTIME_MAX_CONNECTIONS_PER_USER = env_int("REALTIME_MAX_CONNECTIONS_PER_USER", 20)
 # Frames over the limit get an error; this many more in a row and the socket is closed 4429.

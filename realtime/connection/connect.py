@@ -140,16 +140,42 @@ class ConnectSteps:
             if frame.conversation_id is not None
             else ratelimit.pending_slot_member(self.channel_name)
         )
-        verdict = await check_limit(ratelimit.take_connect(
-            f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER"), member,
-            settings.REALTIME_MAX_CONNECTIONS_PER_USER, _slot_lease(), owner=self.channel_name,
-        ))
+        creating = frame.conversation_id is None
+        new_conversations = ratelimit.rule("REALTIME_RATE_NEW_CONVERSATIONS_USER") if creating else None
+        verdict = await check_limit(
+            ratelimit.take_connect(
+                f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER"), member,
+                settings.REALTIME_MAX_CONNECTIONS_PER_USER, _slot_lease(), owner=self.channel_name,
+                new_conversation=new_conversations,
+            ),
+            fallback=lambda: self._local_limits(new_conversations),
+        )
         if verdict.allowed:
             self.slot = member
         timer.mark("limits", asyncio.get_running_loop().time())
         if verdict.refused_by == 0:
             return await self._passed(verdict, "connect_user", "user")
+        if verdict.refused_by == 2:
+            return await self._passed(verdict, "new_conversations_user", "conversations")
         return await self._passed(verdict, "connections_per_user", "slots")
+
+    def _local_limits(self, new_conversations: buckets.Rule | None) -> buckets.Verdict:
+        """The connect's limits when Redis cannot be asked: this node's share of each, kept in
+        memory (realtime.infra.ratelimit, "when Redis cannot be asked"). The slots are counted
+        among this node's own sockets of the user."""
+        scope = f"user:{self.user_id}"
+        verdict = ratelimit.fallback_hit(scope, ratelimit.rule("REALTIME_RATE_CONNECT_USER"))
+        if not verdict.allowed:
+            return buckets.Verdict(False, verdict.retry_after_ms, 0)
+        if new_conversations is not None:
+            verdict = ratelimit.fallback_hit(f"{scope}:new-conversations", new_conversations)
+            if not verdict.allowed:
+                return buckets.Verdict(False, verdict.retry_after_ms, 2)
+        held = sum(1 for c in self.node.connections
+                   if c is not self and getattr(c, "user_id", None) == self.user_id and getattr(c, "slot", None))
+        if held >= ratelimit.fallback_slots(settings.REALTIME_MAX_CONNECTIONS_PER_USER):
+            return buckets.Verdict(False, self.state.limits.unavailable_retry_ms, 1)
+        return buckets.Verdict(True)
 
     async def _passed(self, verdict: buckets.Verdict, metric: str, limit: str) -> bool:
         """After a limit's await: False if the socket closed meanwhile (undone) or the limit

@@ -37,6 +37,7 @@ from realtime.core.wake import Wake
 from realtime.core.wire import dumps
 from realtime.infra import logcontext, ratelimit
 from realtime.infra.db import db
+from realtime.infra.proxies import address_bucket
 from realtime.infra.transient import TRANSIENT_ERRORS
 from realtime.node.runtime import NodeRuntime
 from sessions_app import services
@@ -113,7 +114,9 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
         self._tasks = [loop.create_task(self._watch()), loop.create_task(self._send_forever())]
         if self.remote_addr:
             rule = ratelimit.rule("REALTIME_RATE_CONNECT_IP")
-            verdict = await check_limit(ratelimit.hit(f"ip:{self.remote_addr}", rule))
+            bucket = f"ip:{address_bucket(self.remote_addr)}"  # IPv6 by its /64
+            verdict = await check_limit(ratelimit.hit(bucket, rule),
+                                        fallback=lambda: ratelimit.fallback_hit(bucket, rule))
             if not verdict.allowed:
                 metrics.RATE_LIMITED.labels("connect_ip").inc()
                 await self._perform(self.state.limited("ip", verdict.retry_after_ms))

@@ -53,8 +53,9 @@ CONNECT_READY_SECONDS = Histogram(
 )
 RATE_LIMITED = Counter(
     "tether_rate_limit_refusals",
-    "Refusals by a rate limit: connect_user, connect_ip, connections_per_user (4429 at connect), "
-    "frames (per socket), messages (per conversation) and runs_per_user (the socket stays open for both).",
+    "Refusals by a rate limit: connect_user, connect_ip, connections_per_user, new_conversations_user "
+    "(4429 at connect), frames (per socket), messages (per conversation), runs_per_user, and unchecked "
+    "(a message refused because the runs limit could not be checked; the socket stays open for the last four).",
     ["kind"],
 )
 AUTH_REFRESHES = Counter(
