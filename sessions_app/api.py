@@ -4,6 +4,8 @@ a test keeps the two equal."""
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -31,6 +33,8 @@ from sessions_app.throttles import (
     TokenPerAddressThrottle,
     TokenPerUsernameThrottle,
 )
+
+log = logging.getLogger(__name__)
 
 
 class ConversationSerializer(serializers.ModelSerializer):
@@ -164,7 +168,9 @@ class NodeList(APIView):
         try:
             nodes = async_to_sync(live_nodes)()
         except redis.RedisError as exc:
-            return Response({"detail": f"node registry unavailable: {exc}"}, status=503)
+            # The client learns that discovery is down, not Redis' address or its words.
+            log.warning("node registry unavailable for discovery: %s", exc)
+            return Response({"detail": "node registry unavailable; retry shortly"}, status=503)
         return Response({"nodes": [{"node": n.node, "ws_url": n.ws_url} for n in nodes]})
 
 

@@ -308,12 +308,15 @@ def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: 
     return Committed(str(conversation_id), [e.as_frame() for e in events])
 
 
-def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False) -> Committed:
+def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False,
+             detail: str = "") -> Committed:
+    """`error` goes to the client (`agent.failed`); `detail`, when given, only to the run row
+    (operators): an upstream's own words stay on the server."""
     with transaction.atomic():
         conversation = lock_conversation(conversation_id)
         run = _owned_run(conversation, run_id, fencing_token)
         events = append_locked(conversation, [("agent.failed", _failed_payload(run, error, cancelled), run.id)])
-        _finish(run, AgentRun.Status.CANCELLED if cancelled else AgentRun.Status.FAILED, error)
+        _finish(run, AgentRun.Status.CANCELLED if cancelled else AgentRun.Status.FAILED, detail or error)
     return Committed(str(conversation_id), [e.as_frame() for e in events])
 
 
