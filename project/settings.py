@@ -318,6 +318,9 @@ REALTIME_RETENTION_UNACKED_DAYS = env_float("REALTIME_RETENTION_UNACKED_DAYS", 3
 
 # --- Agents ------------------------------------------------------------------------------
 REALTIME_AGENT = env_str("REALTIME_AGENT", "realtime.agents.demo.DemoAgent")
+# A run hands its agent (and the model) at most this many of the conversation's latest messages,
+# its own included.
+REALTIME_AGENT_HISTORY_MESSAGES = env_int("REALTIME_AGENT_HISTORY_MESSAGES", 100)
 REALTIME_DEMO_AGENT_DELAY_MS = env_int("REALTIME_DEMO_AGENT_DELAY_MS", 40)
 REALTIME_DELTA_COALESCE_MS = env_int("REALTIME_DELTA_COALESCE_MS", 50)
 # Under load the window grows (twice a group commit's recent duration), up to this.

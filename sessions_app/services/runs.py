@@ -103,12 +103,16 @@ class RunContext:
 
 def load_run_context(run_id: Any) -> RunContext:
     run = AgentRun.objects.select_related("conversation", "message").get(pk=run_id)
-    history = [
-        {"role": role, "text": text}
-        for role, text in Message.objects.filter(conversation_id=run.conversation_id, seq__lte=run.message.seq)
-        .order_by("seq")
-        .values_list("role", "text")
-    ]
+    # The last REALTIME_AGENT_HISTORY_MESSAGES messages up to the run's own, oldest first: a
+    # long conversation must not send (and pay for) its whole history on every run, nor grow
+    # a run's memory without bound (issue 24). The agent's memory (agent_memory) carries what
+    # must outlive the window.
+    recent = (
+        Message.objects.filter(conversation_id=run.conversation_id, seq__lte=run.message.seq)
+        .order_by("-seq")
+        .values_list("role", "text")[: max(1, settings.REALTIME_AGENT_HISTORY_MESSAGES)]
+    )
+    history = [{"role": role, "text": text} for role, text in reversed(recent)]
     return RunContext(
         run_id=str(run.id),
         conversation_id=str(run.conversation_id),
