@@ -315,6 +315,8 @@ REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", [])
 # Retention of the event log (see `manage.py prune_events`).
 REALTIME_RETENTION_ACKED_DAYS = env_float("REALTIME_RETENTION_ACKED_DAYS", 7)
 REALTIME_RETENTION_UNACKED_DAYS = env_float("REALTIME_RETENTION_UNACKED_DAYS", 30)
+# Closed connection rows are kept this long (`manage.py prune_connections_and_tokens`).
+REALTIME_RETENTION_CONNECTIONS_DAYS = env_float("REALTIME_RETENTION_CONNECTIONS_DAYS", 30)
 
 # --- Agents ------------------------------------------------------------------------------
 REALTIME_AGENT = env_str("REALTIME_AGENT", "realtime.agents.demo.DemoAgent")
