@@ -101,8 +101,13 @@ elif os.environ.get("TEST_DB_NAME"):
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Checked wherever a password is chosen (the admin, createsuperuser, changepassword, the
+# password forms): long enough, not one of the 20,000 most common, not close to the username,
+# names or email (ASVS V2.1).
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
 LANGUAGE_CODE = "en-us"
