@@ -56,6 +56,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every page: the demo, the admin, Swagger UI (project/csp.py).
+    "project.csp.ContentSecurityPolicyMiddleware",
     # Serves the admin's static files from daphne without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -64,6 +66,31 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# --- HTTP hardening (docs/security.md). TLS ends at the balancer (deploy/haproxy.cfg), which
+# sets X-Forwarded-Proto; nodes must be reachable only through it. On by default in production.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("TLS_PROXY_HEADER", PRODUCTION) else None
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+# The balancer's and Prometheus' plain-HTTP calls to a node itself are not redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+# Origins (scheme://host[:port]) allowed to POST forms to the admin besides the host itself.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+X_FRAME_OPTIONS = "DENY"
+# `manage.py check --deploy` runs in CI with production settings (.ci/run); these two warnings
+# are the operator's choice, not the project's:
+SILENCED_SYSTEM_CHECKS = [
+    # HSTS for every subdomain: only the owner of the domain knows that each of them is HTTPS
+    # (SECURE_HSTS_INCLUDE_SUBDOMAINS=1 turns it on).
+    "security.W005",
+    # The HSTS preload list is a commitment to browsers that is slow to undo; the operator opts
+    # in (SECURE_HSTS_PRELOAD=1) after submitting the domain.
+    "security.W021",
 ]
 
 ROOT_URLCONF = "project.urls"

@@ -15,6 +15,7 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.views import SpectacularSwaggerSplitView
 from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -22,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from project.csp import allow_own_inline
 from sessions_app import (
     openapi,  # noqa: F401 - registers its drf-spectacular extensions
     services,
@@ -75,6 +77,17 @@ def strict_int(raw: str, name: str) -> int:
     return int(raw)
 
 
+class SwaggerUI(SpectacularSwaggerSplitView):
+    """Swagger UI at /api/docs/ under the Content-Security-Policy: its script from a URL of its
+    own, its page (template and settings only) with its inline style allowed by hash."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if request.GET.get("script") is not None or response.status_code != 200:
+            return response
+        return allow_own_inline(response)  # renders it: the hashes are of what is sent
+
+
 class ThrottledTokenObtainPairView(TokenObtainPairView):
     """`POST /api/auth/token/`, limited per client address and per username."""
 
@@ -82,8 +95,9 @@ class ThrottledTokenObtainPairView(TokenObtainPairView):
 
 
 class ThrottledTokenRefreshView(TokenRefreshView):
-    """`POST /api/auth/token/refresh/`, limited per client address (sessions_app/tokens.py
-    `rotate` does the refresh)."""
+    """Rotates a refresh token: a new access token and a new refresh token; the one sent is
+    used up. A used refresh token presented again after REFRESH_TOKEN_REUSE_GRACE ends its
+    whole sign-in; no sign-in is refreshed past SIGN_IN_MAX_AGE. Limited per client address."""
 
     throttle_classes = [RefreshPerAddressThrottle]
 

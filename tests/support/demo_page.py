@@ -123,8 +123,13 @@ class DemoPage:
         return self.badge()[1]
 
     def wait_answer_words(self, count: int, timeout: float = 30) -> None:
-        """Waits until the newest answer on the page has at least `count` words."""
-        self.page.wait_for_function(f"({LAST_ANSWER_WORDS})() >= {count}", timeout=timeout * 1000)
+        """Waits until the newest answer on the page has at least `count` words. Polled from
+        here with `evaluate`: the page's Content-Security-Policy (no 'unsafe-eval') refuses
+        Playwright's `wait_for_function`, which evaluates its predicate as a string in the page."""
+        deadline = time.monotonic() + timeout
+        while self.last_answer_words() < count:
+            assert time.monotonic() < deadline, f"fewer than {count} words after {timeout}s"
+            self.page.wait_for_timeout(50)
 
     def last_answer_words(self) -> int:
         return self.page.evaluate(LAST_ANSWER_WORDS)
@@ -132,9 +137,7 @@ class DemoPage:
     def wait_answers(self, count: int, statuses: str = "done", timeout: float = 60) -> None:
         """Waits until `count` answers have finished (status in `statuses`, comma-separated)."""
         selector = ", ".join(f"li.msg.assistant[data-status={s}]" for s in statuses.split(","))
-        self.page.wait_for_function(
-            f"document.querySelectorAll({selector!r}).length >= {count}", timeout=timeout * 1000
-        )
+        self.page.locator(selector).nth(count - 1).wait_for(timeout=timeout * 1000)
 
     def client_ids(self, conversation_id: str) -> list[str]:
         """The client_id of every socket the server saw on the conversation (all pages)."""
