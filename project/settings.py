@@ -356,6 +356,18 @@ REALTIME_AGENT = env_str("REALTIME_AGENT", "realtime.agents.demo.DemoAgent")
 # its own included.
 REALTIME_AGENT_HISTORY_MESSAGES = env_int("REALTIME_AGENT_HISTORY_MESSAGES", 100)
 REALTIME_DEMO_AGENT_DELAY_MS = env_int("REALTIME_DEMO_AGENT_DELAY_MS", 40)
+# Tools agents may call: dotted paths of realtime.tools.registry.Tool objects.
+REALTIME_TOOLS = env_list("REALTIME_TOOLS", ["realtime.tools.demo.effect", "realtime.tools.demo.transfer"])
+# Every tool call's bound, seconds: a timeout is an `error` result (`unknown` for a `once` tool).
+REALTIME_TOOL_TIMEOUT = env_float("REALTIME_TOOL_TIMEOUT", 30.0)
+# How long an approval waits for a person's decision before it expires, seconds.
+REALTIME_APPROVAL_TIMEOUT = env_float("REALTIME_APPROVAL_TIMEOUT", 600.0)
+# A tool result larger than this (JSON bytes) is kept whole for the agent but not sent to
+# clients: its `agent.tool_result` says `truncated`.
+REALTIME_TOOL_RESULT_MAX_BYTES = env_int("REALTIME_TOOL_RESULT_MAX_BYTES", 16384)
+# Where the demo's tools POST (`demo.effect`, `demo.transfer`); unset: `demo.effect` writes a
+# row in Tether's database instead (a `local` tool) and `demo.transfer` calls nothing.
+REALTIME_DEMO_EFFECT_URL = env_str("REALTIME_DEMO_EFFECT_URL", "")
 REALTIME_DELTA_COALESCE_MS = env_int("REALTIME_DELTA_COALESCE_MS", 50)
 # Under load the window grows (twice a group commit's recent duration), up to this.
 REALTIME_DELTA_COALESCE_MAX_MS = env_int("REALTIME_DELTA_COALESCE_MAX_MS", 150)

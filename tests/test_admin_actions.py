@@ -15,6 +15,7 @@ from realtime.node.resync import resync_once
 from sessions_app import services
 from sessions_app.models import AgentRun, Connection, Event
 from tests.conftest import access_for, refresh_for
+from tests.support.metrics import scrape_app
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient
 
@@ -35,6 +36,8 @@ def _act(admin_user, model: str, action: str, pks: list, app: str = "sessions_ap
 
 
 async def test_disconnect_tells_the_client_to_resume_and_records_the_close(cluster, admin_user):
+    """The client resumes as after a drain (4012), but the frame, the row and the metrics say
+    an operator ended it (issue 23, item 7: it looked like a deploy)."""
     _, app = cluster("node-1")
     token = await database_sync_to_async(access_for)(admin_user)
     target, bystander = WSClient(app), WSClient(app)
@@ -43,10 +46,18 @@ async def test_disconnect_tells_the_client_to_resume_and_records_the_close(clust
     await bystander.connect(token, ready["conversation_id"], ready["last_seq"], client_id="tab-bystander")
     row = await database_sync_to_async(Connection.objects.get)(client_id="tab-target")
 
+    before = await scrape_app()
     assert await sync_to_async(_act)(admin_user, "connection", "disconnect_connections", [row.pk]) == 302
 
     frames, code = await target.expect_close()
-    assert (frames[-1]["type"], frames[-1]["code"], code) == ("error", "going_away", 4012), frames
+    assert frames[-1] == {"type": "error", "code": "operator_disconnect",
+                          "detail": "disconnected by an operator; resume"}, frames
+    assert code == 4012
+    closes = "tether_connection_closes_total"
+    after = await scrape_app()
+    for reason, more in (("operator_disconnect", 1), ("going_away", 0)):
+        counted = [s.value(closes, code="4012", reason=reason) for s in (before, after)]
+        assert counted[1] == counted[0] + more, reason
     row = await database_sync_to_async(Connection.objects.get)(pk=row.pk)
     assert (row.close_code, row.close_reason) == (4012, "operator_disconnect")
     logged = await database_sync_to_async(

@@ -23,7 +23,7 @@ async def _failing(exc: Exception):
 @pytest.mark.parametrize("exc", [TimeoutError(), redis.ConnectionError("refused"), redis.TimeoutError()],
                          ids=["timeout", "redis-down", "redis-timeout"])
 async def test_a_slow_or_absent_redis_refuses_without_a_fallback_and_logs_one_line(exc, caplog):
-    with caplog.at_level(logging.WARNING, logger="realtime.connection.consumer"):
+    with caplog.at_level(logging.WARNING, logger="realtime.connection"):
         verdict = await check_limit(_failing(exc))
     assert (verdict.allowed, verdict.unchecked) == (False, True)
     [record] = caplog.records
@@ -32,7 +32,7 @@ async def test_a_slow_or_absent_redis_refuses_without_a_fallback_and_logs_one_li
 
 
 async def test_with_a_fallback_the_nodes_share_decides(caplog):
-    with caplog.at_level(logging.WARNING, logger="realtime.connection.consumer"):
+    with caplog.at_level(logging.WARNING, logger="realtime.connection"):
         verdict = await check_limit(_failing(redis.ConnectionError()), fallback=lambda: Verdict(False, 250, 0))
     assert verdict == Verdict(False, 250, 0)
     [record] = caplog.records
@@ -40,7 +40,7 @@ async def test_with_a_fallback_the_nodes_share_decides(caplog):
 
 
 async def test_a_bug_in_the_check_refuses_and_keeps_its_traceback(caplog):
-    with caplog.at_level(logging.WARNING, logger="realtime.connection.consumer"):
+    with caplog.at_level(logging.WARNING, logger="realtime.connection"):
         verdict = await check_limit(_failing(KeyError("bug")))
     assert not verdict.allowed
     [record] = caplog.records

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import Awaitable, Callable
 
@@ -26,6 +25,9 @@ from tether_client import (
 )
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.pure
 
@@ -139,20 +141,6 @@ async def collect(client: TetherClient, until: Callable[[object], bool], timeout
     return events
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
-
-
-def free_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"ws://127.0.0.1:{port}/ws/v1/"
-
-
 # --- the main scenario: 4012 mid-stream ---------------------------------------------------
 
 
@@ -236,7 +224,7 @@ async def serve_forever(conn: Conn) -> None:
 
 async def test_fails_over_to_the_next_endpoint(fake_server, clients):
     server = await fake_server(serve_forever)
-    dead = free_port_url()
+    dead = f"ws://127.0.0.1:{free_port()}/ws/v1/"  # nothing listens there
     client = clients([dead, server.url], token="t")
     events = await collect(client, lambda e: isinstance(e, Connected))
     connected = events[-1]

@@ -24,7 +24,8 @@ import pytest
 from django.conf import settings
 
 from sessions_app import tokens
-from tests.support.daphne_nodes import ROOT, free_port
+from tests.support.daphne_nodes import ROOT
+from tests.support.ports import free_port
 
 # The key that shipped in project/settings.py until issue 24.
 PUBLISHED_DEV_KEY = "insecure-dev-only-secret-key-set-SECRET_KEY-in-production"

@@ -18,7 +18,7 @@ from realtime.core import buckets
 from realtime.infra.proxies import forwarded_client
 from realtime.infra.transient import warn_failed
 
-log = logging.getLogger("realtime.connection.consumer")
+log = logging.getLogger("realtime.connection")
 
 
 def socket_address() -> str:

@@ -110,6 +110,36 @@ RUN_SECONDS = Histogram(
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 
+# --- tools and approvals --------------------------------------------------------------------
+
+TOOL_CALLS = Counter(
+    "tether_tool_calls",
+    "Tool calls ended, by effect class (read, idempotent, local, once) and status (ok, error, unknown, "
+    "denied), counted where the result was recorded.",
+    ["effect", "status"],
+)
+APPROVALS_RESOLVED = Counter(
+    "tether_approvals_resolved", "Approvals decided, by decision: approved, denied, expired.", ["decision"]
+)
+APPROVALS_WAITING = Gauge(
+    "tether_approvals_waiting",
+    "Approvals waiting for a person's decision, over every node (read from the database when scraped; "
+    "NaN when it cannot be read).",
+)
+
+
+def watch_approvals(count: Callable[[], float]) -> None:
+    """The gauge reads `count` at scrape time (the database is the only place that knows)."""
+
+    def read() -> float:
+        try:
+            return float(count())
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the database did
+            return float("nan")
+
+    APPROVALS_WAITING.set_function(read)
+
+
 # --- the node -----------------------------------------------------------------------------
 
 DRAIN_SECONDS = Gauge(

@@ -21,6 +21,7 @@ from realtime.infra import registry
 from realtime.node import liveness
 from realtime.node.resync import resync_forever
 from realtime.runs.supervisor import RunSupervisor
+from sessions_app import services
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class NodeRuntime:
             self._heartbeat = loop.create_task(self._keep_alive())
         self._resync = loop.create_task(resync_forever(self), name="resync")
         metrics.watch_node(self.node_id, lambda: len(self.connections))
+        metrics.watch_approvals(services.approvals_waiting)
 
     async def _keep_alive(self) -> None:
         """Announces this node every TTL/3 and reaps nodes that stopped announcing."""

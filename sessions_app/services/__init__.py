@@ -11,7 +11,8 @@ Rules:
 
 Modules: `errors` (refusals), `conversations`, `event_log` (appending and reading the log,
 user messages), `connections` (sessions, acks, resync), `nodes` (dead nodes), `runs` (claims,
-deltas, completion), `retention` (pruning), `sql` (plain SQL for hot paths). Revocation of
+deltas, completion), `tools` (the tool journal, approvals, model calls; `journal` their events),
+`retention` (pruning), `sql` (plain SQL for hot paths). Revocation of
 tokens is its own module, sessions_app/tokens.py; its two writes are re-exported here.
 This package re-exports the public functions, so callers write `services.open_session(...)`.
 """
@@ -71,9 +72,32 @@ from sessions_app.services.runs import (
     renew_run_lease,
     request_cancel,
 )
+from sessions_app.services.tools import (
+    ApprovalAnswer,
+    CallRecord,
+    CallWritten,
+    Journal,
+    LocalContext,
+    ModelCallRecord,
+    approvals_waiting,
+    begin_call,
+    call_id_for,
+    expire_approvals,
+    finish_call,
+    give_up_unknown,
+    load_journal,
+    record_demo_effect,
+    record_model_call,
+    resolve_approval,
+    run_local_call,
+    start_call,
+)
 from sessions_app.tokens import revoke_sign_in, revoke_user_sessions
 
 __all__ = [
+    "ApprovalAnswer", "CallRecord", "CallWritten", "Journal", "LocalContext", "ModelCallRecord",
+    "approvals_waiting", "begin_call", "call_id_for", "expire_approvals", "finish_call", "give_up_unknown",
+    "load_journal", "record_demo_effect", "record_model_call", "resolve_approval", "run_local_call", "start_call",
     "AuthPruneResult", "CancelRequested", "ClaimedRun", "Committed", "ConversationForbidden", "ConversationNotFound",
     "DeltaWrite",
     "LeaseLost", "NodeRelease", "OpenedSession", "PostedMessage", "PruneResult", "RunCancelled", "RunContext",

@@ -38,6 +38,7 @@ from tests.support.sdk_chat import (
     wait_exit,
     wait_ready,
 )
+from tests.support.talkers import Talkers
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -102,36 +103,15 @@ async def test_rolling_restart_through_the_balancer_loses_nothing(daphne_cluster
     lb = await balancer([a, b], TETHER_CHECK_INTERVAL="200ms")
     tokens = await database_sync_to_async(user_tokens)(8, "lb")
     sessions = [ChatSession.open([lb.ws_url], token, name=f"c{i}") for i, token in enumerate(tokens)]
-    stop = asyncio.Event()
-    texts = ("count 40", "count 120", "count 40")
-    talkers = [
-        asyncio.create_task(s.converse_until(stop, itertools.islice(itertools.cycle(texts), i % 3, None), 3))
-        for i, s in enumerate(sessions)
-    ]
-    try:
-        async def all_answered_once():
-            for t in talkers:
-                if t.done():
-                    t.result()
-            return all(s.completed_count() >= 1 for s in sessions)
-
-        await eventually(all_answered_once, timeout=30, what="every client answered once")
+    async with Talkers(sessions, ("count 40", "count 120", "count 40"), min_messages=3) as talkers:
+        await talkers.all_answered_once()
         for node in (a, b):
             node.proc.terminate()  # SIGTERM: drain
             assert await wait_exit(node, timeout=15) == 0, node.tail()
             await asyncio.to_thread(node.start)  # same id and port
             await wait_ready(node)
-            for t in talkers:
-                if t.done():
-                    t.result()
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*talkers), 90)
-    finally:
-        stop.set()
-        for t in talkers:
-            t.cancel()
-        await asyncio.gather(*talkers, return_exceptions=True)
-        await asyncio.gather(*(s.close() for s in sessions))
+            talkers.check()
+        await talkers.finish(90)
 
     for s in sessions:
         result = await database_sync_to_async(check_conversation)(s, expected_answers(s))

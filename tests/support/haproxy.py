@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
 from tests.support.tls import client_context, self_signed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,17 +32,11 @@ def haproxy_or_skip() -> str:
     pytest.skip("haproxy is not installed: apt-get install -y haproxy")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class HAProxy:
     def __init__(self, nodes: list[int], **env: str):
         self.executable = haproxy_or_skip()
-        self.port = _free_port()  # TLS
-        self.http_port = _free_port()  # plain HTTP: redirects only
+        self.port = free_port()  # TLS
+        self.http_port = free_port()  # plain HTTP: redirects only
         self.cert = self_signed(Path(tempfile.mkdtemp(prefix="tether-tls-")))
         self.env = {
             **os.environ,

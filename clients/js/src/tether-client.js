@@ -125,6 +125,7 @@ export const STOP_CODES = Object.freeze({
 /** The error `code` sent before each 4xxx close -> the close code it names. @type {Readonly<Record<string, number>>} */
 export const ERROR_CODE_CLOSES = Object.freeze({
   going_away: 4012,
+  operator_disconnect: 4012,
   unauthenticated: 4401,
   token_expired: 4401,
   forbidden: 4403,

@@ -1,31 +1,37 @@
-"""The connect of a socket, step by step: token, limits (rate and slot in one call) with the live
-feed joined beside them, session, `ready` (a mixin of realtime.connection.consumer.ConversationConsumer,
-whose fields it uses).
+"""A socket's session: the connect, step by step, and what it holds until `release()`.
 
-Rule: what a step acquires is recorded on the consumer at once, and after every await the
-connect asks `_still_open`, which gives back what was acquired if the socket closed meanwhile;
-so a close at any await leaves no row, slot or feed member behind (tests/test_connect_cleanup.py).
+The connect: token, limits (the user's connect rate and a connection slot, in one call) with the
+live feed joined beside them, the session row and the replay's first batch, `ready`. What it
+takes is owned here: the user, the slot, the feed membership, the connection row (and the
+conversation they belong to).
+
+Rule: what a step acquires is recorded here at once, and after every await the connect asks
+`_still_open`, which gives back what was acquired if the socket closed meanwhile; so a close at
+any await leaves no row, slot or feed member behind (tests/test_connect_cleanup.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 from django.conf import settings
 
+from realtime.connection import state as cs
 from realtime.connection.base import check_limit
 from realtime.connection.phase_timer import PhaseTimer
 from realtime.core import buckets, metrics
 from realtime.core import protocol as p
 from realtime.fanout import publish as fanout
-from realtime.fanout.hub import FanoutUnavailable
+from realtime.fanout.hub import FanoutUnavailable, Listener
 from realtime.infra import logcontext, ratelimit
 from realtime.infra.db import db
 from realtime.infra.transient import warn_failed
+from realtime.node.runtime import NodeRuntime
 from sessions_app import services, tokens
 
-log = logging.getLogger("realtime.connection.consumer")
+log = logging.getLogger("realtime.connection")
 
 # Events read with the session itself: `ready` waits for them, so few (the rest of a long
 # replay is read while these are sent). We found 500 here put `ready` of a 1,000-event resume
@@ -33,19 +39,59 @@ log = logging.getLogger("realtime.connection.consumer")
 FIRST_REPLAY_BATCH = 100
 
 
-class ConnectSteps:
+class Socket(Listener, Protocol):
+    """What a session may touch on its socket (realtime.connection.consumer.ConversationConsumer):
+    the state machine it feeds, the node it lives on, the socket's own address (the slot's
+    owner, the row's `channel_name`) and client address, and the socket's ways to act. The
+    socket is also the live feed's listener of the conversation it joins."""
 
-    async def _connect(self, frame: p.Connect) -> None:
+    state: cs.ConnectionState
+    node: NodeRuntime
+    channel_name: str
+    remote_addr: str
+
+    async def perform(self, actions: list[cs.Action]) -> None:
+        """Performs the state machine's actions (send, close, ...)."""
+
+    def woken(self) -> None:
+        """The state changed: the sender and the watchdog look again."""
+
+    def replay_started(self, timer: PhaseTimer, upto: int) -> None:
+        """`ready` is out: the connect's timer goes on until the replay up to `upto` is sent."""
+
+
+class Session:
+    """One socket's connect and what it holds. Every field is set as soon as it is acquired and
+    taken off again by `release`, which gives it back."""
+
+    def __init__(self, socket: Socket) -> None:
+        self.socket = socket
+        self.user_id: str | None = None
+        self.client_id: str | None = None  # the connect's client_id: who answers an approval
+        self.slot: str | None = None  # identity of the concurrent-connection slot held
+        self.joined_feed: str | None = None  # conversation whose live feed this socket is in
+        self.conversation_id: str | None = None  # set once the session is open; kept after release
+        self.connection_id: str | None = None  # the open Connection row
+
+    @property
+    def state(self) -> cs.ConnectionState:
+        return self.socket.state
+
+    # --- the connect ----------------------------------------------------------------------
+
+    async def connect(self, frame: p.Connect) -> None:
+        socket, state = self.socket, self.state
         loop = asyncio.get_running_loop()
         timer = PhaseTimer(loop.time())
         try:
             identity = tokens.verify_access_token(frame.token)
         except tokens.InvalidToken as exc:
-            await self._perform(self.state.token_refused(str(exc), tokens.is_expired_but_genuine(frame.token)))
+            await socket.perform(state.token_refused(str(exc), tokens.is_expired_but_genuine(frame.token)))
             return
         self.user_id = identity.user_id
-        self.state.identified(identity.expires_at)
-        self._watchdog_wake.set()
+        self.client_id = frame.client_id
+        state.identified(identity.expires_at)
+        socket.woken()
         timer.mark("token", loop.time())
         if not await self._limits_and_feed(frame, timer):
             return
@@ -55,16 +101,16 @@ class ConnectSteps:
                 user_id=identity.user_id,
                 conversation_id=frame.conversation_id,
                 client_id=frame.client_id,
-                channel_name=self.channel_name,
-                node=self.node.node_id,
-                remote_addr=self.remote_addr,
+                channel_name=socket.channel_name,
+                node=socket.node.node_id,
+                remote_addr=socket.remote_addr,
                 resumed_from_seq=frame.last_seq,
                 token_sid=identity.standing.sid,
                 token_generation=identity.standing.generation,
-                replay_limit=min(FIRST_REPLAY_BATCH, self.state.limits.replay_batch),
+                replay_limit=min(FIRST_REPLAY_BATCH, state.limits.replay_batch),
             )
         except services.ServiceError as exc:
-            await self._perform(self.state.connect_failed(exc.code, str(exc)))
+            await socket.perform(state.connect_failed(exc.code, str(exc)))
             return
         self.connection_id = opened.connection_id
         self.conversation_id = opened.conversation_id
@@ -76,17 +122,17 @@ class ConnectSteps:
             await self._rename_slot(ratelimit.slot_member(frame.client_id, opened.conversation_id))
             if not await self._still_open() or not await self._join(opened.conversation_id):
                 return
-        ready = self.state.opened(
+        ready = state.opened(
             conversation_id=opened.conversation_id,
             client_last_seq=frame.last_seq,
             last_seq=opened.last_seq,
             first_kept_seq=opened.first_kept_seq,
             created=opened.created,
             intact=opened.intact,
-            node=self.node.node_id,
+            node=socket.node.node_id,
             frames=opened.frames,
         )
-        await self._perform(ready)
+        await socket.perform(ready)
         timer.mark("ready", loop.time())
         if ready:
             plan = ready[0].frame
@@ -94,11 +140,8 @@ class ConnectSteps:
                                   loop.time() - timer.marks[0][1])
             log.info("connection ready", extra={"seq": opened.last_seq, "resumed": plan["resumed"]})
         timer.conversation_id = opened.conversation_id
-        self._replay_timer = (timer, self.state.sent_seq, opened.last_seq)
-        if self.state.sent_seq >= opened.last_seq:
-            self._replayed()  # nothing to replay
-        self._sender_wake.set()
-        self._watchdog_wake.set()
+        socket.replay_started(timer, opened.last_seq)
+        socket.woken()
         # The replaced sockets listen on this conversation's feed; their rows are closed
         # already, so one that misses this ends at its next resync anyway. Told after `ready`:
         # the new socket need not wait for a Redis round trip (on a busy node each one waits
@@ -130,22 +173,23 @@ class ConnectSteps:
                 # stopped, and what it took, even after the close's own release, goes back.
                 joining.cancel()
                 await asyncio.gather(joining, return_exceptions=True)
-                await self._release()
+                await self.release()
 
     async def _take_limits(self, frame: p.Connect, timer: PhaseTimer) -> bool:
         """The per-user connect rate and a concurrent-connection slot, in one round trip;
         False if refused or the socket closed meanwhile."""
+        owner = self.socket.channel_name
         member = (
             ratelimit.slot_member(frame.client_id, frame.conversation_id)
             if frame.conversation_id is not None
-            else ratelimit.pending_slot_member(self.channel_name)
+            else ratelimit.pending_slot_member(owner)
         )
         creating = frame.conversation_id is None
         new_conversations = ratelimit.rule("REALTIME_RATE_NEW_CONVERSATIONS_USER") if creating else None
         verdict = await check_limit(
             ratelimit.take_connect(
                 f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER"), member,
-                settings.REALTIME_MAX_CONNECTIONS_PER_USER, _slot_lease(), owner=self.channel_name,
+                settings.REALTIME_MAX_CONNECTIONS_PER_USER, _slot_lease(), owner=owner,
                 new_conversation=new_conversations,
             ),
             fallback=lambda: self._local_limits(new_conversations),
@@ -171,8 +215,8 @@ class ConnectSteps:
             verdict = ratelimit.fallback_hit(f"{scope}:new-conversations", new_conversations)
             if not verdict.allowed:
                 return buckets.Verdict(False, verdict.retry_after_ms, 2)
-        held = sum(1 for c in self.node.connections
-                   if c is not self and getattr(c, "user_id", None) == self.user_id and getattr(c, "slot", None))
+        held = sum(1 for s in _sessions_on(self.socket.node)
+                   if s is not self and s.user_id == self.user_id and s.slot is not None)
         if held >= ratelimit.fallback_slots(settings.REALTIME_MAX_CONNECTIONS_PER_USER):
             return buckets.Verdict(False, self.state.limits.unavailable_retry_ms, 1)
         return buckets.Verdict(True)
@@ -184,7 +228,7 @@ class ConnectSteps:
             return False
         if not verdict.allowed:
             metrics.RATE_LIMITED.labels(metric).inc()
-            await self._perform(self.state.limited(limit, verdict.retry_after_ms))
+            await self.socket.perform(self.state.limited(limit, verdict.retry_after_ms))
             return False
         return True
 
@@ -192,7 +236,7 @@ class ConnectSteps:
         """Called after every await of the connect: if the socket closed meanwhile (watchdog,
         drain, client gone), gives back what the connect acquired since the close's own release."""
         if self.state.closed:
-            await self._release()
+            await self.release()
             return False
         return True
 
@@ -203,7 +247,7 @@ class ConnectSteps:
         """Joins the live feed and records it at once; a failure is returned, not reported, so
         that this can run beside the limits (the connect reports it with `_joined`)."""
         try:
-            await self.node.fanout.join(conversation_id, self)
+            await self.socket.node.fanout.join(conversation_id, self.socket)
         except FanoutUnavailable as exc:
             return exc
         self.joined_feed = conversation_id
@@ -212,7 +256,7 @@ class ConnectSteps:
     async def _joined(self, failure: FanoutUnavailable | None, conversation_id: str) -> bool:
         if failure is not None:
             log.warning("live feed unavailable for %s: %s", conversation_id, failure)
-            await self._perform(self.state.connect_failed("feed_unavailable", "live feed unavailable; reconnect"))
+            await self.socket.perform(self.state.connect_failed("feed_unavailable", "live feed unavailable; reconnect"))
             return False
         return await self._still_open()
 
@@ -221,11 +265,52 @@ class ConnectSteps:
         if self.slot is None:
             return
         try:
-            if await ratelimit.rename_slot(f"user:{self.user_id}", self.slot, member, owner=self.channel_name):
+            if await ratelimit.rename_slot(f"user:{self.user_id}", self.slot, member, owner=self.socket.channel_name):
                 self.slot = member
         # Limits fail open; the pending name is released at close.
         except Exception as exc:  # noqa: BLE001 - warn_failed logs a bug's traceback
             warn_failed(log, "renaming connection slot failed", exc=exc)
+
+    # --- giving back ----------------------------------------------------------------------
+
+    async def release(self) -> None:
+        """Gives back whatever the session holds now. Safe to call more than once, and from
+        several tasks at once. Shielded: an ending task cancelled while it releases (the
+        client's disconnect cancels the watchdog that was closing the socket) must not leave a
+        resource taken off the session but never given back."""
+        await asyncio.shield(asyncio.ensure_future(self._release_now()))
+
+    async def _release_now(self) -> None:
+        # Each resource is taken off the session before its release is awaited, so concurrent
+        # calls never release one twice.
+        socket, state = self.socket, self.state
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            # A no-op for a replaced socket: its successor owns the identity they share. If Redis
+            # cannot be asked, the slot's lease frees it (it is no longer renewed).
+            try:
+                await ratelimit.release_slot(f"user:{self.user_id}", slot, owner=socket.channel_name)
+            except Exception as exc:  # noqa: BLE001 - warn_failed logs a bug's traceback
+                warn_failed(log, "releasing connection slot failed; its lease will free it", exc=exc)
+        feed, self.joined_feed = self.joined_feed, None
+        if feed is not None:
+            await socket.node.fanout.leave(feed, socket)
+        connection_id, self.connection_id = self.connection_id, None
+        if connection_id is not None:
+            code, reason = state.ended or (None, "closed")
+            try:
+                ack = state.unflushed_ack()
+                if ack is not None:
+                    await db(services.record_ack)(connection_id, self.conversation_id, ack)
+                await db(services.close_connection)(connection_id, code, reason, state.sent_seq)
+            except Exception:  # the node reaper closes rows left open
+                log.warning("closing connection row %s failed", connection_id, exc_info=True)
+
+
+def _sessions_on(node: NodeRuntime) -> list[Session]:
+    """The sessions of the node's sockets (each socket of this package holds one)."""
+    sessions = (getattr(socket, "session", None) for socket in list(node.connections))
+    return [session for session in sessions if isinstance(session, Session)]
 
 
 def _slot_lease() -> float:
