@@ -49,12 +49,15 @@ INSTALLED_APPS = [
     "channels",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "corsheaders",
     "sessions_app",
     "realtime",
     "demo",
 ]
 
 MIDDLEWARE = [
+    # First: it answers CORS preflights, and every response under /api/ gets its headers.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy on every page: the demo, the admin, Swagger UI (project/csp.py).
     "project.csp.ContentSecurityPolicyMiddleware",
@@ -342,7 +345,10 @@ REALTIME_RESYNC_INTERVAL = env_float("REALTIME_RESYNC_INTERVAL", 10.0)
 # tenth of a streaming node's database time at 100 streams.
 REALTIME_ACK_FLUSH_INTERVAL = env_float("REALTIME_ACK_FLUSH_INTERVAL", 30.0)
 # Origins allowed for browser sockets (those that send Origin); default: ALLOWED_HOSTS.
+# The same origins get CORS on the REST API (realtime/server/cors.py decides through
+# django-cors-headers' signal, so both follow this one setting).
 REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/api/"
 
 # Retention of the event log (see `manage.py prune_events`).
 REALTIME_RETENTION_ACKED_DAYS = env_float("REALTIME_RETENTION_ACKED_DAYS", 7)
@@ -356,8 +362,12 @@ REALTIME_AGENT = env_str("REALTIME_AGENT", "realtime.agents.demo.DemoAgent")
 # its own included.
 REALTIME_AGENT_HISTORY_MESSAGES = env_int("REALTIME_AGENT_HISTORY_MESSAGES", 100)
 REALTIME_DEMO_AGENT_DELAY_MS = env_int("REALTIME_DEMO_AGENT_DELAY_MS", 40)
-# Tools agents may call: dotted paths of realtime.tools.registry.Tool objects.
-REALTIME_TOOLS = env_list("REALTIME_TOOLS", ["realtime.tools.demo.effect", "realtime.tools.demo.transfer"])
+# Tools agents may call: dotted paths of realtime.tools.registry.Tool objects; set to an empty
+# value for none (an agent whose model rejects a `tools` field).
+REALTIME_TOOLS = (
+    env_list("REALTIME_TOOLS", ["realtime.tools.demo.effect", "realtime.tools.demo.transfer"])
+    if os.environ.get("REALTIME_TOOLS") != "" else []
+)
 # Every tool call's bound, seconds: a timeout is an `error` result (`unknown` for a `once` tool).
 REALTIME_TOOL_TIMEOUT = env_float("REALTIME_TOOL_TIMEOUT", 30.0)
 # How long an approval waits for a person's decision before it expires, seconds.
@@ -380,5 +390,8 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 60.0)
+# Model requests one run of the OpenAI-compatible agent may send (each tool round trip is one
+# more); the last is sent with tool_choice "none", so the model answers in text.
+REALTIME_AGENT_MAX_TURNS = env_int("REALTIME_AGENT_MAX_TURNS", 8)
 
 TEST_RUNNER = "project.test_runner.PytestRunner"

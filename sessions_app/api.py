@@ -17,7 +17,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from drf_spectacular.views import SpectacularSwaggerSplitView
 from rest_framework import generics, serializers
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -29,6 +28,7 @@ from sessions_app import (
     services,
 )
 from sessions_app.models import Conversation, Event, Message
+from sessions_app.pagination import strict_int
 from sessions_app.throttles import (
     ConversationCreateThrottle,
     RefreshPerAddressThrottle,
@@ -67,14 +67,6 @@ class EventFrameSerializer(serializers.Serializer):
 class NodeSerializer(serializers.Serializer):
     node = serializers.CharField(help_text="the node id (ready.node)")
     ws_url = serializers.CharField(help_text="the WebSocket URL clients should use for this node")
-
-
-def strict_int(raw: str, name: str) -> int:
-    """A non-negative integer in ASCII digits. `str.isdigit` also accepts '²' or '٣', which
-    int() then refuses (the HTTP 500 found in issue 9), or reads as another number."""
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise ValidationError({name: ["must be a non-negative integer"]})
-    return int(raw)
 
 
 class SwaggerUI(SpectacularSwaggerSplitView):

@@ -298,9 +298,15 @@ class ConversationConsumer(DirectWebsocketConsumer):
         """Counts and logs the end of the socket, once (the first ending, server's or client's)."""
         session = self.session
         metrics.connect_ended(close_code, reason, was_ready=session.connection_id is not None)
-        log.info("connection closed: %s", reason, extra={
-            "close_code": close_code, "seq": self.state.sent_seq,
-            "conversation_id": session.conversation_id, "connection_id": session.connection_id})
+        # Extras, not the bound context: the watchdog and sender tasks that may end the socket
+        # were started before the connect bound its ids. A protocol-level code (1009 from
+        # daphne's size check, 1006...) says its cause, which the close reason cannot.
+        cause = logcontext.close_cause(close_code)
+        extra = {"close_code": close_code, "seq": self.state.sent_seq, "conversation_id": session.conversation_id,
+                 "connection_id": session.connection_id, "client_id": session.client_id}
+        if cause:
+            extra["cause"] = cause
+        log.info("connection closed: %s%s", reason, f" ({close_code}: {cause})" if cause else "", extra=extra)
 
     async def _end(self) -> None:
         """Stops the socket's tasks and releases what it holds. Safe to call more than once."""

@@ -114,7 +114,8 @@ class Session:
             return
         self.connection_id = opened.connection_id
         self.conversation_id = opened.conversation_id
-        logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id)
+        logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id,
+                        client_id=frame.client_id)
         timer.mark("open_session", loop.time())
         if not await self._still_open():
             return
@@ -138,7 +139,8 @@ class Session:
             plan = ready[0].frame
             metrics.connect_ready(frame.conversation_id is not None, plan["resumed"], plan["replay_count"],
                                   loop.time() - timer.marks[0][1])
-            log.info("connection ready", extra={"seq": opened.last_seq, "resumed": plan["resumed"]})
+            log.info("connection ready", extra={"seq": opened.last_seq, "resumed": plan["resumed"],
+                                                "replay_count": plan["replay_count"]})
         timer.conversation_id = opened.conversation_id
         socket.replay_started(timer, opened.last_seq)
         socket.woken()
