@@ -122,14 +122,18 @@ class DemoPage:
         self.page.wait_for_selector(f"#badge[data-state={state}]", timeout=timeout * 1000)
         return self.badge()[1]
 
-    def wait_answer_words(self, count: int, timeout: float = 30) -> None:
-        """Waits until the newest answer on the page has at least `count` words. Polled from
-        here with `evaluate`: the page's Content-Security-Policy (no 'unsafe-eval') refuses
-        Playwright's `wait_for_function`, which evaluates its predicate as a string in the page."""
+    def wait_true(self, expression: str, timeout: float = 30) -> None:
+        """Waits until the JavaScript `expression` is true in the page. Polled from here with
+        `evaluate`: the page's Content-Security-Policy (no 'unsafe-eval') refuses Playwright's
+        `wait_for_function`, which evaluates its predicate as a string in the page."""
         deadline = time.monotonic() + timeout
-        while self.last_answer_words() < count:
-            assert time.monotonic() < deadline, f"fewer than {count} words after {timeout}s"
+        while not self.page.evaluate(expression):
+            assert time.monotonic() < deadline, f"{expression} still false after {timeout}s"
             self.page.wait_for_timeout(50)
+
+    def wait_answer_words(self, count: int, timeout: float = 30) -> None:
+        """Waits until the newest answer on the page has at least `count` words."""
+        self.wait_true(f"({LAST_ANSWER_WORDS})() >= {count}", timeout)
 
     def last_answer_words(self) -> int:
         return self.page.evaluate(LAST_ANSWER_WORDS)
