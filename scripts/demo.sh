@@ -31,6 +31,17 @@ else
 fi
 export PORT BIND
 
+# Servers refuse to start without SECRET_KEY (project/keys.py). The demo generates one on its
+# first run and keeps it in .tether-demo-secret-key (gitignored, readable by you only), so
+# tokens survive a restart of the demo. Never use it anywhere else.
+KEY_FILE="${TETHER_DEMO_KEY_FILE:-.tether-demo-secret-key}"
+if [ -z "${SECRET_KEY:-}" ]; then
+  if [ ! -s "$KEY_FILE" ]; then
+    (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(50))' > "$KEY_FILE")
+  fi
+  SECRET_KEY="$(cat "$KEY_FILE")"
+  export SECRET_KEY
+fi
 bash scripts/ensure-redis.sh
 "$PY" manage.py migrate --noinput
 "$PY" manage.py collectstatic --noinput -v 0

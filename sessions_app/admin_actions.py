@@ -23,12 +23,25 @@ from sessions_app import services
 log = logging.getLogger(__name__)
 
 
+def may_sign_users_out(user) -> bool:
+    """Ending a user's sessions is a change to that user: it needs `auth.change_user` (the user
+    model's change permission), whichever admin page offers it. A staff user allowed to change
+    connections only could otherwise sign out a superuser (issue 24)."""
+    from django.contrib.auth import get_user_model
+
+    opts = get_user_model()._meta
+    return user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+
 class OperatorActions:
     """Read-only admins still offer actions to users allowed to change the model."""
 
     def has_operate_permission(self, request) -> bool:
         opts = self.model._meta
         return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+    def has_sign_out_permission(self, request) -> bool:
+        return may_sign_users_out(request.user)
 
 
 @admin.action(description="Disconnect (the client resumes at once, on any node)", permissions=["operate"])
@@ -102,6 +115,10 @@ def deny_approvals(modeladmin, request, queryset) -> None:
 
 def _end_sessions(modeladmin, request, user_ids: set) -> None:
     from django.contrib.auth import get_user_model
+    from django.core.exceptions import PermissionDenied
+
+    if not may_sign_users_out(request.user):  # the action's permission, checked again where it acts
+        raise PermissionDenied
 
     users = list(get_user_model().objects.filter(pk__in=user_ids))
     blacklisted = 0
@@ -116,11 +133,11 @@ def _end_sessions(modeladmin, request, user_ids: set) -> None:
     )
 
 
-@admin.action(description="End every session (sockets and refresh tokens: sign in again)", permissions=["operate"])
+@admin.action(description="End every session (sockets and refresh tokens: sign in again)", permissions=["sign_out"])
 def end_user_sessions(modeladmin, request, queryset) -> None:
     _end_sessions(modeladmin, request, set(queryset.values_list("pk", flat=True)))
 
 
-@admin.action(description="End every session of these connections' users", permissions=["operate"])
+@admin.action(description="End every session of these connections' users", permissions=["sign_out"])
 def end_connection_users_sessions(modeladmin, request, queryset) -> None:
     _end_sessions(modeladmin, request, set(queryset.values_list("user_id", flat=True)))

@@ -122,9 +122,18 @@ class DemoPage:
         self.page.wait_for_selector(f"#badge[data-state={state}]", timeout=timeout * 1000)
         return self.badge()[1]
 
+    def wait_true(self, expression: str, timeout: float = 30) -> None:
+        """Waits until the JavaScript `expression` is true in the page. Polled from here with
+        `evaluate`: the page's Content-Security-Policy (no 'unsafe-eval') refuses Playwright's
+        `wait_for_function`, which evaluates its predicate as a string in the page."""
+        deadline = time.monotonic() + timeout
+        while not self.page.evaluate(expression):
+            assert time.monotonic() < deadline, f"{expression} still false after {timeout}s"
+            self.page.wait_for_timeout(50)
+
     def wait_answer_words(self, count: int, timeout: float = 30) -> None:
         """Waits until the newest answer on the page has at least `count` words."""
-        self.page.wait_for_function(f"({LAST_ANSWER_WORDS})() >= {count}", timeout=timeout * 1000)
+        self.wait_true(f"({LAST_ANSWER_WORDS})() >= {count}", timeout)
 
     def last_answer_words(self) -> int:
         return self.page.evaluate(LAST_ANSWER_WORDS)
@@ -132,9 +141,7 @@ class DemoPage:
     def wait_answers(self, count: int, statuses: str = "done", timeout: float = 60) -> None:
         """Waits until `count` answers have finished (status in `statuses`, comma-separated)."""
         selector = ", ".join(f"li.msg.assistant[data-status={s}]" for s in statuses.split(","))
-        self.page.wait_for_function(
-            f"document.querySelectorAll({selector!r}).length >= {count}", timeout=timeout * 1000
-        )
+        self.page.locator(selector).nth(count - 1).wait_for(timeout=timeout * 1000)
 
     def client_ids(self, conversation_id: str) -> list[str]:
         """The client_id of every socket the server saw on the conversation (all pages)."""

@@ -30,9 +30,9 @@ RESUMED = (
 def happened(page: DemoPage, cause: str) -> re.Match:
     """Waits for the "what just happened" line of `cause` to be complete; returns its match."""
     pattern = RESUMED.format(cause=re.escape(cause))
-    page.page.wait_for_function(
+    page.wait_true(
         f"new RegExp({pattern.replace('(?P<', '(?<')!r}).test(document.getElementById('happened').textContent)",
-        timeout=20_000,
+        timeout=20,
     )
     return re.match(pattern, page.page.locator("#happened").text_content())
 
@@ -97,7 +97,7 @@ def test_a_first_time_visitor_is_taught_and_shown_proof(site, chromium, demo_use
         assert proof_of_last_answer(page) == ("10 of 10 words, 0 gaps, 0 repeats", "true")
         # The conversation is titled from its first message.
         current = "document.querySelector('#conversation-list [aria-current=true]').textContent"
-        p.wait_for_function(f"{current} === 'my name is Ada'")
+        page.wait_true(f"{current} === 'my name is Ada'")
 
         p.get_by_role("button", name="count 300", exact=True).click()
         p.get_by_role("button", name="Send").click()
