@@ -23,7 +23,8 @@ def allow_listed_origins(sender: Any, request: HttpRequest, **kwargs: Any) -> bo
     Only under /api/ (a True here would also enable CORS outside `CORS_URLS_REGEX`: the admin
     and the demo page are same-origin only)."""
     origin = request.headers.get("Origin")
-    return request.path.startswith("/api/") and origin is not None and origin_allowed(origin)
+    host = request.META.get("HTTP_HOST")  # checked against ALLOWED_HOSTS by origin_allowed
+    return request.path.startswith("/api/") and origin is not None and origin_allowed(origin, host)
 
 
 def connect() -> None:
