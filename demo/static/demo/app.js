@@ -1,8 +1,9 @@
 // The demo page (see README.md, "What to try"). Everything that touches the protocol goes
 // through the JavaScript client (clients/js); the page keeps a view of the conversation and
 // draws it. Served with no build step, as ES modules:
-//   view.js      the conversation as the page applied it, and the check under each answer
-//   render.js    drawing entries, one renderer per kind of entry
+//   view.js      the conversation as the page applied it (answers and their tool cards), and
+//                the check under each answer
+//   render.js    drawing entries, one renderer per kind of entry, and the tool cards
 //   happened.js  the "what just happened" line after a fault
 //   app.js       this file: sign-in, the conversation list, the client, the controls
 //
@@ -12,6 +13,12 @@
 //   tether:*             the client's own state: client_id, conversation, outbox
 // The page hands the client `lastSeq` of its saved view, so that the client resumes exactly
 // after what the page shows: nothing missing, nothing twice, whenever the reload happens.
+//
+// Approvals: a card's Approve / Deny sends `approval.respond` through the client; the card
+// changes only when the server's `approval.resolved` arrives (from this tab or any other, or
+// the admin, or the expiry: the first decision wins), so every tab shows the decision that
+// stands. The page's own answer can be refused (`already_decided`, `not_found`): the card says
+// so in a short line and the page goes on.
 
 import {
   HttpError,
@@ -148,6 +155,59 @@ function notice(text) {
   $("notice").textContent = text;
 }
 
+// --- approvals ------------------------------------------------------------------------------
+
+// An answer the server could not take now (`unavailable`, `server_error`, `rate_limited`, with
+// `retry_after_ms`) is sent again after that wait, this many times at most; then the card says
+// so and its buttons work again.
+const RESEND_LIMIT = 3;
+const resends = new Map(); // call_id -> times sent again
+
+/** Approve or Deny pressed on a card: the decision goes to the server (the first one wins). */
+async function respond(callId, decision) {
+  const current = client;
+  if (!current || !view?.byCall.has(callId)) return;
+  transcript.setCardUi(callId, { sending: decision, message: "" });
+  let sent = false;
+  try {
+    sent = await current.respondApproval(callId, decision);
+  } catch (err) {
+    transcript.setCardUi(callId, { sending: null, message: `Not sent: ${err.message}` });
+    return;
+  }
+  if (!sent) transcript.setCardUi(callId, { sending: null, message: "Not connected: answer again once the badge says Connected." });
+}
+
+/** An error frame about this page's answer to a card: said on the card, never thrown. */
+function answerRefused(current, callId, { code, decision, retryAfterMs }) {
+  const sending = transcript.cardUi.get(callId)?.sending || null;
+  if (code === "already_decided") {
+    transcript.setCardUi(callId, { sending: null, message: `Already decided (${decision || "elsewhere"}): the first answer wins.` });
+  } else if (code === "not_found") {
+    transcript.setCardUi(callId, { sending: null, message: "The server has no approval waiting for this call." });
+  } else if (sending && (code === "unavailable" || code === "server_error" || code === "rate_limited")) {
+    const tries = (resends.get(callId) || 0) + 1;
+    resends.set(callId, tries);
+    if (tries > RESEND_LIMIT) {
+      resends.delete(callId);
+      transcript.setCardUi(callId, { sending: null, message: "The server could not take your answer: try again." });
+      return;
+    }
+    setTimeout(() => {
+      if (client === current && transcript.cardUi.get(callId)?.sending === sending) respond(callId, sending);
+    }, retryAfterMs ?? 1000);
+  }
+}
+
+// One listener for every card's buttons (no handler on the buttons themselves, none inline).
+$("transcript").addEventListener("click", (event) => {
+  const button = /** @type {HTMLElement} */ (event.target).closest?.("button[data-decision]");
+  const callId = button?.closest("[data-call-id]")?.getAttribute("data-call-id");
+  if (button && callId && !(/** @type {HTMLButtonElement} */ (button).disabled)) {
+    respond(callId, button.getAttribute("data-decision")).catch(() => {});
+  }
+});
+
 /** Send works once the conversation's client exists (its outbox then keeps what is sent,
  * across reconnects and reloads); until then it is disabled and says why. */
 function composerReady(ready) {
@@ -203,6 +263,7 @@ async function openConversation(id, cause = "Reopened the conversation") {
     lastSeq: view.lastSeq, // resume exactly after what the page shows
   });
   client = current;
+  transcript.selfId = current.clientId; // "Approved by this tab"
   window.tether = current; // for the browser tests and the curious
   const tracker = happened;
   redraw();
@@ -210,6 +271,10 @@ async function openConversation(id, cause = "Reopened the conversation") {
   current.addEventListener("state", (e) => {
     showBadge(e.detail);
     tracker.state(e.detail, view.lastSeq);
+    // An answer sent on a socket that was then lost may never have arrived: the buttons work
+    // again (the replay brings its `approval.resolved` if it did; a second answer then gets
+    // `already_decided`, which the card shows).
+    if (e.detail.state === "connected") transcript.clearSending();
   });
   let held = null; // events that arrive while the page reloads the history over REST
   const show = (frame) => {
@@ -222,6 +287,10 @@ async function openConversation(id, cause = "Reopened the conversation") {
     if (entry?.kind === "user" && untitled.has(view.conversationId)) {
       untitled.delete(view.conversationId);
       refreshList().catch(() => {}); // the conversation is titled from its first message now
+    }
+    if (frame.type === "approval.resolved") {
+      resends.delete(frame.call_id);
+      if (transcript.cardUi.get(frame.call_id)?.sending) transcript.setCardUi(frame.call_id, { sending: null });
     }
     if (frame.type !== "agent.delta") updateStop();
   };
@@ -236,7 +305,10 @@ async function openConversation(id, cause = "Reopened the conversation") {
     notice(`Message not sent (${e.detail.code}): ${e.detail.detail}`);
   });
   current.addEventListener("servererror", (e) => {
-    if (e.detail.code === "rate_limited") notice(`Slow down: retrying in ${Math.ceil((e.detail.retryAfterMs || 1000) / 1000)} s`);
+    const ref = e.detail.ref;
+    if (typeof ref === "string" && view?.byCall.has(ref)) answerRefused(current, ref, e.detail);
+    else if (e.detail.code === "rate_limited") notice(`Slow down: retrying in ${Math.ceil((e.detail.retryAfterMs || 1000) / 1000)} s`);
+    else if (e.detail.code === "not_found" || e.detail.code === "already_decided") notice(`Refused (${e.detail.code}): ${e.detail.detail}`);
   });
   current.addEventListener("reload", async (e) => {
     // The server no longer keeps the events after what this page showed: rebuild from the
@@ -247,6 +319,13 @@ async function openConversation(id, cause = "Reopened the conversation") {
       const messages = await current.fetchMessages();
       cutoff = Math.max(cutoff, ...messages.map((m) => m.seq));
       view.replaceWithMessages(messages, e.detail.serverLastSeq);
+      // The tool cards are in no message: from the events the log still keeps (an approval
+      // still waiting stays answerable here).
+      try {
+        view.restoreCards(await current.fetchEvents(0));
+      } catch (err) {
+        notice(`Could not reload the tool calls: ${err.message}`);
+      }
     } catch (err) {
       notice(`Could not reload the conversation: ${err.message}`);
     }

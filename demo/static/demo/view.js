@@ -1,9 +1,17 @@
-// The page's view of one conversation: the entries it shows (user messages, answers) and the
-// seq they reflect, rebuilt only from the sequenced frames the client delivers. No DOM here:
-// render.js draws entries, app.js wires the client to both.
+// The page's view of one conversation: the entries it shows (user messages, answers with their
+// tool cards) and the seq they reflect, rebuilt only from the sequenced frames the client
+// delivers. No DOM here: render.js draws entries, app.js wires the client to both.
 //
-// Adding an event type (a tool call, an approval request): write its reducer in APPLY (what it
-// changes in the entries), give the entry a `kind`, and a renderer for that kind in render.js.
+// Adding an event type: write its reducer in APPLY (what it changes in the entries), give a new
+// entry a `kind`, and a renderer for that kind in render.js.
+//
+// Tool calls and approvals (docs/protocol.md, "Tools and approvals") are cards on the answer of
+// their run (`entry.tools`, in the order their calls first appeared), one card per `call_id`
+// (a `once` call asked again after `outcome_unknown` is a new call, so a new card). Their
+// events are sequenced like the text, so the cards are rebuilt from the log on every resume
+// and reload, in any tab: a card waiting for approval is waiting on every page that shows it,
+// until its `approval.resolved`. Their reducers only set fields, so applying one twice (the
+// REST rebuild after `resumed: false`, then the same event live) changes nothing.
 //
 // The check a reader can see ("300 of 300 words, 0 gaps, 0 repeats") is computed here from what
 // the page applied: every seq must be the one after the last (a higher one is a gap, an
@@ -63,7 +71,54 @@ const APPLY = {
     entry.error = frame.error;
     return entry;
   },
+  // A call that needs a person's approval: nothing has happened yet.
+  "approval.requested"(view, frame) {
+    const { entry, card } = view.card(frame);
+    card.tool = frame.tool;
+    card.arguments = frame.arguments;
+    card.reason = frame.reason;
+    card.expiresAt = frame.expires_at;
+    return entry;
+  },
+  "approval.resolved"(view, frame) {
+    const { entry, card } = view.card(frame);
+    card.decision = frame.decision;
+    card.by = frame.by;
+    return entry;
+  },
+  // The call starts now (after its approval, when it needed one).
+  "agent.tool_call"(view, frame) {
+    const { entry, card } = view.card(frame);
+    card.tool = frame.tool;
+    card.arguments = frame.arguments;
+    card.effect = frame.effect;
+    card.called = true;
+    return entry;
+  },
+  "agent.tool_result"(view, frame) {
+    const { entry, card } = view.card(frame);
+    card.status = frame.status;
+    if ("result" in frame) card.result = frame.result;
+    if (frame.error !== undefined) card.error = frame.error;
+    if (frame.truncated) card.truncated = true;
+    return entry;
+  },
 };
+
+const CARD_EVENTS = new Set(["approval.requested", "approval.resolved", "agent.tool_call", "agent.tool_result"]);
+
+/**
+ * Where a call stands, from the events applied: its result's `status` (`ok`, `error`,
+ * `unknown`, `denied`) once it has one; before that `running` (called), `waiting` (for a
+ * person's decision), `approved` (to be called now) or `denied` (denied or expired, its
+ * `denied` result on its way). @param {any} card @returns {string}
+ */
+export function cardStatus(card) {
+  if (card.status) return card.status;
+  if (card.called) return "running";
+  if (card.reason && !card.decision) return "waiting";
+  return card.decision === "approved" ? "approved" : "denied";
+}
 
 export class View {
   /** @param {string} conversationId @param {Storage} storage */
@@ -81,6 +136,8 @@ export class View {
     this.entries = Array.isArray(saved.entries) ? saved.entries : [];
     this.byRun = new Map(this.entries.filter((e) => e.runId).map((e) => [e.runId, e]));
     this.byMessage = new Map(this.entries.filter((e) => e.id).map((e) => [e.id, e]));
+    this.byCall = new Map(); // call_id -> {entry, card}
+    for (const entry of this.entries) for (const card of entry.tools || []) this.byCall.set(card.callId, { entry, card });
     this.saveTimer = null;
   }
 
@@ -114,12 +171,56 @@ export class View {
     this.entries = [];
     this.byRun.clear();
     this.byMessage.clear();
+    this.byCall.clear();
     for (const m of messages) {
       const kind = m.role === "user" ? "user" : "assistant";
       this.add({ kind, id: m.id, clientMsgId: m.client_msg_id, text: m.text, status: "done", rebuilt: kind === "assistant" });
     }
     this.lastSeq = serverLastSeq;
     this.save();
+  }
+
+  /**
+   * After `replaceWithMessages`: the cards of the calls whose events the log still keeps
+   * (`events`: the kept sequenced events, oldest first), on the answers they belong to, so that
+   * an approval still waiting can be answered from this page. A finished answer is found by
+   * its message (its `agent.completed`); a run still going gets its answer entry now (its
+   * next deltas continue it); the cards of a run that failed are left out with its answer.
+   */
+  restoreCards(events) {
+    const ended = new Set();
+    for (const f of events) {
+      if (f.type === "agent.failed") ended.add(f.run_id);
+      if (f.type !== "agent.completed") continue;
+      ended.add(f.run_id);
+      const entry = this.byMessage.get(f.message?.id);
+      if (entry && !this.byRun.has(f.run_id)) {
+        entry.runId = f.run_id;
+        this.byRun.set(f.run_id, entry);
+      }
+    }
+    for (const f of events) {
+      if (CARD_EVENTS.has(f.type) && (this.byRun.has(f.run_id) || !ended.has(f.run_id))) APPLY[f.type](this, f);
+    }
+    this.save();
+  }
+
+  /** The card of a call (and the answer it is on), made when its first event arrives. */
+  card(frame) {
+    let found = this.byCall.get(frame.call_id);
+    if (!found) {
+      const entry = this.run(frame.run_id);
+      const card = { callId: frame.call_id, runId: frame.run_id };
+      (entry.tools ||= []).push(card);
+      found = { entry, card };
+      this.byCall.set(card.callId, found);
+    }
+    return found;
+  }
+
+  /** The cards waiting for a person's decision, oldest first. */
+  waitingCards() {
+    return [...this.byCall.values()].map((f) => f.card).filter((c) => cardStatus(c) === "waiting");
   }
 
   streamingRun() {

@@ -1,7 +1,8 @@
 """A first-time visitor walks the demo page (issue 23): it says what Tether is, shows the demo
 credentials (the demo user exists), suggests what to try, explains the fault buttons, says
 what happened after each fault ("resumed on node web-2 after seq 41, 12 events replayed in
-14 ms") and proves each answer ("300 of 300 words, 0 gaps, 0 repeats", computed by the page).
+14 ms") and proves each answer ("300 of 300 words, 0 gaps, 0 repeats", computed by the page);
+the tool prompts (`effect 3`, `transfer 5`) are suggested with a line each on what they show.
 At phone size (390x844) the state badge and the fault buttons stay on screen while an answer
 streams. Screenshots at both sizes are taken every run; TETHER_UPDATE_SCREENSHOTS=1 copies
 them to docs/demo.png and docs/demo-phone.png (the README's pictures)."""
@@ -77,13 +78,19 @@ def test_a_first_time_visitor_is_taught_and_shown_proof(site, chromium, demo_use
         shown = re.sub(r"\s+", " ", credentials.text_content())
         assert shown.startswith("Demo account: user demo, password demo-password"), shown
         steps = p.locator(".steps").text_content()
-        for prompt in ("count 300", "my name is Ada", "what is my name?", "Drop connection", "Go offline 5 s"):
+        for prompt in ("count 300", "my name is Ada", "what is my name?", "Drop connection", "Go offline 5 s",
+                       "effect 3", "transfer 5"):
             assert prompt in steps, prompt
 
         page.sign_in("demo", "demo-password")
-        for prompt in ("count 300", "my name is Ada", "what is my name?"):
+        for prompt in ("count 300", "my name is Ada", "what is my name?", "effect 3", "transfer 5"):
             assert p.get_by_role("button", name=prompt, exact=True).is_visible(), prompt
         assert "network drop" in p.locator("#drop-help").text_content()
+        # One line each on what the tool prompts show.
+        assert "once, even across node deaths" in p.locator("#effect-help").text_content()
+        assert "after a reload, from a second tab or after a node restart" in p.locator("#transfer-help").text_content()
+        transfer = p.get_by_role("button", name="transfer 5", exact=True)
+        assert transfer.get_attribute("aria-describedby") == "transfer-help"
         assert "off the network for 5 s" in p.locator("#offline-help").text_content()
         assert p.get_by_role("button", name="Drop connection").get_attribute("aria-describedby") == "drop-help"
         conversation = page.conversation_id()
