@@ -177,7 +177,9 @@ async def test_an_agent_that_does_not_repeat_its_journal_fails_and_calls_nothing
     b = await continue_on(app2, ready, token)
     frames = await b.recv_until(lambda f: f["type"] in ("agent.completed", "agent.failed"), timeout=30)
     assert frames[-1]["type"] == "agent.failed"
-    assert frames[-1]["error"].startswith("the agent diverged from its journal: tool call 0 was demo.effect")
+    assert frames[-1]["error"] == "the agent could not continue this run after an interruption; the server logged why"
+    run = await database_sync_to_async(AgentRun.objects.get)(pk=frames[-1]["run_id"])
+    assert "the agent diverged from its journal: tool call 0 was demo.effect" in run.error
     assert [m.n for m in CALLS.made] == [1]  # n=99 was never called
     # The call that was under way gets its one result when the run ends.
     assert [f["status"] for f in frames if f["type"] == "agent.tool_result"] == ["error"]

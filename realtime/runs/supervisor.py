@@ -38,6 +38,8 @@ _SUSPENDED = object()  # the run waits for an approval (it holds nothing any mor
 # (the log, and the run row's `error` for operators): an upstream's error body can carry its
 # account, its quota, or a piece of someone's prompt (issue 24).
 AGENT_FAILED = "the agent failed; the server logged why"
+# An acting agent that did not repeat its journal after a takeover (nothing was called).
+AGENT_DIVERGED = "the agent could not continue this run after an interruption; the server logged why"
 
 
 class AgentFailure(Exception):
@@ -280,7 +282,8 @@ class RunSupervisor:
             return
         except AgentDiverged as exc:
             log.error("agent diverged from its journal: %s", exc)
-            queue.put_nowait(AgentFailure(f"the agent diverged from its journal: {exc}"))
+            # The detail names tools and arguments: for operators (the log, the run row), not clients.
+            queue.put_nowait(AgentFailure(AGENT_DIVERGED, f"the agent diverged from its journal: {exc}"))
             return
         except Exception as exc:  # reported as agent.failed
             log.warning("agent failed: %s", exc, exc_info=True)
