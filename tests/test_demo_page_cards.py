@@ -9,28 +9,21 @@ change. tests/e2e/browser/test_browser_approvals.py checks the real page against
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.tools import node_or_skip
+from tests.support.demo_view import run_demo_script
 
 pytestmark = pytest.mark.pure
 
 DEMO = Path(__file__).resolve().parents[1] / "demo" / "static" / "demo"
 
-SCRIPT = """
+IMPORTS = """
 import { View, cardStatus, proof } from "./view.js";
+"""
 
-const storage = {
-  items: {},
-  getItem(k) { return this.items[k] ?? null; },
-  setItem(k, v) { this.items[k] = v; },
-  removeItem(k) { delete this.items[k]; },
-};
-const cards = (view, run = "r") => (view.byRun.get(run).tools || [])
+SCRIPT = """const cards = (view, run = "r") => (view.byRun.get(run).tools || [])
   .map((c) => [c.callId, cardStatus(c), c.decision ?? null, c.by ?? null]);
 const settle = (view) => clearTimeout(view.saveTimer);
 
@@ -128,10 +121,7 @@ console.log(JSON.stringify(out));
 
 @pytest.fixture(scope="module")
 def out() -> dict:
-    node = node_or_skip()
-    result = subprocess.run([node, "--input-type=module", "-"], input=SCRIPT, cwd=DEMO,
-                            capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(result.stdout)
+    return run_demo_script(IMPORTS, SCRIPT)
 
 
 def test_each_call_is_one_card_on_its_answer_and_its_status_follows_its_events(out):

@@ -7,29 +7,22 @@ the real page."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.tools import node_or_skip
+from tests.support.demo_view import run_demo_script
 
 pytestmark = pytest.mark.pure
 
 DEMO = Path(__file__).resolve().parents[1] / "demo" / "static" / "demo"
 
-SCRIPT = """
+IMPORTS = """
 import { View, proof } from "./view.js";
 import { Happened } from "./happened.js";
+"""
 
-const storage = {
-  items: {},
-  getItem(k) { return this.items[k] ?? null; },
-  setItem(k, v) { this.items[k] = v; },
-  removeItem(k) { delete this.items[k]; },
-};
-const words = (n) => Array.from({ length: n }, (_, i) => `w${i + 1}`);
+SCRIPT = """const words = (n) => Array.from({ length: n }, (_, i) => `w${i + 1}`);
 const answer = (n) => words(n).join(" ");
 
 const start = { type: "agent.started", seq: 1, run_id: "r" };
@@ -70,10 +63,7 @@ console.log(JSON.stringify(results));
 
 
 def test_the_answer_check_and_the_resume_line():
-    node = node_or_skip()
-    result = subprocess.run([node, "--input-type=module", "-"], input=SCRIPT, cwd=DEMO,
-                            capture_output=True, text=True, timeout=60, check=True)
-    out = json.loads(result.stdout)
+    out = run_demo_script(IMPORTS, SCRIPT)
     assert out["exact"] == {"text": "300 of 300 words, 0 gaps, 0 repeats", "exact": True}
     assert out["streaming"] == {"text": "57 words so far, 0 gaps, 0 repeats", "exact": None}
     # A delta the page never applied: a gap in the seqs, and the text is not the server's.
