@@ -9,15 +9,11 @@ change. tests/e2e/browser/test_browser_approvals.py checks the real page against
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.support.demo_view import run_demo_script
 
 pytestmark = pytest.mark.pure
-
-DEMO = Path(__file__).resolve().parents[1] / "demo" / "static" / "demo"
 
 IMPORTS = """
 import { View, cardStatus, proof } from "./view.js";

@@ -7,15 +7,11 @@ the real page."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.support.demo_view import run_demo_script
 
 pytestmark = pytest.mark.pure
-
-DEMO = Path(__file__).resolve().parents[1] / "demo" / "static" / "demo"
 
 IMPORTS = """
 import { View, proof } from "./view.js";
