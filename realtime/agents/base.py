@@ -67,8 +67,9 @@ class ToolCall:
 @dataclass(frozen=True)
 class ToolResult:
     """What a tool call gave: `ok` (with `result`), `error`, `unknown` (a `once` call whose
-    outcome was lost, and nobody approved calling it again) or `denied` (never made: its
-    approval was denied or expired; `decision` says which)."""
+    outcome was lost, and the user did not approve calling it again: `decision` says whether
+    that was denied or expired) or `denied` (never made: its approval was denied or expired;
+    `decision` says which)."""
 
     status: str
     result: Any = None

@@ -69,8 +69,11 @@ def effect_count(context: AgentContext) -> int | None:
 def transfer_ending(amount: int, result: ToolResult) -> str:
     if result.ok:
         return f"transferred {amount}"
+    if result.status in ("denied", "unknown") and result.decision in ("denied", "expired"):
+        # Never approved (or, its outcome lost, never approved again).
+        return f"transfer {result.decision}"
     if result.status == "denied":
-        return f"transfer {result.decision or 'denied'}"  # denied or expired
+        return "transfer denied"
     return f"transfer {result.status}: {result.error}"  # error or unknown
 
 

@@ -40,6 +40,7 @@ from realtime.core.wake import Wake
 from realtime.core.wire import dumps
 from realtime.infra import logcontext, ratelimit
 from realtime.infra.db import db
+from realtime.infra.proxies import address_bucket
 from realtime.infra.transient import TRANSIENT_ERRORS
 from realtime.node.runtime import NodeRuntime
 from sessions_app import services
@@ -110,7 +111,8 @@ class ConversationConsumer(DirectWebsocketConsumer):
         self.node.connections.add(self)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._watch()), loop.create_task(self._send_forever())]
-        await self.perform(self.state.admit(self.remote_addr))
+        # The address's bucket, not the address: IPv6 is counted by its /64.
+        await self.perform(self.state.admit(address_bucket(self.remote_addr)))
 
     async def disconnect(self, code: int) -> None:
         first = not self.state.closed  # after a server close, that close was counted
@@ -177,7 +179,10 @@ class ConversationConsumer(DirectWebsocketConsumer):
 
     async def _check_limit(self, check: cs.CheckLimit) -> None:
         setting, metric = LIMIT_RULES[check.kind]
-        verdict = await check_limit(ratelimit.hit(check.bucket, ratelimit.rule(setting)))
+        rule = ratelimit.rule(setting)
+        # Redis cannot be asked: this node's share of the limit decides (never "allow all").
+        verdict = await check_limit(ratelimit.hit(check.bucket, rule),
+                                    fallback=lambda: ratelimit.fallback_hit(check.bucket, rule))
         if not verdict.allowed:
             metrics.RATE_LIMITED.labels(metric).inc()
         await self.perform(self.state.limit_checked(check, verdict.allowed, verdict.retry_after_ms))
@@ -293,9 +298,15 @@ class ConversationConsumer(DirectWebsocketConsumer):
         """Counts and logs the end of the socket, once (the first ending, server's or client's)."""
         session = self.session
         metrics.connect_ended(close_code, reason, was_ready=session.connection_id is not None)
-        log.info("connection closed: %s", reason, extra={
-            "close_code": close_code, "seq": self.state.sent_seq,
-            "conversation_id": session.conversation_id, "connection_id": session.connection_id})
+        # Extras, not the bound context: the watchdog and sender tasks that may end the socket
+        # were started before the connect bound its ids. A protocol-level code (1009 from
+        # daphne's size check, 1006...) says its cause, which the close reason cannot.
+        cause = logcontext.close_cause(close_code)
+        extra = {"close_code": close_code, "seq": self.state.sent_seq, "conversation_id": session.conversation_id,
+                 "connection_id": session.connection_id, "client_id": session.client_id}
+        if cause:
+            extra["cause"] = cause
+        log.info("connection closed: %s%s", reason, f" ({close_code}: {cause})" if cause else "", extra=extra)
 
     async def _end(self) -> None:
         """Stops the socket's tasks and releases what it holds. Safe to call more than once."""

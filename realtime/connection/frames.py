@@ -29,10 +29,16 @@ class Frames:
 
     async def post(self, frame: p.SendMessage) -> None:
         socket, session = self.socket, self.session
+        # No fallback: each stored message starts a paid agent run, so runs per user fail
+        # closed (`unavailable`, the client sends the same message again after retry_after_ms).
         verdict = await check_limit(ratelimit.hit_all([
             (f"conv:{session.conversation_id}", ratelimit.rule("REALTIME_RATE_MESSAGES")),
             (f"runs:user:{session.user_id}", ratelimit.rule("REALTIME_RATE_RUNS_USER")),
         ]))
+        if verdict.unchecked:
+            metrics.RATE_LIMITED.labels("unchecked").inc()
+            await socket.perform(socket.state.limit_unchecked(frame.client_msg_id))
+            return
         if not verdict.allowed:
             per_user = verdict.refused_by == 1
             metrics.RATE_LIMITED.labels("runs_per_user" if per_user else "messages").inc()

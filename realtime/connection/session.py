@@ -114,7 +114,8 @@ class Session:
             return
         self.connection_id = opened.connection_id
         self.conversation_id = opened.conversation_id
-        logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id)
+        logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id,
+                        client_id=frame.client_id)
         timer.mark("open_session", loop.time())
         if not await self._still_open():
             return
@@ -138,7 +139,8 @@ class Session:
             plan = ready[0].frame
             metrics.connect_ready(frame.conversation_id is not None, plan["resumed"], plan["replay_count"],
                                   loop.time() - timer.marks[0][1])
-            log.info("connection ready", extra={"seq": opened.last_seq, "resumed": plan["resumed"]})
+            log.info("connection ready", extra={"seq": opened.last_seq, "resumed": plan["resumed"],
+                                                "replay_count": plan["replay_count"]})
         timer.conversation_id = opened.conversation_id
         socket.replay_started(timer, opened.last_seq)
         socket.woken()
@@ -184,16 +186,42 @@ class Session:
             if frame.conversation_id is not None
             else ratelimit.pending_slot_member(owner)
         )
-        verdict = await check_limit(ratelimit.take_connect(
-            f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER"), member,
-            settings.REALTIME_MAX_CONNECTIONS_PER_USER, _slot_lease(), owner=owner,
-        ))
+        creating = frame.conversation_id is None
+        new_conversations = ratelimit.rule("REALTIME_RATE_NEW_CONVERSATIONS_USER") if creating else None
+        verdict = await check_limit(
+            ratelimit.take_connect(
+                f"user:{self.user_id}", ratelimit.rule("REALTIME_RATE_CONNECT_USER"), member,
+                settings.REALTIME_MAX_CONNECTIONS_PER_USER, _slot_lease(), owner=owner,
+                new_conversation=new_conversations,
+            ),
+            fallback=lambda: self._local_limits(new_conversations),
+        )
         if verdict.allowed:
             self.slot = member
         timer.mark("limits", asyncio.get_running_loop().time())
         if verdict.refused_by == 0:
             return await self._passed(verdict, "connect_user", "user")
+        if verdict.refused_by == 2:
+            return await self._passed(verdict, "new_conversations_user", "conversations")
         return await self._passed(verdict, "connections_per_user", "slots")
+
+    def _local_limits(self, new_conversations: buckets.Rule | None) -> buckets.Verdict:
+        """The connect's limits when Redis cannot be asked: this node's share of each, kept in
+        memory (realtime.infra.ratelimit, "when Redis cannot be asked"). The slots are counted
+        among this node's own sockets of the user."""
+        scope = f"user:{self.user_id}"
+        verdict = ratelimit.fallback_hit(scope, ratelimit.rule("REALTIME_RATE_CONNECT_USER"))
+        if not verdict.allowed:
+            return buckets.Verdict(False, verdict.retry_after_ms, 0)
+        if new_conversations is not None:
+            verdict = ratelimit.fallback_hit(f"{scope}:new-conversations", new_conversations)
+            if not verdict.allowed:
+                return buckets.Verdict(False, verdict.retry_after_ms, 2)
+        held = sum(1 for s in _sessions_on(self.socket.node)
+                   if s is not self and s.user_id == self.user_id and s.slot is not None)
+        if held >= ratelimit.fallback_slots(settings.REALTIME_MAX_CONNECTIONS_PER_USER):
+            return buckets.Verdict(False, self.state.limits.unavailable_retry_ms, 1)
+        return buckets.Verdict(True)
 
     async def _passed(self, verdict: buckets.Verdict, metric: str, limit: str) -> bool:
         """After a limit's await: False if the socket closed meanwhile (undone) or the limit
@@ -260,8 +288,12 @@ class Session:
         socket, state = self.socket, self.state
         slot, self.slot = self.slot, None
         if slot is not None:
-            # A no-op for a replaced socket: its successor owns the identity they share.
-            await check_limit(ratelimit.release_slot(f"user:{self.user_id}", slot, owner=socket.channel_name))
+            # A no-op for a replaced socket: its successor owns the identity they share. If Redis
+            # cannot be asked, the slot's lease frees it (it is no longer renewed).
+            try:
+                await ratelimit.release_slot(f"user:{self.user_id}", slot, owner=socket.channel_name)
+            except Exception as exc:  # noqa: BLE001 - warn_failed logs a bug's traceback
+                warn_failed(log, "releasing connection slot failed; its lease will free it", exc=exc)
         feed, self.joined_feed = self.joined_feed, None
         if feed is not None:
             await socket.node.fanout.leave(feed, socket)
@@ -275,6 +307,12 @@ class Session:
                 await db(services.close_connection)(connection_id, code, reason, state.sent_seq)
             except Exception:  # the node reaper closes rows left open
                 log.warning("closing connection row %s failed", connection_id, exc_info=True)
+
+
+def _sessions_on(node: NodeRuntime) -> list[Session]:
+    """The sessions of the node's sockets (each socket of this package holds one)."""
+    sessions = (getattr(socket, "session", None) for socket in list(node.connections))
+    return [session for session in sessions if isinstance(session, Session)]
 
 
 def _slot_lease() -> float:

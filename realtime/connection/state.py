@@ -174,6 +174,7 @@ LIMIT_DETAILS = {
     "user": "too many connection attempts",
     "ip": "too many connection attempts",
     "slots": "too many open connections for this user",
+    "conversations": "too many new conversations started by this user",
 }
 
 
@@ -390,6 +391,12 @@ class ConnectionState:
         the client resends the same message after `retry_after_ms`."""
         detail = "too many agent runs started by this user" if per_user else "too many messages in this conversation"
         return [Send(p.error_frame("rate_limited", detail, client_msg_id, retry_after_ms=retry_after_ms))]
+
+    def limit_unchecked(self, ref: Any) -> list[Action]:
+        """A limit that fails closed could not be checked (Redis unreachable or overloaded): the
+        frame was not processed; the client sends it again after `retry_after_ms`."""
+        return [Send(p.error_frame("unavailable", "the rate limit cannot be checked now; retry", ref,
+                                   retry_after_ms=self.limits.unavailable_retry_ms))]
 
     def conversation_gone(self) -> list[Action]:
         """The conversation was deleted while the socket was open."""

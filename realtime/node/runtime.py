@@ -17,6 +17,7 @@ from django.conf import settings
 
 from realtime.core import metrics
 from realtime.fanout.hub import FanoutHub
+from realtime.fanout.kick import RUN_KICK_GROUP, kick_workers
 from realtime.infra import registry
 from realtime.node import liveness
 from realtime.node.resync import resync_forever
@@ -24,11 +25,6 @@ from realtime.runs.supervisor import RunSupervisor
 from sessions_app import services
 
 log = logging.getLogger(__name__)
-
-# Agent workers listen here, so a web node without a supervisor can hand a new run over at
-# once instead of waiting for a worker's next sweep.
-RUN_KICK_GROUP = "tether.runs.kick"
-
 
 class NodeConnection(Protocol):
     """What the node may call on one of its sockets (realtime.connection.consumer.ConversationConsumer)."""
@@ -125,6 +121,8 @@ class NodeRuntime:
         task.add_done_callback(self._background.discard)
 
     def kick(self, conversation_id: str) -> None:
+        # Without a supervisor, agent workers listen on RUN_KICK_GROUP (realtime/fanout/kick.py):
+        # a web node hands a new run over at once instead of waiting for a worker's next sweep.
         if self.supervisor is not None:
             self.supervisor.kick(conversation_id)
             return
@@ -133,12 +131,7 @@ class NodeRuntime:
         task.add_done_callback(self._background.discard)
 
     async def _kick_workers(self, conversation_id: str) -> None:
-        try:
-            await get_channel_layer().group_send(
-                RUN_KICK_GROUP, {"type": "runs.kick", "conversation_id": conversation_id}
-            )
-        except Exception:  # the workers' sweep finds the run anyway
-            log.warning("kicking agent workers failed", exc_info=True)
+        await kick_workers(conversation_id)  # best effort: the workers' sweep finds the run anyway
 
     def listen_for_kicks(self) -> None:
         """For agent workers: claim runs as soon as a web node announces them."""

@@ -108,7 +108,7 @@ class Acting:
                 self.cursor.expect(first.text_offset, f"tool call {step}")
             except Divergence as exc:
                 raise AgentDiverged(str(exc)) from None
-            return await self._resume(recorded[-1])
+            return await self._resume(recorded)
         try:
             tool = registry.get(call.tool)
         except registry.UnknownTool as exc:
@@ -132,8 +132,15 @@ class Acting:
             raise RunSuspended(f"tool call {step} ({tool.name}) waits for an approval")
         return await self._make(tool, written.call, written.fencing_token)
 
-    async def _resume(self, call: services.CallRecord) -> ToolResult:
+    async def _resume(self, chain: list[services.CallRecord]) -> ToolResult:
         """The step's latest call (its last retry), as the journal has it."""
+        call = chain[-1]
+        if call.status == "denied" and any(c.status == "unknown" for c in chain[:-1]):
+            # A `once` call whose outcome was lost, and the user chose not to call it again:
+            # it may still have happened. The agent is told exactly that.
+            return ToolResult("unknown", None, "outcome unknown: the call may have happened; "
+                              f"calling it again was {_result(call).decision}", _result(call).decision,
+                              chain[0].call_id)
         if call.status in ("ok", "error", "unknown", "denied"):
             return _result(call)
         claim = self.claim

@@ -34,8 +34,20 @@ _CANCEL = object()
 _SUSPENDED = object()  # the run waits for an approval (it holds nothing any more)
 
 
+# What a client reads in `agent.failed` when the agent failed. The cause stays on the server
+# (the log, and the run row's `error` for operators): an upstream's error body can carry its
+# account, its quota, or a piece of someone's prompt (issue 24).
+AGENT_FAILED = "the agent failed; the server logged why"
+# An acting agent that did not repeat its journal after a takeover (nothing was called).
+AGENT_DIVERGED = "the agent could not continue this run after an interruption; the server logged why"
+
+
 class AgentFailure(Exception):
-    pass
+    """The agent failed: `str()` is what the client is told, `detail` what operators see."""
+
+    def __init__(self, public: str, detail: str = "") -> None:
+        super().__init__(public)
+        self.detail = detail
 
 
 class RunSupervisor:
@@ -228,7 +240,7 @@ class RunSupervisor:
         except TimeoutError:
             ended = await self._end(claim, f"agent did not finish within {self.run_timeout:g} s")
         except AgentFailure as exc:
-            ended = await self._end(claim, str(exc) or "agent failed")
+            ended = await self._end(claim, str(exc) or AGENT_FAILED, detail=exc.detail)
         finally:
             metrics.run_ended(ended, asyncio.get_running_loop().time() - claimed_at)
             log.info("run ended: %s", ended, extra={"status": ended})
@@ -239,11 +251,12 @@ class RunSupervisor:
             if producer is not None:
                 producer.cancel()
 
-    async def _end(self, claim: services.ClaimedRun, error: str, cancelled: bool = False) -> str:
+    async def _end(self, claim: services.ClaimedRun, error: str, cancelled: bool = False, detail: str = "") -> str:
         """Ends the run failed (or cancelled); returns how it ended, for the metrics."""
         try:
             await commit_and_publish(
-                services.fail_run, claim.conversation_id, claim.run_id, claim.fencing_token, error, cancelled
+                services.fail_run, claim.conversation_id, claim.run_id, claim.fencing_token, error, cancelled,
+                detail,
             )
         except services.LeaseLost:
             return "lease_lost"
@@ -269,11 +282,12 @@ class RunSupervisor:
             return
         except AgentDiverged as exc:
             log.error("agent diverged from its journal: %s", exc)
-            queue.put_nowait(AgentFailure(f"the agent diverged from its journal: {exc}"))
+            # The detail names tools and arguments: for operators (the log, the run row), not clients.
+            queue.put_nowait(AgentFailure(AGENT_DIVERGED, f"the agent diverged from its journal: {exc}"))
             return
         except Exception as exc:  # reported as agent.failed
             log.warning("agent failed: %s", exc, exc_info=True)
-            queue.put_nowait(AgentFailure(f"{type(exc).__name__}: {exc}"))
+            queue.put_nowait(AgentFailure(AGENT_FAILED, f"{type(exc).__name__}: {exc}"))
             return
         queue.put_nowait(_DONE)
 

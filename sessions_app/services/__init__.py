@@ -50,7 +50,12 @@ from sessions_app.services.event_log import (
     post_user_message,
 )
 from sessions_app.services.nodes import NodeRelease, open_connection_nodes_not_in, release_node
-from sessions_app.services.retention import PruneResult, prune_events
+from sessions_app.services.retention import (
+    AuthPruneResult,
+    PruneResult,
+    prune_connections_and_tokens,
+    prune_events,
+)
 from sessions_app.services.runs import (
     CancelRequested,
     ClaimedRun,
@@ -93,14 +98,16 @@ __all__ = [
     "ApprovalAnswer", "CallRecord", "CallWritten", "Journal", "LocalContext", "ModelCallRecord",
     "approvals_waiting", "begin_call", "call_id_for", "expire_approvals", "finish_call", "give_up_unknown",
     "load_journal", "record_demo_effect", "record_model_call", "resolve_approval", "run_local_call", "start_call",
-    "CancelRequested", "ClaimedRun", "Committed", "ConversationForbidden", "ConversationNotFound", "DeltaWrite",
+    "AuthPruneResult", "CancelRequested", "ClaimedRun", "Committed", "ConversationForbidden", "ConversationNotFound",
+    "DeltaWrite",
     "LeaseLost", "NodeRelease", "OpenedSession", "PostedMessage", "PruneResult", "RunCancelled", "RunContext",
     "ServiceError", "Unauthenticated", "WireFrame", "append_event", "append_run_delta", "append_run_deltas",
     "claim_next_run", "claimable_conversations", "close_connection", "complete_run", "conversation_last_seq",
     "create_conversation", "disconnect_connections", "encode_frame", "events_after", "fail_run", "first_kept_seq",
     "frames_after",
     "get_owned_conversation", "load_run_context", "message_payload", "open_connection_nodes_not_in",
-    "open_session", "post_user_message", "prune_events", "reconcile_acks", "record_ack", "record_auth_refresh",
+    "open_session", "post_user_message", "prune_connections_and_tokens", "prune_events", "reconcile_acks",
+    "record_ack", "record_auth_refresh",
     "release_node", "release_run", "renew_run_lease", "request_cancel", "revoke_sign_in", "revoke_user_sessions",
     "touch_connections",
 ]

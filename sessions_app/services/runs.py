@@ -106,12 +106,16 @@ class RunContext:
 
 def load_run_context(run_id: Any) -> RunContext:
     run = AgentRun.objects.select_related("conversation", "message").get(pk=run_id)
-    history = [
-        {"role": role, "text": text}
-        for role, text in Message.objects.filter(conversation_id=run.conversation_id, seq__lte=run.message.seq)
-        .order_by("seq")
-        .values_list("role", "text")
-    ]
+    # The last REALTIME_AGENT_HISTORY_MESSAGES messages up to the run's own, oldest first: a
+    # long conversation must not send (and pay for) its whole history on every run, nor grow
+    # a run's memory without bound (issue 24). The agent's memory (agent_memory) carries what
+    # must outlive the window.
+    recent = (
+        Message.objects.filter(conversation_id=run.conversation_id, seq__lte=run.message.seq)
+        .order_by("-seq")
+        .values_list("role", "text")[: max(1, settings.REALTIME_AGENT_HISTORY_MESSAGES)]
+    )
+    history = [{"role": role, "text": text} for role, text in reversed(recent)]
     return RunContext(
         run_id=str(run.id),
         conversation_id=str(run.conversation_id),
@@ -311,15 +315,18 @@ def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: 
     return Committed(str(conversation_id), [e.as_frame() for e in events])
 
 
-def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False) -> Committed:
-    """Ends the run failed (or cancelled). Its open tool calls get their one result first."""
+def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False,
+             detail: str = "") -> Committed:
+    """Ends the run failed (or cancelled). Its open tool calls get their one result first.
+    `error` goes to the client (`agent.failed`, the calls' results); `detail`, when given, only
+    to the run row (operators): an upstream's own words stay on the server."""
     with transaction.atomic():
         conversation = lock_conversation(conversation_id)
         run = _owned_run(conversation, run_id, fencing_token)
         entries = journal.settle_open_calls(run, "run cancelled" if cancelled else f"run ended: {error}")
         entries.append(("agent.failed", _failed_payload(run, error, cancelled), run.id))
         events = append_locked(conversation, entries)
-        _finish(run, AgentRun.Status.CANCELLED if cancelled else AgentRun.Status.FAILED, error)
+        _finish(run, AgentRun.Status.CANCELLED if cancelled else AgentRun.Status.FAILED, detail or error)
     return Committed(str(conversation_id), [e.as_frame() for e in events])
 
 

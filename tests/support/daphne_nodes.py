@@ -20,6 +20,12 @@ from tests.support.ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def key_env() -> dict[str, str]:
+    """The keys a server process needs (it refuses to start without SECRET_KEY, project/keys.py):
+    this test process's own, so that the tokens the tests mint are the nodes' tokens."""
+    return {"SECRET_KEY": settings.SECRET_KEY, "JWT_SIGNING_KEY": settings.SIMPLE_JWT["SIGNING_KEY"]}
+
+
 def test_database_url() -> str:
     s = connection.settings_dict
     if s["ENGINE"].endswith("sqlite3"):
@@ -52,6 +58,7 @@ class DaphneNode:
             "PORT": str(self.port),
             "BIND": "127.0.0.1",
             "LOG_LEVEL": "WARNING",
+            **key_env(),
             **self.env,
         }
         self.proc = subprocess.Popen(
