@@ -19,6 +19,7 @@ throttle, not an exact quota (the socket limits in realtime.infra.ratelimit are 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -114,9 +115,12 @@ class TokenPerUsernameThrottle(_Throttle):
 
     def get_cache_key(self, request, view) -> str | None:
         try:
-            username = request.data.get("username")
+            data = request.data
         except APIException:  # unparseable body: the view answers 400 or 415 itself
             return None
+        if not isinstance(data, Mapping):  # a JSON list or scalar: the view answers 400
+            return None
+        username = data.get("username")
         if not isinstance(username, str) or not username:
             return None
         return self.key_for(username.strip().lower()[:150])

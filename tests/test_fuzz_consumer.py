@@ -44,6 +44,7 @@ VALID = [
     {"type": "ack", "seq": 1},
     {"type": "cancel", "run_id": str(uuid.uuid4())},
     {"type": "auth.refresh", "access": "x"},
+    {"type": "approval.respond", "call_id": str(uuid.uuid4()), "decision": "approve"},
 ]
 hostile = st.one_of(st.text(max_size=120), frames.map(json.dumps), *(_mutations(v) for v in VALID)).filter(
     lambda raw: raw != "" and _invalid(raw)  # the test communicator cannot send an empty text frame
@@ -65,6 +66,7 @@ def _counts() -> tuple[int, int, int, int]:
 async def test_hostile_frames_get_documented_errors_and_write_nothing(batch, node_app, token, settings):
     settings.REALTIME_BAD_FRAME_LIMIT = 1000  # keep the socket open to see every answer
     settings.REALTIME_RATE_CONNECT_USER = (100_000, 60)  # one connection per example
+    settings.REALTIME_RATE_NEW_CONVERSATIONS_USER = (100_000, 60)  # each starts a conversation
     client = WSClient(node_app)
     await client.connect(token)
     before = await database_sync_to_async(_counts)()

@@ -249,3 +249,26 @@ def test_the_default_waves_are_small_and_frequent(settings):
     rate stays 125 sockets/s, so a node with many sockets drains as fast as before."""
     assert (settings.REALTIME_DRAIN_BATCH, settings.REALTIME_DRAIN_BATCH_INTERVAL) == (5, 0.04)
     assert round(settings.REALTIME_DRAIN_BATCH / settings.REALTIME_DRAIN_BATCH_INTERVAL) == 125
+
+
+async def test_a_drained_process_stuck_after_its_loop_stopped_still_exits(cluster, monkeypatch, caplog):
+    """Issue 25's CI runs: a drained node still up 15 s after the signal, although the bound
+    above existed. It was a timer of the event loop, and the reactor stops the loop: a process
+    then stuck in its exit (waiting for a thread) never saw it fire. The bound is a thread now.
+    Here the loop is busy with something that never yields, as a stopped loop runs nothing."""
+    node, _ = cluster("node-a")
+    monkeypatch.setattr(drain, "SHUTDOWN_LIMIT", 0.2)
+    exited = threading.Event()
+    codes: list[int] = []
+
+    def exit_process(code: int) -> None:
+        codes.append(code)
+        exited.set()
+
+    await asyncio.wait_for(Drainer(node, grace=0, stop_server=lambda: None, exit_process=exit_process).drain(), 10)
+    # The loop runs nothing from here: it waits on a thread's event, without yielding.
+    assert exited.wait(timeout=5), "no exit while the loop was blocked"
+    monkeypatch.undo()
+    assert codes == [0]
+    assert "shutdown still waits 0.2 s after the drain" in caplog.text
+    assert "Threads:" in caplog.text and "MainThread at" in caplog.text

@@ -67,3 +67,13 @@ def test_a_valid_limit_and_offset_still_page(user):
         services.post_user_message(conversation.pk, uuid.uuid4(), f"m{i}")
     page = api(user).get(f"/api/conversations/{conversation.pk}/messages/", {"limit": "1", "offset": "1"}).json()
     assert [m["text"] for m in page["results"]] == ["m1"] and page["count"] == 3
+
+
+@pytest.mark.parametrize("body", ["[null, null]", '"demo"', "42"])
+def test_a_sign_in_body_that_is_not_an_object_is_a_400_not_a_throttle_failure(body):
+    """Schemathesis found it: the per-username throttle read `.get` on a JSON list, and since
+    sign-in throttles fail closed (issue 24) the error became a 503."""
+    from django.test import Client
+
+    response = Client().post("/api/auth/token/", body, content_type="application/json")
+    assert response.status_code == 400, response.content
