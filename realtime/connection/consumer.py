@@ -245,6 +245,8 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
             await self.close(code=close.reason.close_code)
             if close.reason.abort and self.flow is not None:
                 self.flow.abort()
+            elif close.reason.drop and self.flow is not None:
+                self.flow.drop()
         except Exception:  # the peer may already be gone
             log.debug("close of %s failed", self.channel_name, exc_info=True)
         await self._end()
