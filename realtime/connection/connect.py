@@ -22,6 +22,7 @@ from realtime.fanout import publish as fanout
 from realtime.fanout.hub import FanoutUnavailable
 from realtime.infra import logcontext, ratelimit
 from realtime.infra.db import db
+from realtime.infra.outage import DATABASE
 from realtime.infra.transient import warn_failed
 from sessions_app import services, tokens
 
@@ -47,25 +48,32 @@ class ConnectSteps:
         self.state.identified(identity.expires_at)
         self._watchdog_wake.set()
         timer.mark("token", loop.time())
+        if DATABASE.refusing():  # known to be out: no limit taken, no feed joined for nothing
+            await self._database_unavailable()
+            return
         if not await self._limits_and_feed(frame, timer):
             return
         timer.mark("join", loop.time())
-        try:
-            opened = await db(services.open_session)(
-                user_id=identity.user_id,
-                conversation_id=frame.conversation_id,
-                client_id=frame.client_id,
-                channel_name=self.channel_name,
-                node=self.node.node_id,
-                remote_addr=self.remote_addr,
-                resumed_from_seq=frame.last_seq,
-                token_sid=identity.standing.sid,
-                token_generation=identity.standing.generation,
-                replay_limit=min(FIRST_REPLAY_BATCH, self.state.limits.replay_batch),
-            )
-        except services.ServiceError as exc:
-            await self._perform(self.state.connect_failed(exc.code, str(exc)))
-            return
+        with DATABASE.admit() as admitted:
+            if not admitted:
+                await self._database_unavailable()
+                return
+            try:
+                opened = await db(services.open_session)(
+                    user_id=identity.user_id,
+                    conversation_id=frame.conversation_id,
+                    client_id=frame.client_id,
+                    channel_name=self.channel_name,
+                    node=self.node.node_id,
+                    remote_addr=self.remote_addr,
+                    resumed_from_seq=frame.last_seq,
+                    token_sid=identity.standing.sid,
+                    token_generation=identity.standing.generation,
+                    replay_limit=min(FIRST_REPLAY_BATCH, self.state.limits.replay_batch),
+                )
+            except services.ServiceError as exc:
+                await self._perform(self.state.connect_failed(exc.code, str(exc)))
+                return
         self.connection_id = opened.connection_id
         self.conversation_id = opened.conversation_id
         logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id)
@@ -104,6 +112,13 @@ class ConnectSteps:
         # the new socket need not wait for a Redis round trip (on a busy node each one waits
         # for the loop).
         await fanout.tell(opened.conversation_id, "replaced", opened.replaced_channels)
+
+    async def _database_unavailable(self) -> None:
+        """While the database is out, one connect of the process at a time tries it (within
+        REALTIME_DB_TIMEOUT); the others are told at once to resume after `retry_after_ms`,
+        instead of queueing for the database threads behind calls that wait for their
+        deadline (realtime/infra/outage.py)."""
+        await self._perform(self.state.connect_failed("unavailable", "database unavailable; resume shortly"))
 
     async def _limits_and_feed(self, frame: p.Connect, timer: PhaseTimer) -> bool:
         """The limits, then (for a resume) the live feed; False if the connect ends here.

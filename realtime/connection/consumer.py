@@ -37,7 +37,8 @@ from realtime.core.wake import Wake
 from realtime.core.wire import dumps
 from realtime.infra import logcontext, ratelimit
 from realtime.infra.db import db
-from realtime.infra.transient import TRANSIENT_ERRORS
+from realtime.infra.transient import warn_failed
+from realtime.node.resync import UnclosedRow, close_row
 from realtime.node.runtime import NodeRuntime
 from sessions_app import services
 
@@ -185,9 +186,8 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
                     self._replayed()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the client resumes; nothing is lost
-            transient = isinstance(exc, TRANSIENT_ERRORS)
-            log.warning("sending to %s failed: %s", self.channel_name, exc, exc_info=not transient)
+        except Exception as exc:  # noqa: BLE001 - the client resumes, nothing is lost; warn_failed logs a bug's traceback
+            warn_failed(log, "reading the log for a socket failed; it is told to resume", exc=exc)
             await self._perform(self.state.failed("the server could not read the event log; resume"))
 
     async def _read(self, step: cs.ReadLog) -> list[tuple[int, str]]:
@@ -286,13 +286,13 @@ class ConversationConsumer(ConnectSteps, FrameHandlers, DirectWebsocketConsumer)
         connection_id, self.connection_id = self.connection_id, None
         if connection_id is not None:
             code, reason = self.state.ended or (None, "closed")
+            row = UnclosedRow(connection_id, self.conversation_id, self.state.unflushed_ack(), code, reason,
+                              self.state.sent_seq)
             try:
-                ack = self.state.unflushed_ack()
-                if ack is not None:
-                    await db(services.record_ack)(connection_id, self.conversation_id, ack)
-                await db(services.close_connection)(connection_id, code, reason, self.state.sent_seq)
-            except Exception:  # the node reaper closes rows left open
-                log.warning("closing connection row %s failed", connection_id, exc_info=True)
+                await close_row(row)
+            except Exception as exc:  # noqa: BLE001 - the node's resync closes it later; warn_failed logs a bug's traceback
+                warn_failed(log, "closing a connection row failed; the resync closes it", exc=exc)
+                self.node.unclosed_rows.append(row)
 
     # --- the node's view (realtime.node.runtime.NodeConnection) -------------------------------------
 

@@ -31,8 +31,10 @@ class FrameHandlers:
             raise
         except Exception as exc:  # reported to the client, never a 1011
             transient = isinstance(exc, TRANSIENT_ERRORS)
-            log.log(logging.WARNING if transient else logging.ERROR, "%s of %s failed",
-                    handler.__name__, self.channel_name, exc_info=not transient)
+            if transient:  # one line at most per second, none during an outage already logged
+                warn_failed(log, f"{handler.__name__.lstrip('_')} failed; the client was told to retry", exc=exc)
+            else:
+                log.error("%s of %s failed", handler.__name__, self.channel_name, exc_info=True)
             if handler == self._connect:
                 await self._perform(self.state.connect_failed("unavailable", "service unavailable; resume shortly"))
             else:
