@@ -15,6 +15,7 @@ import json
 import math
 import os
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -240,6 +241,9 @@ class BenchRun:
         # A SIGTERM to the benchmark unwinds like Ctrl-C, so the cleanup below still runs.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+        # Nodes refuse to start without a key (project/keys.py); the benchmark's own tokens
+        # must be theirs: one key for the run, handed down through the environment.
+        os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
         os.environ["DATABASE_URL"] = prepare_database(self.pg, self.db_name)
         os.environ["REDIS_KEY_PREFIX"] = self.prefix
         # Tokens the benchmark mints must outlive the run (the node checks their exp claim).

@@ -100,10 +100,20 @@ def append_run(conversation_id: str, count: int, text: str) -> int:
     return events[-1].seq
 
 
+async def wait_true(page, expression: str, timeout: float = 30.0) -> None:
+    """Polls `expression` with `evaluate`: the page's Content-Security-Policy (no 'unsafe-eval')
+    refuses Playwright's `wait_for_function`, which evaluates a string in the page."""
+    deadline = time.monotonic() + timeout
+    while not await page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expression} still false after {timeout} s")
+        await asyncio.sleep(0.01)
+
+
 async def open_conversation(page, base: str, conversation_id: str) -> None:
     await page.goto(f"{base}/#c={conversation_id}")
     await page.wait_for_selector("#badge[data-state=connected]")
-    await page.wait_for_function(f"window.tether && window.tether.conversationId === {conversation_id!r}")
+    await wait_true(page, f"window.tether && window.tether.conversationId === {conversation_id!r}")
 
 
 async def one_rep(page, base: str, owner_id: int, mode: str, args) -> tuple[float, float, str | None]:
@@ -125,7 +135,7 @@ async def one_rep(page, base: str, owner_id: int, mode: str, args) -> tuple[floa
         await page.reload()
     else:
         await page.context.set_offline(False)
-    await page.wait_for_function("window.__doneAt !== undefined", timeout=60_000)
+    await wait_true(page, "window.__doneAt !== undefined", timeout=60.0)
     done_at = await page.evaluate("window.__doneAt")
     ready_at = await page.evaluate("window.__readyAt")
     shown = await page.evaluate(LAST_ANSWER)

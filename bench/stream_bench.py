@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -183,6 +184,8 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+    # The nodes and workers refuse to start without a key (project/keys.py); one for the run.
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     os.environ["DATABASE_URL"] = prepare_database(args.pg, "tether_bench")
     prefix = f"bench-{os.getpid()}"
     env = {

@@ -3,6 +3,7 @@
 import logging
 import math
 import os
+import secrets
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -16,10 +17,23 @@ from realtime.infra.logcontext import logging_config
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-_DEV_SECRET = "insecure-dev-only-secret-key-set-SECRET_KEY-in-production"
-SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET)
-if SECRET_KEY == _DEV_SECRET and env_bool("TETHER_PRODUCTION", False):
+# Production: both keys explicit and distinct, the HTTP hardening below on by default.
+PRODUCTION = env_bool("TETHER_PRODUCTION", False)
+# No key is published with the code (issue 24: a dev key in the repository let anyone who read it
+# mint an access token of any user). Without SECRET_KEY this process makes a random one: a
+# management command (migrate, createsuperuser, the tests) needs no stable key, and every
+# server refuses to start on it unless DJANGO_DEBUG=1 (project/keys.py). `make demo` stores a
+# generated key locally (scripts/demo.sh).
+SECRET_KEY_IS_EXPLICIT = bool(env_str("SECRET_KEY", ""))
+if not SECRET_KEY_IS_EXPLICIT and PRODUCTION:
     raise ImproperlyConfigured("SECRET_KEY must be set when TETHER_PRODUCTION=1")
+SECRET_KEY = env_str("SECRET_KEY", "") or secrets.token_urlsafe(50)
+# The key access and refresh tokens are signed with: its own in production, so that rotating one
+# does not rotate the other and a leak of one (a session cookie forged) is not a token minted.
+JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY", "")
+if PRODUCTION and (not JWT_SIGNING_KEY or JWT_SIGNING_KEY == SECRET_KEY):
+    raise ImproperlyConfigured("JWT_SIGNING_KEY must be set, and differ from SECRET_KEY, when TETHER_PRODUCTION=1")
+JWT_SIGNING_KEY = JWT_SIGNING_KEY or SECRET_KEY
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 
@@ -36,13 +50,18 @@ INSTALLED_APPS = [
     "channels",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "corsheaders",
     "sessions_app",
     "realtime",
     "demo",
 ]
 
 MIDDLEWARE = [
+    # First: it answers CORS preflights, and every response under /api/ gets its headers.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every page: the demo, the admin, Swagger UI (project/csp.py).
+    "project.csp.ContentSecurityPolicyMiddleware",
     # Serves the admin's static files from daphne without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -51,6 +70,31 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# --- HTTP hardening (docs/security.md). TLS ends at the balancer (deploy/haproxy.cfg), which
+# sets X-Forwarded-Proto; nodes must be reachable only through it. On by default in production.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("TLS_PROXY_HEADER", PRODUCTION) else None
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+# The balancer's and Prometheus' plain-HTTP calls to a node itself are not redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+# Origins (scheme://host[:port]) allowed to POST forms to the admin besides the host itself.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+X_FRAME_OPTIONS = "DENY"
+# `manage.py check --deploy` runs in CI with production settings (.ci/run); these two warnings
+# are the operator's choice, not the project's:
+SILENCED_SYSTEM_CHECKS = [
+    # HSTS for every subdomain: only the owner of the domain knows that each of them is HTTPS
+    # (SECURE_HSTS_INCLUDE_SUBDOMAINS=1 turns it on).
+    "security.W005",
+    # The HSTS preload list is a commitment to browsers that is slow to undo; the operator opts
+    # in (SECURE_HSTS_PRELOAD=1) after submitting the domain.
+    "security.W021",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -95,8 +139,13 @@ elif os.environ.get("TEST_DB_NAME"):
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Checked wherever a password is chosen (the admin, createsuperuser, changepassword, the
+# password forms): long enough, not one of the 20,000 most common, not close to the username,
+# names or email (ASVS V2.1).
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -188,6 +237,9 @@ REALTIME_RATE_CONNECT_IP = _limit("REALTIME_RATE_CONNECT_IP", "120/60")
 REALTIME_RATE_MESSAGES = _limit("REALTIME_RATE_MESSAGES", "30/60")  # per conversation
 # Agent runs started per user, over all conversations (each message starts one; runs cost money).
 REALTIME_RATE_RUNS_USER = _limit("REALTIME_RATE_RUNS_USER", "60/60")
+# Conversations created per user by `connect` with conversation_id null (REST has its own,
+# API_THROTTLE_CONVERSATIONS): each is a row, and a socket skipped the REST throttle.
+REALTIME_RATE_NEW_CONVERSATIONS_USER = _limit("REALTIME_RATE_NEW_CONVERSATIONS_USER", "30/60")
 REALTIME_RATE_FRAMES = _limit("REALTIME_RATE_FRAMES", "60/10")  # per connection, in memory
 REALTIME_MAX_CONNECTIONS_PER_USER = env_int("REALTIME_MAX_CONNECTIONS_PER_USER", 20)
 # Frames over the limit get an error; this many more in a row and the socket is closed 4429.
@@ -217,6 +269,8 @@ API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 500)
 API_THROTTLE_TOKEN_IP = env_str("API_THROTTLE_TOKEN_IP", "20/min")
 API_THROTTLE_TOKEN_USERNAME = env_str("API_THROTTLE_TOKEN_USERNAME", "10/min")
 API_THROTTLE_CONVERSATIONS = env_str("API_THROTTLE_CONVERSATIONS", "60/min")
+# Token refreshes per client address (each locks a row and writes two).
+API_THROTTLE_REFRESH_IP = env_str("API_THROTTLE_REFRESH_IP", "60/min")
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "throttle": {
@@ -261,11 +315,19 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": env_bool("BLACKLIST_AFTER_ROTATION", True),
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
-    "SIGNING_KEY": env_str("JWT_SIGNING_KEY", SECRET_KEY),
+    "SIGNING_KEY": JWT_SIGNING_KEY,
     # Sign-in ids (`sid`) and token generations (`gen`), and the revocation checks on refresh.
     "TOKEN_OBTAIN_SERIALIZER": "sessions_app.auth_api.SignInSerializer",
     "TOKEN_REFRESH_SERIALIZER": "sessions_app.auth_api.StandingRefreshSerializer",
 }
+
+# A used (rotated) refresh token presented again within this many seconds is refused (two tabs
+# racing one chain); after it, its whole sign-in is revoked: someone holds a copy (RFC 9700
+# section 4.14.2; sessions_app/tokens.py).
+REFRESH_TOKEN_REUSE_GRACE = env_float("REFRESH_TOKEN_REUSE_GRACE", 30.0)
+# No token of a sign-in outlives its start (`auth_time`) by more than this, however often it is
+# rotated: then the user signs in again with the password.
+SIGN_IN_MAX_AGE = env_int("SIGN_IN_MAX_AGE", 7 * 86400)
 
 # --- The realtime protocol ----------------------------------------------------------------
 REALTIME_NODE_ID = env_str("REALTIME_NODE_ID", f"{socket.gethostname()}-{os.getpid()}")
@@ -295,15 +357,39 @@ REALTIME_RESYNC_INTERVAL = env_float("REALTIME_RESYNC_INTERVAL", 10.0)
 # tenth of a streaming node's database time at 100 streams.
 REALTIME_ACK_FLUSH_INTERVAL = env_float("REALTIME_ACK_FLUSH_INTERVAL", 30.0)
 # Origins allowed for browser sockets (those that send Origin); default: ALLOWED_HOSTS.
+# The same origins get CORS on the REST API (realtime/server/cors.py decides through
+# django-cors-headers' signal, so both follow this one setting).
 REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/api/"
 
 # Retention of the event log (see `manage.py prune_events`).
 REALTIME_RETENTION_ACKED_DAYS = env_float("REALTIME_RETENTION_ACKED_DAYS", 7)
 REALTIME_RETENTION_UNACKED_DAYS = env_float("REALTIME_RETENTION_UNACKED_DAYS", 30)
+# Closed connection rows are kept this long (`manage.py prune_connections_and_tokens`).
+REALTIME_RETENTION_CONNECTIONS_DAYS = env_float("REALTIME_RETENTION_CONNECTIONS_DAYS", 30)
 
 # --- Agents ------------------------------------------------------------------------------
 REALTIME_AGENT = env_str("REALTIME_AGENT", "realtime.agents.demo.DemoAgent")
+# A run hands its agent (and the model) at most this many of the conversation's latest messages,
+# its own included.
+REALTIME_AGENT_HISTORY_MESSAGES = env_int("REALTIME_AGENT_HISTORY_MESSAGES", 100)
 REALTIME_DEMO_AGENT_DELAY_MS = env_int("REALTIME_DEMO_AGENT_DELAY_MS", 40)
+# Tools agents may call: dotted paths of realtime.tools.registry.Tool objects; set to an empty
+# value for none (an agent whose model rejects a `tools` field).
+REALTIME_TOOLS = (
+    env_list("REALTIME_TOOLS", ["realtime.tools.demo.effect", "realtime.tools.demo.transfer"])
+    if os.environ.get("REALTIME_TOOLS") != "" else []
+)
+# Every tool call's bound, seconds: a timeout is an `error` result (`unknown` for a `once` tool).
+REALTIME_TOOL_TIMEOUT = env_float("REALTIME_TOOL_TIMEOUT", 30.0)
+# How long an approval waits for a person's decision before it expires, seconds.
+REALTIME_APPROVAL_TIMEOUT = env_float("REALTIME_APPROVAL_TIMEOUT", 600.0)
+# A tool result larger than this (JSON bytes) is kept whole for the agent but not sent to
+# clients: its `agent.tool_result` says `truncated`.
+REALTIME_TOOL_RESULT_MAX_BYTES = env_int("REALTIME_TOOL_RESULT_MAX_BYTES", 16384)
+# Where the demo's tools POST (`demo.effect`, `demo.transfer`); unset: `demo.effect` writes a
+# row in Tether's database instead (a `local` tool) and `demo.transfer` calls nothing.
+REALTIME_DEMO_EFFECT_URL = env_str("REALTIME_DEMO_EFFECT_URL", "")
 REALTIME_DELTA_COALESCE_MS = env_int("REALTIME_DELTA_COALESCE_MS", 50)
 # Under load the window grows (twice a group commit's recent duration), up to this.
 REALTIME_DELTA_COALESCE_MAX_MS = env_int("REALTIME_DELTA_COALESCE_MAX_MS", 150)
@@ -316,5 +402,8 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 60.0)
+# Model requests one run of the OpenAI-compatible agent may send (each tool round trip is one
+# more); the last is sent with tool_choice "none", so the model answers in text.
+REALTIME_AGENT_MAX_TURNS = env_int("REALTIME_AGENT_MAX_TURNS", 8)
 
 TEST_RUNNER = "project.test_runner.PytestRunner"

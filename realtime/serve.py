@@ -56,6 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     import django
 
     django.setup()
+    from django.core.exceptions import ImproperlyConfigured
+
+    from project.keys import require_explicit_keys
+
+    try:
+        require_explicit_keys("python -m realtime.serve")
+    except ImproperlyConfigured as exc:
+        raise SystemExit(str(exc)) from None
     import daphne.server  # noqa: F401 - installs Twisted's asyncio reactor before anything else picks one
     from django.conf import settings
 

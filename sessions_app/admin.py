@@ -1,14 +1,16 @@
-"""Operators' view: conversations, the event log ("queued messages"), runs, connections.
-Everything that carries seq or ownership state is read-only: editing it would break the
-invariants the protocol relies on."""
+"""Operators' view: conversations, the event log ("queued messages"), runs, connections, and
+what agents do (tool calls, approvals, the demo's effects). Everything that carries seq or
+ownership state is read-only: editing it would break the invariants the protocol relies on."""
+
+import json
 
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
-from django.db.models import Count, Max, OuterRef, Subquery
+from django.db.models import Case, Count, F, IntegerField, Max, OuterRef, Subquery, Value, When
 
 from sessions_app import admin_actions
-from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
+from sessions_app.models import AgentRun, Approval, Connection, Conversation, DemoEffect, Event, Message, ToolCall
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -122,6 +124,61 @@ class AgentRunAdmin(admin_actions.OperatorActions, ReadOnlyAdmin):
                     "next_index", "created_at", "started_at", "finished_at"]
     list_filter = ["status", "node"]
     search_fields = ["id", "conversation__id", "node"]
+
+
+# --- what agents do: the tool journal, approvals, the demo's effects -----------------------
+# Read-only like the log: a journal row edited by hand would make a continued run call a tool
+# again, or skip one (services/tools.py owns every write). Approvals are decided through the
+# actions below, which go through the same service as a socket's `approval.respond`.
+
+
+@admin.register(ToolCall)
+class ToolCallAdmin(ReadOnlyAdmin):
+    list_display = ["id", "tool", "effect", "status", "run", "step", "retry", "attempts", "started_token",
+                    "created_at", "finished_at"]
+    list_filter = ["status", "tool", "effect"]
+    # By call id (the wire's `call_id`, also its effect key) or run id.
+    search_fields = ["id", "run__id", "conversation__id"]
+    list_select_related = ["run"]
+    readonly_fields = ["effect_key"]
+
+    @admin.display(description="effect key (Idempotency-Key)")
+    def effect_key(self, obj: ToolCall) -> str:
+        return obj.effect_key
+
+
+@admin.register(Approval)
+class ApprovalAdmin(admin_actions.OperatorActions, ReadOnlyAdmin):
+    actions = [admin_actions.approve_approvals, admin_actions.deny_approvals]
+    list_display = ["call_id", "tool", "arguments", "status", "reason", "expires_at", "decided_by", "decided_at",
+                    "run", "conversation", "created_at"]
+    list_filter = ["status", "reason"]
+    search_fields = ["call__id", "run__id", "conversation__id", "decided_by"]
+    list_select_related = ["call", "run", "conversation"]
+    # Pending first, the soonest to expire first; then the decided ones, newest first.
+    ordering = [
+        Case(When(status=Approval.Status.PENDING, then=Value(0)), default=Value(1), output_field=IntegerField()).asc(),
+        Case(When(status=Approval.Status.PENDING, then=F("expires_at"))).asc(nulls_last=True),
+        "-created_at",
+    ]
+
+    @admin.display(description="tool", ordering="call__tool")
+    def tool(self, obj: Approval) -> str:
+        return obj.call.tool
+
+    @admin.display(description="arguments")
+    def arguments(self, obj: Approval) -> str:
+        return json.dumps(obj.call.arguments, ensure_ascii=False)[:120]
+
+
+@admin.register(DemoEffect)
+class DemoEffectAdmin(ReadOnlyAdmin):
+    """The demo agent's `local` effects (`effect K` without REALTIME_DEMO_EFFECT_URL): one row per
+    effect, so a second row for one call would be a duplicate effect."""
+
+    list_display = ["created_at", "n", "call_id", "run_id", "conversation"]
+    search_fields = ["call_id", "run_id", "conversation__id"]
+    list_select_related = ["conversation"]
 
 
 class OpenFilter(admin.SimpleListFilter):

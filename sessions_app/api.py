@@ -4,6 +4,8 @@ a test keeps the two equal."""
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -13,13 +15,14 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.views import SpectacularSwaggerSplitView
 from rest_framework import generics, serializers
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.views import TokenObtainPairView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from project.csp import allow_own_inline
 from realtime.infra.db import bounded
 from realtime.infra.outage import DATABASE
 from sessions_app import (
@@ -27,7 +30,15 @@ from sessions_app import (
     services,
 )
 from sessions_app.models import Conversation, Event, Message
-from sessions_app.throttles import ConversationCreateThrottle, TokenPerAddressThrottle, TokenPerUsernameThrottle
+from sessions_app.pagination import strict_int
+from sessions_app.throttles import (
+    ConversationCreateThrottle,
+    RefreshPerAddressThrottle,
+    TokenPerAddressThrottle,
+    TokenPerUsernameThrottle,
+)
+
+log = logging.getLogger(__name__)
 
 
 class ConversationSerializer(serializers.ModelSerializer):
@@ -60,18 +71,29 @@ class NodeSerializer(serializers.Serializer):
     ws_url = serializers.CharField(help_text="the WebSocket URL clients should use for this node")
 
 
-def strict_int(raw: str, name: str) -> int:
-    """A non-negative integer in ASCII digits. `str.isdigit` also accepts '²' or '٣', which
-    int() then refuses (the HTTP 500 found in issue 9), or reads as another number."""
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise ValidationError({name: ["must be a non-negative integer"]})
-    return int(raw)
+class SwaggerUI(SpectacularSwaggerSplitView):
+    """Swagger UI at /api/docs/ under the Content-Security-Policy: its script from a URL of its
+    own, its page (template and settings only) with its inline style allowed by hash."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if request.GET.get("script") is not None or response.status_code != 200:
+            return response
+        return allow_own_inline(response)  # renders it: the hashes are of what is sent
 
 
 class ThrottledTokenObtainPairView(TokenObtainPairView):
     """`POST /api/auth/token/`, limited per client address and per username."""
 
     throttle_classes = [TokenPerAddressThrottle, TokenPerUsernameThrottle]
+
+
+class ThrottledTokenRefreshView(TokenRefreshView):
+    """Rotates a refresh token: a new access token and a new refresh token; the one sent is
+    used up. A used refresh token presented again after REFRESH_TOKEN_REUSE_GRACE ends its
+    whole sign-in; no sign-in is refreshed past SIGN_IN_MAX_AGE. Limited per client address."""
+
+    throttle_classes = [RefreshPerAddressThrottle]
 
 
 def owned_conversation(request: Request, conversation_id: str) -> Conversation:
@@ -154,7 +176,9 @@ class NodeList(APIView):
         try:
             nodes = async_to_sync(live_nodes)()
         except redis.RedisError as exc:
-            return Response({"detail": f"node registry unavailable: {exc}"}, status=503)
+            # The client learns that discovery is down, not Redis' address or its words.
+            log.warning("node registry unavailable for discovery: %s", exc)
+            return Response({"detail": "node registry unavailable; retry shortly"}, status=503)
         return Response({"nodes": [{"node": n.node, "ws_url": n.ws_url} for n in nodes]})
 
 

@@ -34,9 +34,10 @@ class SignInSerializer(TokenObtainPairSerializer):
 
 
 class StandingRefreshSerializer(TokenRefreshSerializer):
-    """Refresh (with rotation) through the one token module: refused once the token's sign-in
-    or user was revoked."""
+    """Refresh (with rotation): refused once the token's sign-in or user was revoked."""
 
+    # The docstring above is the schema's description (docs/openapi.yaml); the rotation itself
+    # is the one token module's (sessions_app/tokens.py, shared with the socket).
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         try:
             rotated = tokens.rotate(attrs["refresh"])

@@ -89,11 +89,18 @@ class AgentRun(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
+        # Waiting for a person's decision on a tool call (an Approval): no lease, no node, no
+        # task anywhere. The decision (or its expiry) queues the run again.
+        WAITING = "waiting"
         COMPLETED = "completed"
         FAILED = "failed"
         CANCELLED = "cancelled"
 
+    # What a node may claim.
     ACTIVE = (Status.QUEUED, Status.RUNNING)
+    # Not finished: the runs of a conversation execute one at a time in message order, so a
+    # waiting run holds back every later run of its conversation.
+    UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.WAITING)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="runs")
@@ -113,6 +120,10 @@ class AgentRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Time spent waiting for approvals does not count towards REALTIME_RUN_TIMEOUT: a run
+    # waiting 10 minutes for a person must not time out when it continues.
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    waited_seconds = models.FloatField(default=0.0)
 
     class Meta:
         ordering = ["conversation", "created_at"]
@@ -123,6 +134,142 @@ class AgentRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.id} ({self.status})"
+
+
+class ToolCall(models.Model):
+    """One tool call of a run: the journal row (docs/architecture.md, "Tools"). Recorded before
+    it starts (`intent` when it waits for an approval, else `started`), then its outcome. A run
+    continued by another node reads these rows and never calls again a tool whose result is
+    recorded. Written only by sessions_app/services/tools.py."""
+
+    class Status(models.TextChoices):
+        INTENT = "intent"  # waits for an approval
+        STARTED = "started"  # the call may be under way (or may have happened)
+        OK = "ok"
+        ERROR = "error"
+        UNKNOWN = "unknown"  # a `once` call whose outcome was lost (its node died, or it timed out)
+        DENIED = "denied"  # never made: its approval was denied or expired, or the run was cancelled
+
+    FINISHED = (Status.OK, Status.ERROR, Status.UNKNOWN, Status.DENIED)
+
+    class Effect(models.TextChoices):
+        READ = "read"
+        IDEMPOTENT = "idempotent"
+        LOCAL = "local"
+        ONCE = "once"
+
+    # The call_id of the wire: uuid5 of (run, step, retry), the same on every node and claim.
+    id = models.UUIDField(primary_key=True, editable=False)
+    run = models.ForeignKey(AgentRun, on_delete=models.CASCADE, related_name="tool_calls")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="tool_calls")
+    # The agent's n-th tool call in this run (0-based), and which retry of it: a `once` call
+    # whose outcome was lost is made again only as a new call (retry + 1) a person approved.
+    step = models.IntegerField()
+    retry = models.IntegerField(default=0)
+    tool = models.CharField(max_length=100)
+    # Decided once, when the call is recorded; a takeover never reads it from settings again.
+    effect = models.CharField(max_length=16, choices=Effect.choices)
+    arguments = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    # Length of the run's text when the call was recorded: a continued run must reach the
+    # same call at the same point of its text, or it diverged from its journal.
+    text_offset = models.IntegerField(default=0)
+    # How many times the call was started, and the run's fencing token at the latest start
+    # (the `Tether-Fence` header of that attempt).
+    attempts = models.IntegerField(default=0)
+    started_token = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "step", "retry"]
+        constraints = [models.UniqueConstraint(fields=["run", "step", "retry"], name="uniq_tool_call_step")]
+        indexes = [models.Index(fields=["status", "tool"])]
+
+    def __str__(self) -> str:
+        return f"{self.tool} #{self.step}.{self.retry} ({self.status})"
+
+    @property
+    def effect_key(self) -> str:
+        """The idempotency key of this call: stable across takeovers (no attempt, no fence)."""
+        return str(self.id)
+
+
+class Approval(models.Model):
+    """A person's decision a tool call waits for. At most one per call; the first decision wins."""
+
+    class Reason(models.TextChoices):
+        POLICY = "policy"  # the tool (or its policy) requires it
+        OUTCOME_UNKNOWN = "outcome_unknown"  # call a `once` tool again after its outcome was lost?
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        DENIED = "denied"
+        EXPIRED = "expired"
+
+    call = models.OneToOneField(ToolCall, on_delete=models.CASCADE, primary_key=True, related_name="approval")
+    run = models.ForeignKey(AgentRun, on_delete=models.CASCADE, related_name="approvals")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="approvals")
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    expires_at = models.DateTimeField()
+    # The answering socket's client_id, `timeout`, or `admin`.
+    decided_by = models.CharField(max_length=64, blank=True, default="")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"approval of {self.call_id} ({self.status})"
+
+
+class ModelCall(models.Model):
+    """A completed model request of a run (an LLM call): recorded when its response completed,
+    so a continued run replays the response instead of sending (and paying for) it again."""
+
+    run = models.ForeignKey(AgentRun, on_delete=models.CASCADE, related_name="model_calls")
+    # The agent's n-th model request in this run (0-based).
+    index = models.IntegerField()
+    # sha256 of the request body: a replay with another request is counted (a deploy changed it).
+    request_hash = models.CharField(max_length=64)
+    # {"content": str, "tool_calls": [{"id", "name", "arguments"}], "finish_reason", "usage"?}
+    response = models.JSONField()
+    # Length of the run's text when the request was sent: its content follows from there.
+    text_offset = models.IntegerField(default=0)
+    fencing_token = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "index"], name="uniq_model_call_index")]
+
+    def __str__(self) -> str:
+        return f"model call {self.index} of {self.run_id}"
+
+
+class DemoEffect(models.Model):
+    """What the demo agent's `demo.effect` tool writes when it is a `local` tool (no
+    REALTIME_DEMO_EFFECT_URL): one row per effect. Deliberately without a unique key on the
+    call, so that "exactly once" is the runtime's doing, and a test would see a second row."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="demo_effects")
+    run_id = models.UUIDField()
+    call_id = models.UUIDField()
+    n = models.IntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"effect {self.n} of {self.run_id}"
 
 
 class Connection(models.Model):

@@ -18,7 +18,9 @@ ERROR = {
 VALIDATION = {"type": "object", "additionalProperties": True, "description": "field name -> list of problems"}
 
 # (path, method) -> extra status codes beyond the ones every authenticated operation gets.
-THROTTLED = {("/api/auth/token/", "post"), ("/api/conversations/", "post")}
+THROTTLED = {("/api/auth/token/", "post"), ("/api/auth/token/refresh/", "post"), ("/api/conversations/", "post")}
+# Throttles that fail closed when they cannot be checked (Redis unreachable): 503 + Retry-After.
+FAIL_CLOSED = {("/api/auth/token/", "post")}
 
 
 def _error(description: str, ref: str = "Error") -> dict:
@@ -41,6 +43,12 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
                 responses.setdefault("400", _error("invalid input", "ValidationError"))
             if (path, method) in THROTTLED:
                 responses.setdefault("429", _error("throttled: retry after the Retry-After header's seconds"))
+            if (path, method) in FAIL_CLOSED:
+                responses.setdefault("503", _error("the rate limit cannot be checked for a moment: retry after the "
+                                                   "Retry-After header's seconds"))
+            if path == "/api/auth/token/refresh/":
+                responses.setdefault("401", _error("invalid, expired, already used or revoked refresh token, or a "
+                                                   "sign-in past its maximum age"))
             if path == "/api/auth/token/":
                 responses.setdefault("401", _error("no active account with these credentials"))
     return result

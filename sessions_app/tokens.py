@@ -8,7 +8,9 @@ Design: docs/security.md.
 - **Standing** (`standing_of`, `check_standing`, `revoked_among`): whether a genuine token may
   still be used. Needs the database; callers in async code run it in a database thread.
 - **Rotate** (`rotate`): the one refresh, for `POST /api/auth/token/refresh/` and the socket's
-  `auth.refresh`: each refresh token works once (SimpleJWT's blacklist after rotation).
+  `auth.refresh`: each refresh token works once (SimpleJWT's blacklist after rotation); one
+  presented again after REFRESH_TOKEN_REUSE_GRACE ends its whole sign-in (reuse detection), and
+  no sign-in outlives `auth_time` + SIGN_IN_MAX_AGE.
 - **Revoke** (`revoke_sign_in`, `revoke_user_sessions`).
 
 Revocation is kept apart from rotation. Rotation blacklists each refresh token once it is used,
@@ -40,16 +42,19 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
-from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.exceptions import TokenBackendError, TokenError
 from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
@@ -112,6 +117,8 @@ def is_expired_but_genuine(raw: str) -> bool:
 
 SID_CLAIM = "sid"
 GENERATION_CLAIM = "gen"
+# When the sign-in began (OpenID Connect's name); bounds the sign-in's age (SIGN_IN_MAX_AGE).
+AUTH_TIME_CLAIM = "auth_time"
 
 
 class TokenRevoked(Exception):
@@ -147,9 +154,11 @@ def current_generation(user_id: Any) -> int:
 
 
 def stamp_new_sign_in(token: Any, user: Any) -> Any:
-    """Gives a token minted at login its sign-in id and the user's current generation."""
+    """Gives a token minted at login its sign-in id, the user's current generation and the
+    sign-in's start (`auth_time`)."""
     token[SID_CLAIM] = str(uuid.uuid4())
     token[GENERATION_CLAIM] = current_generation(user.pk)
+    token[AUTH_TIME_CLAIM] = int(time.time())
     return token
 
 
@@ -192,6 +201,15 @@ class RefreshRefused(Exception):
     pass
 
 
+class RefreshTokenReused(TokenRevoked):
+    """A refresh token that was already rotated came back after the grace: someone holds a copy
+    (RFC 9700 section 4.14.2). Its whole sign-in was revoked."""
+
+
+class SignInTooOld(TokenRevoked):
+    """The sign-in is older than SIGN_IN_MAX_AGE: rotation does not extend it; sign in again."""
+
+
 @dataclass(frozen=True)
 class Rotated:
     access: str
@@ -199,36 +217,114 @@ class Rotated:
     refresh: str | None
 
 
+def decode_refresh(raw: str) -> dict[str, Any]:
+    """Signature, expiry and type of a refresh token; not whether it was used (that is read
+    under the row lock). Raises TokenError."""
+    try:
+        claims = token_backend.decode(raw, verify=True)
+    except TokenBackendError as exc:
+        raise TokenError(str(exc)) from None
+    if claims.get(api_settings.TOKEN_TYPE_CLAIM) != "refresh":
+        raise TokenError("Token has wrong type")
+    if api_settings.JTI_CLAIM not in claims:
+        raise TokenError("Token has no id")
+    return claims
+
+
+def lock_outstanding(jti: str) -> None:
+    """Locks the token's outstanding row until the transaction ends: a concurrent use of the
+    same refresh token waits here, then finds it used."""
+    OutstandingToken.objects.select_for_update().filter(jti=jti).first()
+
+
+def used_at_of(jti: str) -> datetime | None:
+    """When the token was blacklisted (used by a rotation, or revoked); None if it was not."""
+    return BlacklistedToken.objects.filter(token__jti=jti).values_list("blacklisted_at", flat=True).first()
+
+
+def _sign_in_started(claims: dict[str, Any]) -> int:
+    """`auth_time`: when the sign-in began (its password was checked). A token minted before the
+    claim existed gets it at its first rotation, so such a sign-in lives at most one more
+    SIGN_IN_MAX_AGE."""
+    started = claims.get(AUTH_TIME_CLAIM)
+    if isinstance(started, int) and not isinstance(started, bool):
+        return started
+    return int(time.time())
+
+
 def rotate(raw: str, user_id: Any = None) -> Rotated:
     """The one refresh (REST and socket): a new access token and, with rotation, a new refresh
-    token; the one sent is used up. Serialised per token: the token's outstanding row is locked,
-    so a concurrent use of the same refresh token waits and then finds it blacklisted. Raises
-    TokenError (invalid, expired, already used), AuthenticationFailed (inactive user),
-    TokenRevoked (its sign-in or user was revoked) or RefreshRefused (`user_id` given and the
-    token is another user's). Touches the database."""
+    token; the one sent is used up. Touches the database.
+
+    - Serialised per token: the token's outstanding row is locked, so a concurrent use of the
+      same refresh token waits and then finds it used (tests/test_refresh_lifecycle.py forces
+      two at once).
+    - Reuse detection (RFC 9700 section 4.14.2): a used refresh token presented again within
+      REFRESH_TOKEN_REUSE_GRACE (two tabs racing one chain) is refused; after it, someone else
+      holds a copy, and the whole sign-in (`sid`) is revoked: every token of it is refused and
+      its sockets close within REALTIME_RESYNC_INTERVAL.
+    - Absolute lifetime: no token of a sign-in outlives `auth_time` + SIGN_IN_MAX_AGE, however
+      often it is rotated.
+
+    Raises TokenError (invalid, expired, already used within the grace), AuthenticationFailed
+    (inactive user), TokenRevoked (its sign-in or user was revoked; RefreshTokenReused,
+    SignInTooOld) or RefreshRefused (`user_id` given and the token is another user's)."""
+    claims = decode_refresh(raw)
+    owner = claims.get(api_settings.USER_ID_CLAIM)
+    if user_id is not None and str(owner) != str(user_id):
+        raise RefreshRefused("refresh token belongs to another user")
+    standing = standing_of(claims, owner)
+    jti = claims[api_settings.JTI_CLAIM]
+    reused = False
     with transaction.atomic():
-        token = RefreshToken(raw)
-        owner = token.get(api_settings.USER_ID_CLAIM)
-        if user_id is not None and str(owner) != str(user_id):
-            raise RefreshRefused("refresh token belongs to another user")
-        # Lock the outstanding row so a concurrent reuse waits, then sees the blacklist.
-        OutstandingToken.objects.select_for_update().filter(jti=token[api_settings.JTI_CLAIM]).first()
-        token = RefreshToken(raw)  # again, under the lock: the blacklist as it is now
-        if owner is not None:
-            user = User.objects.filter(**{api_settings.USER_ID_FIELD: owner}).first()
-            if user is None or not api_settings.USER_AUTHENTICATION_RULE(user):
-                raise AuthenticationFailed("No active account found for the given token.", "no_active_account")
-        check_standing(standing_of(token, owner))
-        access = str(token.access_token)
-        if not api_settings.ROTATE_REFRESH_TOKENS:
-            return Rotated(access=access, refresh=None)
-        if api_settings.BLACKLIST_AFTER_ROTATION:
-            token.blacklist()
-        token.set_jti()
-        token.set_exp()
-        token.set_iat()
-        token.outstand()
-        return Rotated(access=access, refresh=str(token))
+        lock_outstanding(jti)
+        used_at = used_at_of(jti)  # under the lock: as it is now
+        if used_at is not None:
+            check_standing(standing)  # revoked (signed out, ended) says so
+            reused = timezone.now() - used_at > timedelta(seconds=settings.REFRESH_TOKEN_REUSE_GRACE)
+            if not reused:
+                raise TokenError("Token is blacklisted")  # used moments ago: two tabs racing
+        else:
+            rotated = _rotate_unused(raw, claims, owner, standing)
+    if reused:  # outside the refused transaction, so that the revocation commits
+        _revoke_for_reuse(standing)
+        raise RefreshTokenReused("refresh token reused: this sign-in was ended; sign in again")
+    return rotated
+
+
+def _rotate_unused(raw: str, claims: dict[str, Any], owner: Any, standing: Standing) -> Rotated:
+    if owner is not None:
+        user = User.objects.filter(**{api_settings.USER_ID_FIELD: owner}).first()
+        if user is None or not api_settings.USER_AUTHENTICATION_RULE(user):
+            raise AuthenticationFailed("No active account found for the given token.", "no_active_account")
+    check_standing(standing)
+    started = _sign_in_started(claims)
+    ends = started + int(settings.SIGN_IN_MAX_AGE)
+    if ends <= time.time():
+        raise SignInTooOld("this sign-in is older than its maximum age; sign in again")
+    token = RefreshToken(raw, verify=False)  # verified above; not the blacklist read again
+    token[AUTH_TIME_CLAIM] = started
+    access = token.access_token
+    access["exp"] = min(access["exp"], ends)
+    if not api_settings.ROTATE_REFRESH_TOKENS:
+        return Rotated(access=str(access), refresh=None)
+    if api_settings.BLACKLIST_AFTER_ROTATION:
+        token.blacklist()
+    token.set_jti()
+    token.set_exp()
+    token["exp"] = min(token["exp"], ends)
+    token.set_iat()
+    token.outstand()
+    return Rotated(access=str(access), refresh=str(token))
+
+
+def _revoke_for_reuse(standing: Standing) -> None:
+    log.warning("refresh token reused after the grace by user %s: sign-in %s revoked", standing.user_id,
+                standing.sid or "(none: every session)")
+    if standing.sid is not None:
+        revoke_sign_in(standing.user_id, standing.sid, "refresh token reused")
+    else:  # a token without a sign-in id: its lineage cannot be told apart, so all of them go
+        revoke_user_sessions(standing.user_id, "refresh token reused")
 
 
 @dataclass(frozen=True)

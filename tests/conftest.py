@@ -91,6 +91,21 @@ def token(user) -> str:
 
 
 @pytest.fixture
+def agent_delay_ms() -> int:
+    """The demo agent's pause between words under `fast_agent`; a module overrides this
+    fixture for another pace."""
+    return 1
+
+
+@pytest.fixture
+def fast_agent(settings, agent_delay_ms: int) -> None:
+    """The demo agent without its production pace (REALTIME_DEMO_AGENT_DELAY_MS, 40 ms a word):
+    in-process tests wait for whole answers. A module asks for it with
+    `pytest.mark.usefixtures("fast_agent")`."""
+    settings.REALTIME_DEMO_AGENT_DELAY_MS = agent_delay_ms
+
+
+@pytest.fixture
 async def cluster():
     """Builds node applications sharing the database and Redis, as separate server
     processes would; every node is stopped at teardown."""

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from sessions_app import services
-from sessions_app.models import AgentRun, Connection, Conversation, Event, Message
+from sessions_app.models import AgentRun, Approval, Connection, Conversation, DemoEffect, Event, Message, ToolCall
 
 pytestmark = pytest.mark.django_db
 
@@ -129,3 +129,115 @@ def test_editing_a_conversation_does_not_write_back_its_log_counters(admin_clien
     assert conversation.title == "renamed"
     assert conversation.last_seq == Event.objects.filter(conversation=conversation).count() == 2
     assert services.append_event(conversation.pk, "note", {}).seq == 3
+
+
+# --- what agents do: tool calls, approvals, the demo's effects ---------------------------
+
+
+def _approval_waiting(owner, n: int) -> str:
+    """A run of its own conversation waiting for the approval of `demo.transfer n`; its call id."""
+    conversation = services.create_conversation(owner.pk)
+    services.post_user_message(conversation.pk, uuid.uuid4(), f"transfer {n}")
+    claim = services.claim_next_run(conversation.pk, "node-x", 30)
+    return services.begin_call(conversation.pk, claim.run_id, claim.fencing_token, step=0, tool="demo.transfer",
+                               effect="once", arguments={"n": n}, text_offset=0, needs_approval=True).call.call_id
+
+
+@pytest.fixture
+def journal(admin_user, settings):
+    """Two finished calls of one run (an `idempotent` ok, a `local` one with its demo effect), and
+    three approvals: two pending, the earlier of which expires first, then one denied (the newest)."""
+    conversation = services.create_conversation(admin_user.pk, "tools")
+    services.post_user_message(conversation.pk, uuid.uuid4(), "effect 2")
+    claim = services.claim_next_run(conversation.pk, "node-x", 30)
+    args = (conversation.pk, claim.run_id, claim.fencing_token)
+    remote = services.begin_call(*args, step=0, tool="demo.effect", effect="idempotent", arguments={"n": 1},
+                                 text_offset=0)
+    services.finish_call(*args, remote.call.call_id, "ok", result={"n": 1})
+    local = services.run_local_call(*args, step=1, tool="demo.effect", arguments={"n": 2}, text_offset=0,
+                                    fn=lambda ctx, n: services.record_demo_effect(ctx.conversation_id, ctx.run_id,
+                                                                                  ctx.call_id, n) or {"n": n},
+                                    timeout_seconds=5)
+    settings.REALTIME_APPROVAL_TIMEOUT = 60
+    sooner = _approval_waiting(admin_user, 3)
+    settings.REALTIME_APPROVAL_TIMEOUT = 600
+    later = _approval_waiting(admin_user, 2)
+    decided = _approval_waiting(admin_user, 1)
+    services.resolve_approval(Approval.objects.get(call_id=decided).conversation_id, decided, "deny", "tab-1")
+    client = Client()
+    client.force_login(admin_user)
+    return client, {"run": claim.run_id, "remote": remote.call.call_id, "local": local.call.call_id,
+                    "decided": decided, "later": later, "sooner": sooner}
+
+
+def _listed(html: str, ids) -> list[str]:
+    """The ids among `ids` in the order the change list shows them."""
+    found = [(html.find(f"{i}/change/"), i) for i in ids]
+    return [i for at, i in sorted(found) if at >= 0]
+
+
+def test_tool_call_pages_filter_by_status_tool_and_effect_and_search_by_call_or_run(journal):
+    client, ids = journal
+    calls = (ids["remote"], ids["local"], ids["decided"], ids["later"], ids["sooner"])
+    base = "/admin/sessions_app/toolcall/"
+    assert set(_listed(client.get(base).content.decode(), calls)) == set(calls)
+    for query, expected in [
+        ("status__exact=ok", {ids["remote"], ids["local"]}),
+        ("status__exact=intent", {ids["later"], ids["sooner"]}),
+        ("status__exact=denied", {ids["decided"]}),
+        ("effect__exact=local", {ids["local"]}),
+        ("tool=demo.transfer", {ids["decided"], ids["later"], ids["sooner"]}),
+        ("tool=demo.effect&effect__exact=idempotent", {ids["remote"]}),
+        (f"q={ids['local']}", {ids["local"]}),
+        (f"q={ids['run']}", {ids["remote"], ids["local"]}),
+    ]:
+        page = client.get(f"{base}?{query}")
+        assert page.status_code == 200, query
+        assert set(_listed(page.content.decode(), calls)) == expected, query
+    detail = client.get(f"{base}{ids['remote']}/change/").content.decode()
+    assert ids["remote"] in detail and "Idempotency-Key" in detail
+
+
+def test_approvals_are_listed_pending_first_soonest_to_expire_first(journal):
+    client, ids = journal
+    approvals = (ids["decided"], ids["later"], ids["sooner"])
+    base = "/admin/sessions_app/approval/"
+    # The model's own order (newest first) would be decided, later, sooner.
+    assert _listed(client.get(base).content.decode(), approvals) == [ids["sooner"], ids["later"], ids["decided"]]
+    for query, expected in [
+        ("status__exact=pending", [ids["sooner"], ids["later"]]),
+        ("status__exact=denied", [ids["decided"]]),
+        ("reason__exact=policy", [ids["sooner"], ids["later"], ids["decided"]]),
+        ("o=-6", [ids["decided"], ids["later"], ids["sooner"]]),  # expires_at (6: after the checkbox), latest first
+        ("reason__exact=outcome_unknown", []),
+        (f"q={ids['later']}", [ids["later"]]),
+    ]:
+        page = client.get(f"{base}?{query}")
+        assert page.status_code == 200, query
+        assert _listed(page.content.decode(), approvals) == expected, query
+    assert client.get(f"{base}{ids['decided']}/change/").status_code == 200
+
+
+def test_demo_effects_are_listed(journal):
+    client, ids = journal
+    effect = DemoEffect.objects.get()
+    assert (str(effect.call_id), effect.n) == (ids["local"], 2)
+    page = client.get(f"/admin/sessions_app/demoeffect/?q={ids['local']}").content.decode()
+    assert f"{effect.pk}/change/" in page
+    assert client.get(f"/admin/sessions_app/demoeffect/{effect.pk}/change/").status_code == 200
+
+
+def test_journal_rows_cannot_be_added_edited_or_deleted(journal):
+    """A journal row changed by hand would make a continued run call a tool again or skip one;
+    approvals are decided only through the actions (services.resolve_approval)."""
+    client, ids = journal
+    rows = {"toolcall": ids["remote"], "approval": ids["later"], "demoeffect": DemoEffect.objects.get().pk}
+    for name, pk in rows.items():
+        assert client.get(f"/admin/sessions_app/{name}/add/").status_code == 403, name
+        assert client.post(f"/admin/sessions_app/{name}/{pk}/change/", {"status": "ok"}).status_code == 403, name
+        assert client.post(f"/admin/sessions_app/{name}/{pk}/delete/", {"post": "yes"}).status_code == 403, name
+        client.post(f"/admin/sessions_app/{name}/", {"action": "delete_selected", "_selected_action": [pk],
+                                                     "post": "yes"})
+    assert ToolCall.objects.get(pk=ids["remote"]).status == "ok"
+    assert Approval.objects.get(call_id=ids["later"]).status == "pending"
+    assert DemoEffect.objects.count() == 1

@@ -6,12 +6,7 @@ from channels.db import database_sync_to_async
 from sessions_app.models import Conversation
 from tests.support.ws import WSClient
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fast_agent(settings):
-    settings.REALTIME_DEMO_AGENT_DELAY_MS = 1
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_agent")]
 
 
 async def _ask(client: WSClient, text: str) -> str:

@@ -6,12 +6,13 @@ from channels.db import database_sync_to_async
 from sessions_app.models import AgentRun
 from tests.support.ws import WSClient, run_text
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_agent")]
 
 
-@pytest.fixture(autouse=True)
-def fast_agent(settings):
-    settings.REALTIME_DEMO_AGENT_DELAY_MS = 5
+@pytest.fixture
+def agent_delay_ms() -> int:
+    """The pace these tests have always run at (tests/conftest.py `fast_agent`)."""
+    return 5
 
 
 async def test_worker_answers_for_a_web_node_without_agents(cluster, token):

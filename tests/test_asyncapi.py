@@ -10,23 +10,16 @@ import yaml
 
 from realtime.connection.consumer import ConversationConsumer
 from realtime.core import closes
+from tests.support.protocol_source import SOCKET_MODULES, error_codes_in_code, tree
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
 PROTOCOL_MD = (ROOT / "docs" / "protocol.md").read_text()
-# Where the socket's frames are built: the state machine, its close table, the parser, the glue.
-SOCKET_MODULES = ("realtime/connection/consumer.py", "realtime/connection/base.py", "realtime/connection/connect.py",
-                  "realtime/connection/frames.py", "realtime/connection/state.py", "realtime/core/closes.py",
-                  "realtime/core/protocol.py")
-
-
-def _tree(path: str) -> ast.AST:
-    return ast.parse((ROOT / path).read_text())
 
 
 def client_frame_types() -> set[str]:
     """The `type` values parse_frame accepts (`kind == "..."`)."""
-    parse = next(n for n in ast.walk(_tree("realtime/core/protocol.py"))
+    parse = next(n for n in ast.walk(tree("realtime/core/protocol.py"))
                  if isinstance(n, ast.FunctionDef) and n.name == "parse_frame")
     return {
         c.comparators[0].value for c in ast.walk(parse)
@@ -42,7 +35,7 @@ def server_frame_types() -> set[str]:
     which is not a socket module, and never reach a client as they are."""
     found = set()
     for path in SOCKET_MODULES:
-        for node in ast.walk(_tree(path)):
+        for node in ast.walk(tree(path)):
             if isinstance(node, ast.Dict):
                 for k, v in zip(node.keys, node.values, strict=True):
                     if isinstance(k, ast.Constant) and k.value == "type" and isinstance(v, ast.Constant):
@@ -50,10 +43,10 @@ def server_frame_types() -> set[str]:
             if isinstance(node, ast.keyword) and node.arg == "frame_type" and isinstance(node.value, ast.Constant):
                 found.add(node.value.value)
     services = [str(f.relative_to(ROOT)) for f in sorted((ROOT / "sessions_app" / "services").glob("*.py"))]
-    for node in (n for path in services for n in ast.walk(_tree(path))):
+    for node in (n for path in services for n in ast.walk(tree(path))):
         first = node.elts[0] if isinstance(node, ast.Tuple) and node.elts else None
         if (isinstance(first, ast.Constant) and isinstance(first.value, str)
-                and re.fullmatch(r"(message|agent)\.[a-z]+", first.value)):
+                and re.fullmatch(r"(message|agent|approval)\.[a-z_]+", first.value)):
             found.add(first.value)
         if isinstance(node, ast.keyword) and node.arg == "type" and isinstance(node.value, ast.Constant):
             found.add(node.value.value)
@@ -69,7 +62,7 @@ def _operation_types(name: str) -> set[str]:
 
 def test_every_client_frame_is_described():
     parsed = client_frame_types()
-    assert parsed == {"connect", "message", "ack", "ping", "auth.refresh", "cancel"}, parsed
+    assert parsed == {"connect", "message", "ack", "ping", "auth.refresh", "cancel", "approval.respond"}, parsed
     assert _operation_types("sendToServer") == parsed
 
 
@@ -87,25 +80,13 @@ def test_messages_are_keyed_by_their_type_and_required_fields_exist():
     assert set(SPEC["channels"]["conversation"]["messages"]) == set(SPEC["components"]["messages"])
 
 
-def _error_codes_in_code() -> set[str]:
-    """First arguments of error_frame(...), ProtocolError(...) and CloseReason(...)."""
-    found = set()
-    for path in SOCKET_MODULES:
-        for node in ast.walk(_tree(path)):
-            if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-                    and getattr(node.func, "id", getattr(node.func, "attr", None))
-                    in ("error_frame", "ProtocolError", "CloseReason")):
-                found.add(node.args[0].value)
-    return found
-
-
 def test_close_and_error_codes_match_the_code():
     reasons = [v for v in vars(closes).values() if isinstance(v, closes.CloseReason)]
     close_codes = {r.close_code for r in reasons}
     assert {4012, 4401, 4408, 4409, 4429} <= close_codes
     assert close_codes <= set(SPEC["x-close-codes"]), close_codes - set(SPEC["x-close-codes"])
     error_codes = set(SPEC["components"]["messages"]["error"]["payload"]["properties"]["code"]["enum"])
-    in_code = _error_codes_in_code()
+    in_code = error_codes_in_code()
     assert {r.code for r in reasons} <= in_code
     assert error_codes == in_code, error_codes ^ in_code
 
@@ -114,7 +95,7 @@ def test_in_step_with_protocol_md():
     """Everything the AsyncAPI document names, docs/protocol.md explains, and the other way."""
     for name in SPEC["components"]["messages"]:
         assert f'"type":"{name}"' in PROTOCOL_MD, f"docs/protocol.md shows no {name} frame"
-    documented = set(re.findall(r'"type":"([a-z.]+)"', PROTOCOL_MD))
+    documented = set(re.findall(r'"type":"([a-z._]+)"', PROTOCOL_MD))
     assert documented == set(SPEC["components"]["messages"]), documented ^ set(SPEC["components"]["messages"])
     for code in SPEC["x-close-codes"]:
         if code != 1000:  # the normal close needs no explanation

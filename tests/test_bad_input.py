@@ -267,6 +267,22 @@ async def test_browser_origin_is_checked(node_app, origin, accepted):
     await c.comm.disconnect()
 
 
+@pytest.mark.parametrize("origin, host, accepted", [
+    ("http://localhost:8000", "localhost:8000", True),  # the server's own page
+    ("http://evil.example", "evil.example", False),  # a rebound DNS name: not an allowed host
+    ("http://localhost:3000", "localhost:8000", False),  # another port of the same host
+])
+async def test_the_servers_own_pages_need_not_be_listed(node_app, settings, origin, host, accepted):
+    """With REALTIME_ALLOWED_ORIGINS listing other origins, the server's own demo page was
+    refused unless its origin was listed too (issue 23)."""
+    settings.REALTIME_ALLOWED_ORIGINS = ["https://app.example"]
+    c = WSClient(node_app, origin=origin)
+    c.comm.scope["headers"].append((b"host", host.encode()))
+    connected, _ = await c.comm.connect(timeout=5)
+    assert connected is accepted
+    await c.comm.disconnect()
+
+
 async def test_unknown_path_is_refused(node_app):
     from channels.testing import WebsocketCommunicator
 

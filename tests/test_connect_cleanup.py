@@ -45,38 +45,11 @@ def gate_at(step: str, gate: Gate, monkeypatch) -> None:
     """Holds the connect at one of its awaits."""
     if step in ("limits", "rename"):
         name = "take_connect" if step == "limits" else "rename_slot"
-        original = getattr(ratelimit, name)
-
-        async def gated(*args, **kwargs):
-            await gate.hold_async()
-            try:
-                return await original(*args, **kwargs)
-            finally:
-                gate.mark_passed()
-
-        monkeypatch.setattr(ratelimit, name, gated)
+        monkeypatch.setattr(ratelimit, name, gate.around(getattr(ratelimit, name)))
     elif step == "join":
-        join = FanoutHub.join
-
-        async def gated_join(self, *args, **kwargs):
-            await gate.hold_async()
-            try:
-                return await join(self, *args, **kwargs)
-            finally:
-                gate.mark_passed()
-
-        monkeypatch.setattr(FanoutHub, "join", gated_join)
+        monkeypatch.setattr(FanoutHub, "join", gate.around(FanoutHub.join))
     elif step == "open_session":
-        open_session = services.open_session
-
-        def gated_open(**kwargs):
-            gate.hold()
-            try:
-                return open_session(**kwargs)
-            finally:
-                gate.mark_passed()
-
-        monkeypatch.setattr(services, "open_session", gated_open)
+        monkeypatch.setattr(services, "open_session", gate.around_sync(services.open_session))
     else:
         raise AssertionError(step)
 
@@ -100,12 +73,28 @@ async def test_a_close_at_any_await_of_the_connect_leaves_nothing_behind(cluster
     assert baseline == {"open_rows": 0, "slots": 0, "feed_members": 0, "node_connections": 0}
     gate = Gate()
     gate_at(step, gate, monkeypatch)
+    limits_answered = asyncio.Event()
+    if step == "join":
+        # A resume joins the feed beside its limits: here the limits answer before the close
+        # (the other order is forced by the test below).
+        take_connect = ratelimit.take_connect
+
+        async def answered(*args, **kwargs):
+            try:
+                return await take_connect(*args, **kwargs)
+            finally:
+                limits_answered.set()
+
+        monkeypatch.setattr(ratelimit, "take_connect", answered)
+    else:
+        limits_answered.set()
 
     client = WSClient(app)
     await client.open()
     await client.send({"type": "connect", "token": token, "last_seq": None, "client_id": "tab-1",
                        "conversation_id": None if new_conversation else str(conversation.pk)})
     await gate.arrived()
+    await asyncio.wait_for(limits_answered.wait(), 5)
     # The node drains while the connect waits there.
     told = await Drainer(node, grace=0, stop_server=lambda: None).close_sockets()
     assert told == 1
@@ -115,7 +104,7 @@ async def test_a_close_at_any_await_of_the_connect_leaves_nothing_behind(cluster
     assert code == 4012 and frames[-1] == {"type": "reconnect", "reason": "server is restarting", "retry_after_ms": 0}
 
     async def released():
-        # After the held call returned: what the connect did next must be undone too.
+        # After the held call ended: what the connect did next must be undone too.
         return gate.passed and await held_resources(node, user) == baseline
 
     await eventually(released, timeout=5, what="everything the connect took released")
@@ -159,4 +148,43 @@ async def test_a_replay_longer_than_the_connect_timeout_completes(settings, clus
     assert await client.recv() == {"type": "pong", "id": 1}
     row = await database_sync_to_async(Connection.objects.get)(conversation=conversation)
     assert row.closed_at is None
+    await client.drop()
+
+
+async def test_a_close_before_the_limits_answer_cancels_the_held_join_and_leaves_nothing_behind(
+        cluster, user, token, monkeypatch):
+    """The other order of `[join-False]` above, forced (issue 25, item 1: that case failed once
+    on a fresh clone's CI with `last=False`, and passed alone 15 times).
+
+    A resume joins the live feed beside its limits. When the close lands while both are under
+    way and the limits answer after it, the connect gives up and cancels its join, which was
+    still held at the test's gate: the join never ran, and the slot the limits took is given
+    back by the connect's `_still_open`. Nothing leaked. What stayed false was the gate's
+    `passed`: the held call's bookkeeping skipped a cancellation at the gate. Here the limits
+    are held too, so the close certainly comes first."""
+    node, app = cluster("node-1")
+    conversation = await database_sync_to_async(services.create_conversation)(user.pk)
+    baseline = await held_resources(node, user)
+    limits, join = Gate(), Gate()
+    monkeypatch.setattr(ratelimit, "take_connect", limits.around(ratelimit.take_connect))
+    monkeypatch.setattr(FanoutHub, "join", join.around(FanoutHub.join))
+
+    client = WSClient(app)
+    await client.open()
+    await client.send({"type": "connect", "token": token, "last_seq": None, "client_id": "tab-1",
+                       "conversation_id": str(conversation.pk)})
+    await limits.arrived()
+    await join.arrived()
+    assert await Drainer(node, grace=0, stop_server=lambda: None).close_sockets() == 1
+    limits.open()  # the limits answer after the close: the connect stops and cancels its join
+
+    async def released():
+        return limits.passed and join.passed and await held_resources(node, user) == baseline
+
+    await eventually(released, timeout=5, what="everything the connect took released")
+    join.open()
+    frames, code = await client.expect_close()
+    assert code == 4012
+    assert await database_sync_to_async(Connection.objects.count)() == 0  # no row was written
+    assert await held_resources(node, user) == baseline
     await client.drop()

@@ -4,7 +4,7 @@
 Each connect step is a Redis round trip; on a node busy streaming each waits for the loop (42-213
 ms per step in a rolling restart), so the join runs beside the per-user rate and the slot
 instead of after them. The join still completes before the log is read (the replay/live-feed
-rule of realtime/connection/connect.py), and a connect that is refused gives the feed back."""
+rule of realtime/connection/session.py), and a connect that is refused gives the feed back."""
 
 from __future__ import annotations
 

@@ -514,3 +514,34 @@ def test_a_long_replay_reads_what_follows_while_it_sends():
     assert state.next_delivery() == cs.Deliver([event(4), event(5), event(6)])
     state.live({"upto": 10, "frames": [event(9)]})
     assert state.read_ahead() == cs.ReadLog(6, 8, 3)  # up to the frame already in hand
+
+
+# --- decided for the consumer (issue 20: the consumer decides nothing) ------------------------
+
+
+def test_a_client_address_is_held_to_its_connect_rate_and_a_refusal_closes_4429():
+    state = new_state()
+    assert state.admit("") == []  # no address (in-process): no limit to check
+    [check] = state.admit("203.0.113.7")
+    assert check == cs.CheckLimit("ip", "ip:203.0.113.7")
+    assert state.limit_checked(check, allowed=True, retry_after_ms=0) == []
+    close = closing(state.limit_checked(check, allowed=False, retry_after_ms=1500))
+    assert close.frame() == {"type": "error", "code": "rate_limited", "detail": "too many connection attempts",
+                             "retry_after_ms": 1500}
+    assert close.reason.close_code == 4429
+    assert state.admit("203.0.113.7") == []  # closed: nothing more to check
+
+
+@pytest.mark.parametrize("action, code, close_code", [("replaced", "replaced", 4409),
+                                                       ("disconnect", "operator_disconnect", 4012)])
+def test_a_control_message_ends_the_socket_its_own_way(action, code, close_code):
+    state = ready_state()
+    close = closing(state.control(action))
+    assert (close.frame()["code"], close.reason.close_code) == (code, close_code)
+    assert state.closed and state.ended == (close_code, code)
+
+
+def test_an_unknown_control_action_is_left_to_the_caller():
+    state = ready_state()
+    assert state.control("kick") is None
+    assert not state.closed

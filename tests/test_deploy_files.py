@@ -10,6 +10,7 @@ import yaml
 from django.conf import settings
 
 from tests.support.haproxy import CONFIG, haproxy_or_skip
+from tests.support.tls import self_signed
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
@@ -69,10 +70,35 @@ def test_haproxy_cfg_rules():
     # Our X-Forwarded-For only.
     lines = [line.strip() for line in HAPROXY.splitlines()]
     assert lines.index("http-request del-header X-Forwarded-For") < lines.index("option forwardfor")
-    assert re.search(r"http-request deny .*path_beg /metrics", HAPROXY)
+    # /metrics is refused however it is spelled: the rule reads the decoded path.
+    assert re.search(r"http-request deny .*path,url_dec -m beg /metrics", HAPROXY)
+    # TLS ends at the balancer; plain HTTP only redirects; the nodes learn the scheme from here.
+    assert re.search(r"bind \S+ ssl crt ", HAPROXY) and "http-request redirect scheme https" in HAPROXY
+    assert "http-request set-header X-Forwarded-Proto https" in HAPROXY
 
 
-def test_haproxy_accepts_the_config():
-    env = {"TETHER_NODE1": "127.0.0.1:8001", "TETHER_NODE2": "127.0.0.1:8002", "PATH": "/usr/sbin:/usr/bin:/bin"}
+def test_haproxy_accepts_the_config(tmp_path):
+    env = {"TETHER_NODE1": "127.0.0.1:8001", "TETHER_NODE2": "127.0.0.1:8002", "PATH": "/usr/sbin:/usr/bin:/bin",
+           "TETHER_TLS_CERT": str(self_signed(tmp_path))}
     check = subprocess.run([haproxy_or_skip(), "-c", "-f", str(CONFIG)], env=env, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_balancer_speaks_tls_with_a_certificate_made_locally(tmp_path):
+    haproxy = COMPOSE["services"]["haproxy"]
+    assert "./certs:/usr/local/etc/haproxy/certs:ro" in haproxy["volumes"]
+    assert {"443:8443", "80:8080"} <= set(haproxy["ports"])
+    assert COMPOSE["services"]["node1"]["environment"]["REALTIME_PUBLIC_WS_URL"].startswith("wss://")
+    made = subprocess.run(["bash", str(ROOT / "deploy" / "make-dev-cert.sh")], capture_output=True, text=True,
+                          env={"TETHER_CERT_DIR": str(tmp_path), "PATH": "/usr/sbin:/usr/bin:/bin"})
+    assert made.returncode == 0, made.stderr
+    env = {"TETHER_NODE1": "127.0.0.1:8001", "TETHER_NODE2": "127.0.0.1:8002", "PATH": "/usr/sbin:/usr/bin:/bin",
+           "TETHER_TLS_CERT": str(tmp_path / "tether.pem")}
+    check = subprocess.run([haproxy_or_skip(), "-c", "-f", str(CONFIG)], env=env, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # No private key is committed anywhere, and the dev certificate's folder is ignored.
+    tracked = subprocess.run(["git", "grep", "-lE", "-----BEGIN( [A-Z]+)? PRIVATE KEY-----"], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert tracked.stdout.strip() == "", tracked.stdout
+    ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/certs/tether.pem"], cwd=ROOT)
+    assert ignored.returncode == 0

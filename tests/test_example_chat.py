@@ -5,7 +5,6 @@ traceback."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -15,16 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 pytestmark = pytest.mark.pure
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "clients" / "python" / "examples" / "chat.py"
-
-
-def _closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(http_url: str, ws_url: str) -> subprocess.CompletedProcess:
@@ -75,18 +69,18 @@ def token_server() -> Iterator[callable]:
 
 
 def test_no_server_listening_one_line_with_the_url():
-    port = _closed_port()
+    port = free_port()
     result = _run(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws/v1/")
     _assert_one_line(result, "could not reach", f"http://127.0.0.1:{port}/api/auth/token/")
 
 
 def test_websocket_endpoint_not_listening_one_line_with_the_url(token_server):
-    ws_url = f"ws://127.0.0.1:{_closed_port()}/ws/v1/"
+    ws_url = f"ws://127.0.0.1:{free_port()}/ws/v1/"
     result = _run(token_server(200), ws_url)
     _assert_one_line(result, "could not reach", ws_url)
 
 
 def test_refused_login_one_line(token_server):
     http_url = token_server(401)
-    result = _run(http_url, f"ws://127.0.0.1:{_closed_port()}/ws/v1/")
+    result = _run(http_url, f"ws://127.0.0.1:{free_port()}/ws/v1/")
     _assert_one_line(result, "login refused for 'ada'", f"{http_url}/api/auth/token/")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from realtime.connection.consumer import CONTROL_CLOSES
+from realtime.connection.state import CONTROL_CLOSES
 from realtime.fanout.publish import CONTROL_ACTIONS, control_message
 
 pytestmark = pytest.mark.pure

@@ -2,9 +2,14 @@
 parses it with prometheus_client's parser. (A node killed mid-run: tests/e2e/test_metrics_takeover.py;
 a run_agents worker's own exporter: tests/e2e/test_worker_metrics.py.)"""
 
+import math
+import uuid
+from datetime import timedelta
+
 import pytest
 from channels.db import database_sync_to_async
 from django.test import RequestFactory
+from django.utils import timezone
 
 from realtime.infra.exporter import metrics_view
 from realtime.node.resync import resync_once
@@ -150,3 +155,103 @@ async def test_metrics_are_only_served_to_allowed_networks_or_the_token(settings
     assert await _get("127.0.0.1", **{"X-Forwarded-For": "127.0.0.5"}) == 200
     settings.METRICS_TOKEN = ""
     assert await _get("198.51.100.9", Authorization="Bearer ") == 403
+
+
+# --- tools and approvals ----------------------------------------------------------------------
+
+
+def _moved(before, after):
+    return lambda name, **labels: after.value(name, **labels) - before.value(name, **labels)
+
+
+@pytest.mark.usefixtures("fast_agent")
+async def test_tool_calls_and_approvals_move_their_metrics_through_a_node(cluster, token):
+    """The demo agent's `effect 2` (two `local` calls: no REALTIME_DEMO_EFFECT_URL) and a
+    `transfer 3` denied over the socket; the waiting gauge is read from the database at scrape."""
+    _, app = cluster("node-1")
+    client = WSClient(app)
+    await client.connect(token, client_id="tab-1")
+    before = await scrape_app()
+    assert before.value("tether_approvals_waiting") == 0
+    await client.converse("effect 2")
+    await client.message("transfer 3")
+    requested = (await client.recv_until(lambda f: f["type"] == "approval.requested"))[-1]
+    waiting = await scrape_app()
+    assert waiting.value("tether_approvals_waiting") == 1
+    await client.send({"type": "approval.respond", "call_id": requested["call_id"], "decision": "deny"})
+    await client.recv_until(lambda f: f["type"] == "agent.completed")
+    after = await scrape_app()
+    moved = _moved(before, after)
+
+    assert after.value("tether_approvals_waiting") == 0
+    assert moved("tether_tool_calls_total", effect="local", status="ok") == 2
+    assert moved("tether_tool_calls_total", effect="once", status="denied") == 1
+    assert moved("tether_approvals_resolved_total", decision="denied") == 1
+    for effect, status in (("once", "ok"), ("local", "error"), ("idempotent", "ok")):
+        assert moved("tether_tool_calls_total", effect=effect, status=status) == 0, (effect, status)
+    for decision in ("approved", "expired"):
+        assert moved("tether_approvals_resolved_total", decision=decision) == 0, decision
+    await client.drop(1000)
+
+
+def _claimed(user, text: str) -> tuple:
+    conversation = services.create_conversation(user.pk)
+    services.post_user_message(conversation.pk, uuid.uuid4(), text)
+    claim = services.claim_next_run(conversation.pk, "node-x", 30)
+    return conversation.pk, claim.run_id, claim.fencing_token
+
+
+async def test_every_effect_status_and_decision_is_counted_where_it_is_recorded(user):
+    """Through the journal's services (what every node calls): an `idempotent` call's error, a
+    `once` call whose outcome was lost (`unknown`, and the approval to call it again: approved),
+    and an approval that expired (its call `denied`); the gauge follows the pending ones."""
+    from realtime.core import metrics
+
+    metrics.watch_approvals(services.approvals_waiting)  # as every node does when it starts
+    before = await scrape_app()
+    conversation, run_id, token = await database_sync_to_async(_claimed)(user, "tools")
+
+    def fail_then_lose():
+        failed = services.begin_call(conversation, run_id, token, step=0, tool="t.remote", effect="idempotent",
+                                     arguments={}, text_offset=0)
+        services.finish_call(conversation, run_id, token, failed.call.call_id, "error", error="HTTP 503")
+        lost = services.begin_call(conversation, run_id, token, step=1, tool="t.pay", effect="once", arguments={},
+                                   text_offset=0)
+        return services.give_up_unknown(conversation, run_id, token, lost.call.call_id, "node died").call.call_id
+
+    again = await database_sync_to_async(fail_then_lose)()
+    assert (await scrape_app()).value("tether_approvals_waiting") == 1  # call it again?
+    await database_sync_to_async(services.resolve_approval)(conversation, again, "approve", "tab-1")
+    assert (await scrape_app()).value("tether_approvals_waiting") == 0
+
+    def wait_then_expire() -> int:
+        other, other_run, other_token = _claimed(user, "more tools")
+        services.begin_call(other, other_run, other_token, step=0, tool="t.pay", effect="once", arguments={},
+                            text_offset=0, needs_approval=True)
+        return len(services.expire_approvals(now=timezone.now() + timedelta(days=1)))
+
+    assert await database_sync_to_async(wait_then_expire)() == 1
+    after = await scrape_app()
+    moved = _moved(before, after)
+    assert moved("tether_tool_calls_total", effect="idempotent", status="error") == 1
+    assert moved("tether_tool_calls_total", effect="once", status="unknown") == 1
+    assert moved("tether_tool_calls_total", effect="once", status="denied") == 1
+    assert moved("tether_tool_calls_total", effect="once", status="ok") == 0  # approved, not yet made
+    assert moved("tether_approvals_resolved_total", decision="approved") == 1
+    assert moved("tether_approvals_resolved_total", decision="expired") == 1
+    assert moved("tether_approvals_resolved_total", decision="denied") == 0
+    assert after.value("tether_approvals_waiting") == 0
+
+
+async def test_the_waiting_gauge_is_nan_when_the_database_cannot_be_read(monkeypatch):
+    """A scrape must not fail because the database did: the gauge says "unknown"."""
+    from realtime.core import metrics
+
+    def broken() -> int:
+        raise RuntimeError("database unreachable")
+
+    metrics.watch_approvals(broken)
+    try:
+        assert math.isnan((await scrape_app()).value("tether_approvals_waiting"))
+    finally:
+        metrics.watch_approvals(services.approvals_waiting)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.netproxy import FaultProxy, ThreadedFaultProxy
+from tests.support.ports import free_port
 from tests.support.waiting import eventually, eventually_sync
 
 RESET_ERRORS = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
@@ -105,12 +106,6 @@ async def read_or_error(reader: asyncio.StreamReader, timeout: float = 3) -> byt
         return exc
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_forwards_both_ways_and_counts(proxy: FaultProxy, echo: EchoServer) -> None:
     assert proxy.url() == f"ws://127.0.0.1:{proxy.port}/ws/v1/"
     assert proxy.url("/x") == f"ws://127.0.0.1:{proxy.port}/x"
@@ -125,7 +120,7 @@ async def test_forwards_both_ways_and_counts(proxy: FaultProxy, echo: EchoServer
 
     writer.write_eof()  # half-close travels through; the echo server then closes, and so do we
     assert await read_or_error(reader) == b""
-    await eventually(lambda: _async(not proxy.connections), timeout=2, what="connection gone")
+    await eventually(lambda: not proxy.connections, timeout=2, what="connection gone")
     assert conn.close_reason == "eof"
     assert echo.outcomes == ["eof"]
     writer.close()
@@ -171,7 +166,7 @@ async def test_cut_sends_fin_both_ways(proxy: FaultProxy, echo: EchoServer) -> N
     await roundtrip(reader, writer, b"before")
     assert proxy.cut() == 1
     assert await read_or_error(reader) == b""
-    await eventually(lambda: _async(echo.outcomes), timeout=2, what="upstream closed")
+    await eventually(lambda: echo.outcomes, timeout=2, what="upstream closed")
     assert echo.outcomes == ["eof"]
     assert proxy.connections == []
     writer.close()
@@ -187,7 +182,7 @@ async def test_reset_sends_rst_both_ways(proxy: FaultProxy, echo: EchoServer) ->
     assert proxy.reset() == 1
     with pytest.raises(ConnectionResetError):
         await asyncio.wait_for(reader.read(100), 3)
-    await eventually(lambda: _async(echo.outcomes), timeout=2, what="upstream closed")
+    await eventually(lambda: echo.outcomes, timeout=2, what="upstream closed")
     assert echo.outcomes == ["reset"]
     writer.close()
 
@@ -209,7 +204,7 @@ async def test_blackhole_drops_traffic_but_keeps_connection_open(proxy: FaultPro
 
     # new connections are swallowed too
     reader2, writer2 = await connect(proxy)
-    await eventually(lambda: _async(len(proxy.connections) == 2), timeout=2, what="second connection")
+    await eventually(lambda: len(proxy.connections) == 2, timeout=2, what="second connection")
     writer2.write(b"also lost")
     await writer2.drain()
     with pytest.raises(TimeoutError):
@@ -280,9 +275,9 @@ async def test_vanishing_peers_are_mirrored_quietly(proxy: FaultProxy, echo: Ech
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     writer.transport.abort()
-    await eventually(lambda: _async(echo.outcomes), timeout=2, what="upstream closed")
+    await eventually(lambda: echo.outcomes, timeout=2, what="upstream closed")
     assert echo.outcomes == ["reset"]
-    await eventually(lambda: _async(not proxy.connections), timeout=2, what="connection gone")
+    await eventually(lambda: not proxy.connections, timeout=2, what="connection gone")
 
 
 async def test_stop_closes_everything_quickly(echo: EchoServer) -> None:
@@ -392,8 +387,3 @@ def test_threaded_proxy_from_sync_code(sync_echo: tuple[str, int]) -> None:
     sock.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", proxy_port), timeout=1).close()
-
-
-async def _async(value: Any) -> Any:
-    """Adapts a plain expression to `eventually`, which polls an async check."""
-    return value

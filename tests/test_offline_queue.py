@@ -15,12 +15,7 @@ from sessions_app.models import AgentRun, Connection, Conversation, Event, Messa
 from tests.support.waiting import eventually_sync
 from tests.support.ws import WSClient, assert_gapless, run_text, sequenced
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fast_agent(settings):
-    settings.REALTIME_DEMO_AGENT_DELAY_MS = 1
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_agent")]
 
 
 async def test_events_while_away_arrive_once_in_order(cluster, token):

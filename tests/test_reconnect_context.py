@@ -7,12 +7,7 @@ from channels.db import database_sync_to_async
 from sessions_app.models import Conversation, Message
 from tests.support.ws import WSClient, assert_gapless, sequenced
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fast_agent(settings):
-    settings.REALTIME_DEMO_AGENT_DELAY_MS = 1
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_agent")]
 
 
 @pytest.mark.parametrize("second_node", [False, True], ids=["same-node", "other-node"])

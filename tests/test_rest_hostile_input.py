@@ -40,3 +40,30 @@ def test_api_errors_are_json_even_for_urls_django_cannot_route(user):
     assert api(user).get("/no-such-page/").status_code == 404  # outside /api/: Django's page
     form = api(user).post("/api/conversations/", "--x--\r\n", content_type="multipart/form-data; boundary=x")
     assert form.status_code == 415 and form["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("param,raw,error", [
+    ("limit", "-1", "must be a positive integer"),
+    ("limit", "abc", "must be a positive integer"),
+    ("limit", "0", "must be a positive integer"),
+    ("limit", "", "must be a positive integer"),
+    ("limit", "²", "must be a positive integer"),
+    ("offset", "-1", "must be a non-negative integer"),
+    ("offset", "x", "must be a non-negative integer"),
+])
+def test_limit_and_offset_are_strict_like_after_seq(user, param, raw, error):
+    """Issue 23: `?limit=-1` and `?limit=abc` quietly answered the default page."""
+    conversation = services.create_conversation(user.pk)
+    services.post_user_message(conversation.pk, uuid.uuid4(), "hello")
+    for path in ("/api/conversations/", f"/api/conversations/{conversation.pk}/messages/",
+                 f"/api/conversations/{conversation.pk}/events/"):
+        response = api(user).get(path, {param: raw})
+        assert (response.status_code, response.json()) == (400, {param: [error]}), (path, raw)
+
+
+def test_a_valid_limit_and_offset_still_page(user):
+    conversation = services.create_conversation(user.pk)
+    for i in range(3):
+        services.post_user_message(conversation.pk, uuid.uuid4(), f"m{i}")
+    page = api(user).get(f"/api/conversations/{conversation.pk}/messages/", {"limit": "1", "offset": "1"}).json()
+    assert [m["text"] for m in page["results"]] == ["m1"] and page["count"] == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,6 +13,10 @@ import pytest
 from tether_client import (
     AgentCompleted,
     AgentDelta,
+    AgentToolCall,
+    AgentToolResult,
+    ApprovalRequested,
+    ApprovalResolved,
     Backoff,
     Connected,
     Disconnected,
@@ -21,11 +24,15 @@ from tether_client import (
     Reconnecting,
     ReloadRequired,
     SequencedEvent,
+    ServerError,
     TetherClient,
     TetherError,
 )
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.pure
 
@@ -139,20 +146,6 @@ async def collect(client: TetherClient, until: Callable[[object], bool], timeout
     return events
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
-
-
-def free_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"ws://127.0.0.1:{port}/ws/v1/"
-
-
 # --- the main scenario: 4012 mid-stream ---------------------------------------------------
 
 
@@ -236,7 +229,7 @@ async def serve_forever(conn: Conn) -> None:
 
 async def test_fails_over_to_the_next_endpoint(fake_server, clients):
     server = await fake_server(serve_forever)
-    dead = free_port_url()
+    dead = f"ws://127.0.0.1:{free_port()}/ws/v1/"  # nothing listens there
     client = clients([dead, server.url], token="t")
     events = await collect(client, lambda e: isinstance(e, Connected))
     connected = events[-1]
@@ -434,3 +427,112 @@ async def test_unavailable_refresh_is_tried_again(fake_server, clients):
     client = clients([server.url], token="a1", refresh_token="r1")
     await client.wait_connected(timeout=5)
     await eventually(lambda: (client.access_token, client.refresh_token) == ("a2", "r2"))
+
+
+# --- tools and approvals ------------------------------------------------------------------
+
+CALL = "0f1e2d3c-4b5a-5968-8776-a5b4c3d2e1f0"
+OTHER_CALL = "1a2b3c4d-5e6f-5a7b-8c9d-0e1f2a3b4c5d"
+
+
+def tool_frames() -> list[dict]:
+    """A run's tool steps as the server sends them (docs/protocol.md, "Tools and approvals")."""
+    return [
+        {"type": "agent.tool_call", "seq": 1, "run_id": RUN, "call_id": OTHER_CALL, "tool": "demo.effect",
+         "arguments": {"n": 1}, "effect": "idempotent"},
+        {"type": "agent.tool_result", "seq": 2, "run_id": RUN, "call_id": OTHER_CALL, "status": "ok",
+         "result": {"n": 1}},
+        {"type": "approval.requested", "seq": 3, "run_id": RUN, "call_id": CALL, "tool": "demo.transfer",
+         "arguments": {"n": 5}, "reason": "policy", "expires_at": FAR_FUTURE},
+    ]
+
+
+async def test_tool_steps_and_approvals_are_typed_events_and_answers_go_out_as_approval_respond(
+        fake_server, clients):
+    """The application gets the four new sequenced events, typed, once each and in seq order;
+    `approve` / `deny` send `approval.respond`; `already_decided` and `not_found` come back as
+    `ServerError`s (with the decision that stands) and the socket stays open."""
+    async def script(conn: Conn) -> None:
+        await conn.recv("connect")
+        await conn.send(ready("fake-1"), *tool_frames())
+        approve = await conn.recv("approval.respond")
+        await conn.send(
+            {"type": "approval.resolved", "seq": 4, "run_id": RUN, "call_id": approve["call_id"],
+             "decision": "approved", "by": "tab-1"},
+            {"type": "agent.tool_call", "seq": 5, "run_id": RUN, "call_id": CALL, "tool": "demo.transfer",
+             "arguments": {"n": 5}, "effect": "once"},
+            {"type": "agent.tool_result", "seq": 6, "run_id": RUN, "call_id": CALL, "status": "unknown",
+             "error": "outcome unknown: node died"},
+        )
+        late = await conn.recv("approval.respond")
+        await conn.send({"type": "error", "code": "already_decided", "detail": "decided before",
+                         "ref": late["call_id"], "decision": "approved"})
+        stray = await conn.recv("approval.respond")
+        await conn.send({"type": "error", "code": "not_found", "detail": "no such approval", "ref": stray["call_id"]},
+                        {"type": "agent.tool_result", "seq": 7, "run_id": RUN, "call_id": OTHER_CALL,
+                         "status": "ok", "truncated": True})
+        await conn.drain()
+
+    server = await fake_server(script)
+    client = clients([server.url], token="t", client_id="tab-1")
+    assert await client.approve(CALL) is False  # not connected yet: nothing sent
+    events: list = []
+    async with asyncio.timeout(5):
+        async for event in client.events():
+            events.append(event)
+            if isinstance(event, ApprovalRequested):
+                assert await client.approve(event.call_id) is True
+            elif isinstance(event, AgentToolResult) and event.seq == 6:
+                assert await client.deny(CALL) is True  # too late: approved already
+            elif isinstance(event, ServerError) and event.code == "already_decided":
+                assert await client.respond_approval("not-a-call", "approve") is True
+            elif isinstance(event, AgentToolResult) and event.seq == 7:
+                break
+
+    sequenced = [e for e in events if isinstance(e, SequencedEvent)]
+    assert [e.seq for e in sequenced] == [1, 2, 3, 4, 5, 6, 7]
+    raw = [e.raw for e in sequenced]
+    assert sequenced == [
+        AgentToolCall(seq=1, raw=raw[0], run_id=RUN, call_id=OTHER_CALL, tool="demo.effect", arguments={"n": 1},
+                      effect="idempotent"),
+        AgentToolResult(seq=2, raw=raw[1], run_id=RUN, call_id=OTHER_CALL, status="ok", result={"n": 1}),
+        ApprovalRequested(seq=3, raw=raw[2], run_id=RUN, call_id=CALL, tool="demo.transfer", arguments={"n": 5},
+                          reason="policy", expires_at=FAR_FUTURE),
+        ApprovalResolved(seq=4, raw=raw[3], run_id=RUN, call_id=CALL, decision="approved", by="tab-1"),
+        AgentToolCall(seq=5, raw=raw[4], run_id=RUN, call_id=CALL, tool="demo.transfer", arguments={"n": 5},
+                      effect="once"),
+        AgentToolResult(seq=6, raw=raw[5], run_id=RUN, call_id=CALL, status="unknown",
+                        error="outcome unknown: node died"),
+        AgentToolResult(seq=7, raw=raw[6], run_id=RUN, call_id=OTHER_CALL, status="ok", truncated=True),
+    ]
+    errors = [e for e in events if isinstance(e, ServerError)]
+    assert errors == [
+        ServerError("already_decided", "decided before", CALL, None, "approved"),
+        ServerError("not_found", "no such approval", "not-a-call", None, None),
+    ]
+    responds = [f for f in server.conns[0].frames if f["type"] == "approval.respond"]
+    assert responds == [
+        {"type": "approval.respond", "call_id": CALL, "decision": "approve"},
+        {"type": "approval.respond", "call_id": CALL, "decision": "deny"},
+        {"type": "approval.respond", "call_id": "not-a-call", "decision": "approve"},
+    ]
+    # Neither error closed anything: one socket, no disconnect, the client still connected.
+    assert len(server.conns) == 1 and client.connected and not client.closed
+    assert not [e for e in events if isinstance(e, Disconnected)]
+    with pytest.raises(ValueError):
+        await client.respond_approval(CALL, "approved")  # the frame's word is "approve"
+    assert [f["type"] for f in server.conns[0].frames].count("approval.respond") == 3
+
+
+async def test_fetch_events_types_tool_steps_and_approvals(fake_server, clients):
+    """The REST history (`fetch_events`) gives the same typed events as the socket."""
+    def events_api(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"results": tool_frames(), "next": None})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(events_api))
+    client = clients([f"ws://127.0.0.1:{free_port()}/ws/v1/"], token="t", conversation_id=CONV,
+                     http_client=http, http_base_url="http://tether.test")
+    events = await client.fetch_events(0)
+    assert [type(e) for e in events] == [AgentToolCall, AgentToolResult, ApprovalRequested]
+    assert (events[2].call_id, events[2].reason, events[2].arguments) == (CALL, "policy", {"n": 5})
+    await http.aclose()

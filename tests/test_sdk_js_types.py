@@ -2,7 +2,7 @@
 committed `clients/js/src/tether-client.d.ts` is exactly what that JSDoc declares (regenerate
 with `npm --prefix clients/js run types`), and the issue's minimum API compiles against it
 (`clients/js/test/types/usage.ts`). TypeScript is the one dev dependency of clients/js
-(`npm ci --prefix clients/js`, done by `make install` and `.ci/run`)."""
+(`npm ci --prefix clients/js`, done by `make install-dev` (and so `make test`) and `.ci/run`)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """The Channels plumbing under Tether's socket consumer (realtime/connection/consumer.py): a consumer with
 no channel-layer channel that dispatches without Channels' per-message thread hop, the client's
-address behind trusted proxies, and rate limits that fail open."""
+address behind trusted proxies, and what a rate limit that cannot be checked decides."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -18,7 +18,7 @@ from realtime.core import buckets
 from realtime.infra.proxies import forwarded_client
 from realtime.infra.transient import warn_failed
 
-log = logging.getLogger("realtime.connection.consumer")
+log = logging.getLogger("realtime.connection")
 
 
 def socket_address() -> str:
@@ -67,11 +67,19 @@ def client_address(scope: dict) -> str:
     return forwarded_client(str(client[0]) if client else "", forwarded)
 
 
-async def check_limit(call: Awaitable[buckets.Verdict]) -> buckets.Verdict:
-    """Rate limits fail open: with Redis unreachable the service degrades, it does not stop."""
+async def check_limit(call: Awaitable[buckets.Verdict],
+                      fallback: Callable[[], buckets.Verdict] | None = None) -> buckets.Verdict:
+    """A shared limit that cannot be checked (Redis down or slow, its pool exhausted under
+    load) never allows everything (issue 24). With a `fallback` (this node's share of the limit,
+    realtime.infra.ratelimit.fallback_hit) that decides; without one the limit fails closed: a
+    Verdict refused and `unchecked`, which the caller reports as `unavailable` with
+    retry_after_ms. Runs per user fail closed (runs cost money); the connect limits fall back."""
     try:
         return await call
     # Redis down or slow; warn_failed logs a bug's traceback.
     except Exception as exc:  # noqa: BLE001 - see above
-        warn_failed(log, "rate limit check failed; allowing", exc=exc)
-        return buckets.Verdict(True)
+        if fallback is None:
+            warn_failed(log, "rate limit check failed; refusing", exc=exc)
+            return buckets.Verdict(False, unchecked=True)
+        warn_failed(log, "rate limit check failed; this node's share decides", exc=exc)
+        return fallback()

@@ -8,9 +8,9 @@ ack). Nothing here awaits, reads settings (they arrive as `Limits`) or reads a c
 the event loop's monotonic time and `wall` is Unix time (token expiry is in Unix seconds).
 
 Rules:
-- Only the consumer (realtime/connection/consumer.py with its mixins consumer_connect.py and
-  consumer_frames.py) drives a ConnectionState. tests/test_connection_state.py covers every
-  transition without a server, Redis or database.
+- Only one socket's consumer drives a ConnectionState (realtime/connection/consumer.py, with its
+  session and frame handlers, session.py and frames.py). tests/test_connection_state.py covers
+  every transition without a server, Redis or database.
 - Sequenced events reach the client only through `next_delivery` / `delivered`, from one
   sender task per socket: that is what makes "each seq once, in order, without holes" hold.
 - Every close is a `Close` action carrying a reason of realtime/core/closes.py; after it, every
@@ -114,7 +114,20 @@ class FlushAck:
     seq: int
 
 
-Action = Send | Close | Authenticate | PostMessage | CancelRun | Renew | FlushAck
+@dataclass(frozen=True)
+class AnswerApproval:
+    frame: p.RespondApproval
+
+
+@dataclass(frozen=True)
+class CheckLimit:
+    """Take one token of a shared rate limit (`kind`, in `bucket`); answer with `limit_checked`."""
+
+    kind: str
+    bucket: str
+
+
+Action = Send | Close | Authenticate | PostMessage | CancelRun | Renew | FlushAck | CheckLimit | AnswerApproval
 
 
 # --- the sender's steps -------------------------------------------------------------------------
@@ -146,11 +159,22 @@ RESYNC_CLOSES = {
     "revoked": Close(closes.UNAUTHENTICATED, "token was revoked; sign in again"),
 }
 
+# How a socket ends on each control message of the fan-out (realtime.fanout.publish.CONTROL_ACTIONS,
+# checked against this table by tests/test_fanout_control.py).
+CONTROL_CLOSES = {
+    # A newer socket of the same (conversation, client_id) took over: do not come back.
+    "replaced": Close(closes.REPLACED, "a newer connection of this client took over"),
+    # An operator's Disconnect in the admin: the client resumes at once, as after a drain,
+    # but the frame and the metrics say who ended it (issue 23).
+    "disconnect": Close(closes.OPERATOR_DISCONNECT, "disconnected by an operator; resume"),
+}
+
 # Refusals of a connect by what refused it (the consumer reports the kind).
 LIMIT_DETAILS = {
     "user": "too many connection attempts",
     "ip": "too many connection attempts",
     "slots": "too many open connections for this user",
+    "conversations": "too many new conversations started by this user",
 }
 
 
@@ -233,6 +257,8 @@ class ConnectionState:
             return [PostMessage(frame)]
         if isinstance(frame, p.AuthRefresh):
             return [Renew(frame)]
+        if isinstance(frame, p.RespondApproval):
+            return [AnswerApproval(frame)]
         return [CancelRun(frame.run_id)]
 
     def _check_phase(self, frame: p.ClientFrame) -> None:
@@ -280,6 +306,19 @@ class ConnectionState:
         if self.ended is None:
             self.ended = (code, "client_closed" if code in (1000, 1001) else "connection_lost")
         return self.ended
+
+    def admit(self, remote_addr: str) -> list[Action]:
+        """The socket is open: a client address is held to its connect rate (no address, as
+        in-process, no limit)."""
+        if self.closed or not remote_addr:
+            return []
+        return [CheckLimit("ip", f"ip:{remote_addr}")]
+
+    def limit_checked(self, check: CheckLimit, allowed: bool, retry_after_ms: int) -> list[Action]:
+        """The answer to a `CheckLimit`: a refused connect rate closes the socket."""
+        if allowed:
+            return []
+        return self.limited(check.kind, retry_after_ms)
 
     # --- inputs: the connect, step by step ------------------------------------------------------
 
@@ -353,12 +392,29 @@ class ConnectionState:
         detail = "too many agent runs started by this user" if per_user else "too many messages in this conversation"
         return [Send(p.error_frame("rate_limited", detail, client_msg_id, retry_after_ms=retry_after_ms))]
 
+    def limit_unchecked(self, ref: Any) -> list[Action]:
+        """A limit that fails closed could not be checked (Redis unreachable or overloaded): the
+        frame was not processed; the client sends it again after `retry_after_ms`."""
+        return [Send(p.error_frame("unavailable", "the rate limit cannot be checked now; retry", ref,
+                                   retry_after_ms=self.limits.unavailable_retry_ms))]
+
     def conversation_gone(self) -> list[Action]:
         """The conversation was deleted while the socket was open."""
         return self._close(closes.NOT_FOUND, "this conversation no longer exists")
 
     def cancel_unknown(self, run_id: str) -> list[Action]:
         return [Send(p.error_frame("not_found", "no such run in this conversation", run_id))]
+
+    def approval_answered(self, call_id: str, outcome: str, decision: str | None) -> list[Action]:
+        """What `approval.respond` found: the decision taken (every socket of the conversation
+        then gets `approval.resolved`: no answer here), no such call waiting for an approval in
+        this conversation, or one decided already (with the decision that stands)."""
+        if outcome == "not_found":
+            return [Send(p.error_frame("not_found", "no approval for this call in this conversation", call_id))]
+        if outcome == "already_decided":
+            return [Send(p.error_frame("already_decided", f"this call was already {decision}", call_id,
+                                       decision=decision))]
+        return []
 
     def refreshed(self, access_expires_at: int, access: str | None = None, refresh: str | None = None) -> list[Action]:
         if self.closed:
@@ -457,8 +513,16 @@ class ConnectionState:
         return []
 
     def terminate(self, reason: CloseReason, detail: str, **extra: Any) -> list[Action]:
-        """An ending decided outside the socket: replaced, the node drains, an operator."""
+        """An ending decided outside the socket: the node drains."""
         return self._close(reason, detail, **extra)
+
+    def control(self, action: str) -> list[Action] | None:
+        """A control message of the fan-out for this socket (another socket replaced it, an
+        operator disconnected it); None for an action this node does not know (a newer node's)."""
+        close = CONTROL_CLOSES.get(action)
+        if close is None:
+            return None
+        return self._close(close.reason, close.detail)
 
     def failed(self, detail: str) -> list[Action]:
         """Something in the consumer failed unexpectedly: the client resumes elsewhere."""

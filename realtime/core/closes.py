@@ -59,6 +59,9 @@ RATE_LIMITED = CloseReason("rate_limited", 4429)
 GOING_AWAY = CloseReason("going_away", 4012)
 # The node drains (SIGTERM): go to another node now.
 DRAINING = CloseReason("going_away", 4012, frame_type="reconnect")
+# An operator ended the socket (the admin's Disconnect): resume at once, as after `going_away`.
+# Its own code so that the client, the connection row and the metrics tell it from a deploy.
+OPERATOR_DISCONNECT = CloseReason("operator_disconnect", 4012)
 
 # What a refused connect becomes, by the service error's code.
 CONNECT_REFUSALS = {

@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from realtime.core import closes
+
 # --- sockets ------------------------------------------------------------------------------
 
 CONNECTIONS_OPEN = Gauge(
@@ -53,8 +55,9 @@ CONNECT_READY_SECONDS = Histogram(
 )
 RATE_LIMITED = Counter(
     "tether_rate_limit_refusals",
-    "Refusals by a rate limit: connect_user, connect_ip, connections_per_user (4429 at connect), "
-    "frames (per socket), messages (per conversation) and runs_per_user (the socket stays open for both).",
+    "Refusals by a rate limit: connect_user, connect_ip, connections_per_user, new_conversations_user "
+    "(4429 at connect), frames (per socket), messages (per conversation), runs_per_user, and unchecked "
+    "(a message refused because the runs limit could not be checked; the socket stays open for the last four).",
     ["kind"],
 )
 AUTH_REFRESHES = Counter(
@@ -107,6 +110,36 @@ RUN_SECONDS = Histogram(
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 
+# --- tools and approvals --------------------------------------------------------------------
+
+TOOL_CALLS = Counter(
+    "tether_tool_calls",
+    "Tool calls ended, by effect class (read, idempotent, local, once) and status (ok, error, unknown, "
+    "denied), counted where the result was recorded.",
+    ["effect", "status"],
+)
+APPROVALS_RESOLVED = Counter(
+    "tether_approvals_resolved", "Approvals decided, by decision: approved, denied, expired.", ["decision"]
+)
+APPROVALS_WAITING = Gauge(
+    "tether_approvals_waiting",
+    "Approvals waiting for a person's decision, over every node (read from the database when scraped; "
+    "NaN when it cannot be read).",
+)
+
+
+def watch_approvals(count: Callable[[], float]) -> None:
+    """The gauge reads `count` at scrape time (the database is the only place that knows)."""
+
+    def read() -> float:
+        try:
+            return float(count())
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the database did
+            return float("nan")
+
+    APPROVALS_WAITING.set_function(read)
+
+
 # --- the node -----------------------------------------------------------------------------
 
 DRAIN_SECONDS = Gauge(
@@ -127,9 +160,25 @@ def unwatch_node(node_id: str) -> None:
         CONNECTIONS_OPEN.remove(node_id)
 
 
+# Close codes that may become a label value: the WebSocket protocol's own (RFC 6455 section
+# 7.4.1, and 1012-1014 from the IANA registry) and every code of the server's close table. A
+# client chooses its own close code (3000-4999 are open to it), and each new value would be a
+# new time series (issue 24): anything else is counted as "other".
+LABELLED_CLOSE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 1015}
+    | {reason.close_code for reason in vars(closes).values() if isinstance(reason, closes.CloseReason)}
+)
+
+
+def close_code_label(close_code: int | None) -> str:
+    if close_code is None:
+        return "none"
+    return str(close_code) if close_code in LABELLED_CLOSE_CODES else "other"
+
+
 def connect_ended(close_code: int | None, reason: str, was_ready: bool) -> None:
     """A socket ended: its close code, and the connect's outcome if it never got `ready`."""
-    code = str(close_code) if close_code is not None else "none"
+    code = close_code_label(close_code)
     CLOSES.labels(code, reason).inc()
     if not was_ready:
         CONNECTS.labels("refused" if close_code is not None and close_code >= 4000 else "abandoned", code).inc()

@@ -79,12 +79,20 @@ class Cancel:
     run_id: str
 
 
-ClientFrame = Connect | SendMessage | Ack | Ping | AuthRefresh | Cancel
+@dataclass(frozen=True)
+class RespondApproval:
+    call_id: str
+    decision: str  # "approve" or "deny"
+
+
+APPROVAL_DECISIONS = ("approve", "deny")
+
+ClientFrame = Connect | SendMessage | Ack | Ping | AuthRefresh | Cancel | RespondApproval
 
 
 def frame_ref(frame: ClientFrame) -> Any:
     """What an error about a parsed frame refers to (its client_msg_id, id or run_id)."""
-    for attr in ("client_msg_id", "run_id", "id"):
+    for attr in ("client_msg_id", "run_id", "call_id", "id"):
         value = getattr(frame, attr, None)
         if value is not None:
             return value
@@ -92,7 +100,7 @@ def frame_ref(frame: ClientFrame) -> Any:
 
 
 def _frame_ref(obj: dict) -> Any:
-    for key in ("client_msg_id", "id", "run_id"):
+    for key in ("client_msg_id", "id", "run_id", "call_id"):
         value = obj.get(key)
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             return value if not isinstance(value, str) else value[:64]
@@ -192,6 +200,12 @@ def parse_frame(obj: dict, max_message_chars: int) -> ClientFrame:
         return AuthRefresh(refresh=refresh, access=access)
     if kind == "cancel":
         return Cancel(run_id=_uuid_str(_require(obj, "run_id", ref), "run_id", ref))
+    if kind == "approval.respond":
+        call_id = _uuid_str(_require(obj, "call_id", ref), "call_id", ref)
+        decision = _require(obj, "decision", ref)
+        if decision not in APPROVAL_DECISIONS:
+            raise _bad("'decision' must be 'approve' or 'deny'", ref)
+        return RespondApproval(call_id=call_id, decision=decision)
     raise _bad(f"unknown frame type '{kind[:40]}'", ref)
 
 

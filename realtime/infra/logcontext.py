@@ -11,10 +11,42 @@ code (services, fan-out) carry it too. Per-event fields (`seq`, `close_code`) ar
 from __future__ import annotations
 
 import logging
+import re
 from contextvars import ContextVar
 from typing import Any
 
-FIELDS = ("node", "conversation_id", "connection_id", "run_id")
+FIELDS = ("node", "conversation_id", "connection_id", "client_id", "run_id")
+
+# The plain format's suffix: record attribute -> its short name, in the order shown.
+PLAIN_FIELDS = (
+    ("node", "node"),
+    ("conversation_id", "conv"),
+    ("client_id", "client"),
+    ("connection_id", "conn"),
+    ("run_id", "run"),
+    ("seq", "seq"),
+    ("close_code", "code"),
+)
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+# Why a WebSocket ended, for the close codes that are not the application's own (those are
+# the close table, realtime/core/closes.py): what daphne or the peer's stack sent (RFC 6455).
+PROTOCOL_CLOSE_CAUSES = {
+    1001: "the client went away (tab closed, page left)",
+    1002: "protocol error: the client broke the WebSocket framing",
+    1003: "unsupported data: the client sent a binary frame",
+    1005: "closed without a status code",
+    1006: "abnormal closure: no close frame (network cut, reset or a killed process)",
+    1007: "invalid payload: the client sent a text frame that is not UTF-8",
+    1009: "message too big: daphne refused a frame over --websocket-max-message-size"
+          " (2 x REALTIME_MAX_FRAME_BYTES) while it arrived",
+    1011: "internal error in the client's or the server's WebSocket stack",
+}
+
+
+def close_cause(code: int | None) -> str | None:
+    """What a protocol-level close code means, for the log line of a socket's end."""
+    return PROTOCOL_CLOSE_CAUSES.get(code) if code is not None else None
 
 # Never mutated: bind() sets a new dict, so the shared empty default is safe.
 _bound: ContextVar[dict[str, str]] = ContextVar("tether_log_fields", default={})  # noqa: B039
@@ -50,13 +82,34 @@ def _default_node() -> str:
     return getattr(settings, "REALTIME_NODE_ID", "")
 
 
+def _compact(value: object) -> str:
+    text = str(value)
+    return text[:8] if _UUID.match(text) else text
+
+
+class PlainFormatter(logging.Formatter):
+    """One human-readable line, ending with the record's context in brackets: what a JSON line
+    carries (PLAIN_FIELDS), in a few dozen characters."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        facts = [f"{short}={_compact(getattr(record, name))}" for name, short in PLAIN_FIELDS
+                 if getattr(record, name, None) not in (None, "")]
+        if not facts:
+            return line
+        # After the message's first line, before a traceback.
+        first, sep, rest = line.partition("\n")
+        return f"{first} [{' '.join(facts)}]{sep}{rest}"
+
+
 def logging_config(log_format: str, level: str, logger_levels: dict[str, str] | None = None) -> dict:
     """Django's LOGGING for `plain` (the default: one human-readable line) or `json` (one JSON
     object per line, through python-json-logger); `logger_levels` sets single loggers' levels."""
     if log_format not in ("plain", "json"):
         raise ValueError(f"LOG_FORMAT must be 'plain' or 'json', not {log_format!r}")
     formatters = {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {"()": "realtime.infra.logcontext.PlainFormatter",
+                  "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",

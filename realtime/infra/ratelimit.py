@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from realtime.core.buckets import Rule, Verdict
+from realtime.core.buckets import LocalBuckets, Rule, Verdict, share_of, share_of_count
 from realtime.infra.redis_client import get_redis, key
 
 # The scripts below are put together from these pieces (one round trip each, evaluated
@@ -83,14 +83,26 @@ local allowed, retry, which = take_buckets(KEYS, ARGV, tonumber(ARGV[2 * #KEYS +
 return {allowed, retry, which}
 """
 
-# A connect's two limits in one round trip. KEYS: the user's connect bucket, slot zset, slot
-# owners; ARGV: capacity, refill per second, identity, limit, lease ms, owner. The slot is
-# taken only if the rate allows; a slot refusal still spends the token, as two calls did.
-# Returns allowed (0/1), retry_after_ms and which refused (0 the rate, 1 the slot, -1 none).
+# A connect's limits in one round trip. KEYS: slot zset, slot owners, the user's connect
+# bucket and (a connect that creates a conversation) its new-conversation bucket; ARGV:
+# identity, limit, lease ms, owner, then capacity and refill per second of each bucket. The
+# slot is taken only if the rates allow; a slot refusal still spends the tokens, as separate
+# calls did. Returns allowed (0/1), retry_after_ms and which refused (0 the connect rate, 1 the
+# slot, 2 the new-conversation rate, -1 none).
 _CONNECT_LUA = _NOW + _TAKE_BUCKETS + _TAKE_SLOT + """
-local allowed, retry = take_buckets({KEYS[1]}, {ARGV[1], ARGV[2]}, 1)
-if allowed == 0 then return {0, retry, 0} end
-allowed, retry = take_slot(KEYS[2], KEYS[3], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6])
+local buckets = {}
+local rates = {}
+for i = 3, #KEYS do
+  buckets[#buckets + 1] = KEYS[i]
+  rates[#rates + 1] = ARGV[5 + 2 * (i - 3)]
+  rates[#rates + 1] = ARGV[6 + 2 * (i - 3)]
+end
+local allowed, retry, which = take_buckets(buckets, rates, 1)
+if allowed == 0 then
+  if which == 0 then return {0, retry, 0} end
+  return {0, retry, 2}
+end
+allowed, retry = take_slot(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
 if allowed == 0 then return {0, retry, 1} end
 return {1, 0, -1}
 """
@@ -142,19 +154,57 @@ async def hit_all(buckets: list[tuple[str, Rule]], cost: float = 1.0) -> Verdict
 
 
 async def take_connect(scope: str, limit: Rule, member: str, slots: int, lease_seconds: float,
-                       owner: str) -> Verdict:
-    """A connect's limits in one round trip: one token of `scope`'s connect rate (as `hit`),
-    then one of its `slots` concurrent-connection slots for `owner`; renew them with
-    renew_slots, free one with release_slot (by the same owner).
-    `refused_by`: 0 the rate, 1 the slot.
+                       owner: str, new_conversation: Rule | None = None) -> Verdict:
+    """A connect's limits in one round trip: one token of `scope`'s connect rate (as `hit`)
+    and, for a connect that creates a conversation, one of its `new_conversation` rate, then one
+    of its `slots` concurrent-connection slots for `owner`; renew them with renew_slots, free
+    one with release_slot (by the same owner).
+    `refused_by`: 0 the connect rate, 1 the slot, 2 the new-conversation rate.
 
     Why one call (issue 12): every round trip of a connect waits for the node's loop, and on a
     node busy streaming we measured 42-213 ms per round trip in a rolling restart."""
+    buckets = [key("rl", scope)]
+    rates: list[float] = [limit.capacity, limit.per_second]
+    if new_conversation is not None:
+        buckets.append(key("rl", f"{scope}:new-conversations"))
+        rates += [new_conversation.capacity, new_conversation.per_second]
     allowed, retry, which = await get_redis().eval(
-        _CONNECT_LUA, 3, key("rl", scope), *_slot_keys(scope),
-        limit.capacity, limit.per_second, member, slots, int(lease_seconds * 1000), owner,
+        _CONNECT_LUA, 2 + len(buckets), *_slot_keys(scope), *buckets,
+        member, slots, int(lease_seconds * 1000), owner, *rates,
     )
     return Verdict(bool(int(allowed)), int(retry), int(which) if not int(allowed) else None)
+
+
+# --- when Redis cannot be asked --------------------------------------------------------------
+# A shared limit that cannot be checked (Redis down or slow, or the pool exhausted: load alone
+# made checks fail by the hundred in a connect storm, issue 12) must not allow everything: a
+# connect storm would buy unlimited agent runs and password guesses. The expensive ones (runs
+# per user, logins) refuse (fail closed); the others fall back to this node's share of the
+# limit, kept in memory: the limit divided by the live nodes last seen in the registry.
+
+FALLBACK = LocalBuckets()
+_live_nodes = 1
+
+
+def note_live_nodes(count: int) -> None:
+    """The registry's live node count, as last read (the reaper reads it every interval)."""
+    global _live_nodes
+    _live_nodes = max(1, count)
+
+
+def live_nodes_estimate() -> int:
+    """The live node count last seen; 1 until the registry was read once."""
+    return _live_nodes
+
+
+def fallback_hit(bucket: str, limit: Rule, cost: float = 1.0) -> Verdict:
+    """`hit` against this node's share of the limit, in memory."""
+    return FALLBACK.take(bucket, share_of(limit, live_nodes_estimate()), cost)
+
+
+def fallback_slots(limit: int) -> int:
+    """This node's share of a per-user concurrent-connection limit."""
+    return share_of_count(limit, live_nodes_estimate())
 
 
 def slot_lease(resync_interval: float, heartbeat_timeout: float) -> float:

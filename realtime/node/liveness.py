@@ -37,6 +37,7 @@ async def reap_dead_nodes(self_node: str | None = None) -> ReapResult:
     cutoff = time.time() - settings.REALTIME_NODE_TTL
     stale = [n for n in await redis.zrangebyscore(key("nodes"), "-inf", cutoff) if n != self_node]
     live = set(await redis.zrange(key("nodes"), 0, -1)) - set(stale)
+    ratelimit.note_live_nodes(len(live))  # the share a node takes when limits cannot be checked
     # Rows of nodes that never registered (or whose entry is long gone) count as dead too,
     # once they are older than the TTL, so that a node starting up is not reaped. Not while
     # the registry itself is younger than the TTL: after Redis restarted empty, live nodes

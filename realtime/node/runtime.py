@@ -17,19 +17,16 @@ from django.conf import settings
 
 from realtime.core import metrics
 from realtime.fanout.hub import FanoutHub
+from realtime.fanout.kick import RUN_KICK_GROUP, kick_workers
 from realtime.infra import registry
 from realtime.infra.outage import REDIS
 from realtime.infra.transient import warn_failed
 from realtime.node import liveness
 from realtime.node.resync import UnclosedRow, resync_forever
 from realtime.runs.supervisor import RunSupervisor
+from sessions_app import services
 
 log = logging.getLogger(__name__)
-
-# Agent workers listen here, so a web node without a supervisor can hand a new run over at
-# once instead of waiting for a worker's next sweep.
-RUN_KICK_GROUP = "tether.runs.kick"
-
 
 class NodeConnection(Protocol):
     """What the node may call on one of its sockets (realtime.connection.consumer.ConversationConsumer)."""
@@ -103,6 +100,7 @@ class NodeRuntime:
             self._heartbeat = loop.create_task(self._keep_alive())
         self._resync = loop.create_task(resync_forever(self), name="resync")
         metrics.watch_node(self.node_id, lambda: len(self.connections))
+        metrics.watch_approvals(services.approvals_waiting)
 
     async def _keep_alive(self) -> None:
         """Announces this node every TTL/3 and reaps nodes that stopped announcing.
@@ -159,6 +157,8 @@ class NodeRuntime:
         task.add_done_callback(self._background.discard)
 
     def kick(self, conversation_id: str) -> None:
+        # Without a supervisor, agent workers listen on RUN_KICK_GROUP (realtime/fanout/kick.py):
+        # a web node hands a new run over at once instead of waiting for a worker's next sweep.
         if self.supervisor is not None:
             self.supervisor.kick(conversation_id)
             return
@@ -167,12 +167,7 @@ class NodeRuntime:
         task.add_done_callback(self._background.discard)
 
     async def _kick_workers(self, conversation_id: str) -> None:
-        try:
-            await get_channel_layer().group_send(
-                RUN_KICK_GROUP, {"type": "runs.kick", "conversation_id": conversation_id}
-            )
-        except Exception:  # the workers' sweep finds the run anyway
-            log.warning("kicking agent workers failed", exc_info=True)
+        await kick_workers(conversation_id)  # best effort: the workers' sweep finds the run anyway
 
     def listen_for_kicks(self) -> None:
         """For agent workers: claim runs as soon as a web node announces them."""
@@ -191,10 +186,12 @@ class NodeRuntime:
                     message = await layer.receive(channel)
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # Redis blip: back off, the sweep covers the gap
-                    log.warning("run kick listener failed", exc_info=True)
+                except Exception as exc:  # noqa: BLE001 - Redis blip: back off, the sweep covers the gap
+                    warn_failed(log, "run kick listener failed", exc=exc)
                     await asyncio.sleep(1)
-                    await layer.group_add(RUN_KICK_GROUP, channel)
+                    # Inside the guard: a Redis still out must not end the listener for good.
+                    with contextlib.suppress(Exception):
+                        await layer.group_add(RUN_KICK_GROUP, channel)
                     continue
                 if message.get("type") == "runs.kick" and self.supervisor is not None:
                     self.supervisor.kick(str(message["conversation_id"]))

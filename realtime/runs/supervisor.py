@@ -17,23 +17,38 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from realtime.agents.base import Agent, AgentContext, load_agent
+from realtime.agents.base import Agent, AgentContext, ModelCall, ToolCall, is_acting, load_agent
 from realtime.core import metrics
 from realtime.fanout.publish import commit_and_publish, publish_committed
 from realtime.infra import logcontext
 from realtime.infra.db import db
 from realtime.infra.transient import TRANSIENT_ERRORS, warn_failed
+from realtime.runs.acting import Acting, AgentDiverged, RunSuspended
 from realtime.runs.delta_writer import DeltaWriter
+from realtime.tools import registry as tool_registry
 from sessions_app import services
 
 log = logging.getLogger(__name__)
 
 _DONE = object()
 _CANCEL = object()
+_SUSPENDED = object()  # the run waits for an approval (it holds nothing any more)
+
+
+# What a client reads in `agent.failed` when the agent failed. The cause stays on the server
+# (the log, and the run row's `error` for operators): an upstream's error body can carry its
+# account, its quota, or a piece of someone's prompt (issue 24).
+AGENT_FAILED = "the agent failed; the server logged why"
+# An acting agent that did not repeat its journal after a takeover (nothing was called).
+AGENT_DIVERGED = "the agent could not continue this run after an interruption; the server logged why"
 
 
 class AgentFailure(Exception):
-    pass
+    """The agent failed: `str()` is what the client is told, `detail` what operators see."""
+
+    def __init__(self, public: str, detail: str = "") -> None:
+        super().__init__(public)
+        self.detail = detail
 
 
 class RunSupervisor:
@@ -129,6 +144,10 @@ class RunSupervisor:
     async def _sweep_forever(self) -> None:
         while not self.stopping:
             try:
+                # Approvals past their time are decided `expired` (their runs queued again):
+                # every node's sweep does it, the conversation lock makes one of them win.
+                for expired in await db(services.expire_approvals)():
+                    await publish_committed(expired)
                 for conversation_id in await db(services.claimable_conversations)():
                     if len(self.executing) >= self.max_concurrent:
                         break
@@ -207,12 +226,18 @@ class RunSupervisor:
                 history=context.history,
                 memory=context.memory,
                 partial_text=context.partial_text,
+                tools=tool_registry.specs(),
+                run_id=run_id,
             )
-            producer = loop.create_task(self._produce(agent_context, queue))
+            producer = loop.create_task(self._produce(claim, agent_context, queue))
             async with asyncio.timeout_at(deadline):
-                await self._pump(claim, queue)
-            await commit_and_publish(services.complete_run, conversation_id, run_id, token, agent_context.memory)
-            ended = "completed"
+                suspended = await self._pump(claim, queue)
+            if suspended:
+                ended = "waiting"
+                log.info("run %s waits for an approval", run_id)
+            else:
+                await commit_and_publish(services.complete_run, conversation_id, run_id, token, agent_context.memory)
+                ended = "completed"
         except services.LeaseLost:
             ended = "lease_lost"
             log.warning("run %s: lease lost; another node continues it", run_id)
@@ -221,7 +246,7 @@ class RunSupervisor:
         except TimeoutError:
             ended = await self._end(claim, f"agent did not finish within {self.run_timeout:g} s")
         except AgentFailure as exc:
-            ended = await self._end(claim, str(exc) or "agent failed")
+            ended = await self._end(claim, str(exc) or AGENT_FAILED, detail=exc.detail)
         finally:
             metrics.run_ended(ended, asyncio.get_running_loop().time() - claimed_at)
             log.info("run ended: %s", ended, extra={"status": ended})
@@ -232,31 +257,84 @@ class RunSupervisor:
             if producer is not None:
                 producer.cancel()
 
-    async def _end(self, claim: services.ClaimedRun, error: str, cancelled: bool = False) -> str:
+    async def _end(self, claim: services.ClaimedRun, error: str, cancelled: bool = False, detail: str = "") -> str:
         """Ends the run failed (or cancelled); returns how it ended, for the metrics."""
         try:
             await commit_and_publish(
-                services.fail_run, claim.conversation_id, claim.run_id, claim.fencing_token, error, cancelled
+                services.fail_run, claim.conversation_id, claim.run_id, claim.fencing_token, error, cancelled,
+                detail,
             )
         except services.LeaseLost:
             return "lease_lost"
         return "cancelled" if cancelled else "failed"
 
-    async def _produce(self, context: AgentContext, queue: asyncio.Queue) -> None:
+    async def _produce(self, claim: services.ClaimedRun, context: AgentContext, queue: asyncio.Queue) -> None:
+        """Runs the agent; what it says goes to the queue, which the pump commits."""
         try:
-            async for delta in self.agent_factory().stream(context):
-                if delta:
-                    queue.put_nowait(delta)
+            agent = self.agent_factory()
+            if is_acting(agent):
+                await self._act(claim, agent, context, queue)
+            else:
+                async for delta in agent.stream(context):
+                    if delta:
+                        queue.put_nowait(delta)
         except asyncio.CancelledError:
             raise
+        except RunSuspended:
+            queue.put_nowait(_SUSPENDED)
+            return
+        except services.ServiceError as exc:  # LeaseLost, RunCancelled: the pump ends the run so
+            queue.put_nowait(exc)
+            return
+        except AgentDiverged as exc:
+            log.error("agent diverged from its journal: %s", exc)
+            # The detail names tools and arguments: for operators (the log, the run row), not clients.
+            queue.put_nowait(AgentFailure(AGENT_DIVERGED, f"the agent diverged from its journal: {exc}"))
+            return
         except Exception as exc:  # reported as agent.failed
             log.warning("agent failed: %s", exc, exc_info=True)
-            queue.put_nowait(AgentFailure(f"{type(exc).__name__}: {exc}"))
+            queue.put_nowait(AgentFailure(AGENT_FAILED, f"{type(exc).__name__}: {exc}"))
             return
         queue.put_nowait(_DONE)
 
-    async def _pump(self, claim: services.ClaimedRun, queue: asyncio.Queue) -> None:
-        """Moves deltas from the agent to the log. At most one event per coalescing window:
+    async def _act(self, claim: services.ClaimedRun, agent: Agent, context: AgentContext,
+                   queue: asyncio.Queue) -> None:
+        """Drives an acting agent (realtime/agents/base.py) against its journal: from the start,
+        each step answered from the journal when it was done before (realtime/runs/acting.py)."""
+        loop = asyncio.get_running_loop()
+
+        async def flush() -> None:
+            done = loop.create_future()
+            queue.put_nowait(done)  # the pump commits what came before, then resolves it
+            await done
+
+        journal = await db(services.load_journal)(claim.run_id)
+        acting = Acting(claim, journal, lease_seconds=self.lease_seconds, emit=queue.put_nowait, flush=flush)
+        steps = agent.run(context)
+        answer = None
+        try:
+            while True:
+                context.replaying = acting.replaying
+                try:
+                    step = await steps.asend(answer)
+                except StopAsyncIteration:
+                    break
+                answer = None
+                if isinstance(step, str):
+                    acting.text(step)
+                elif isinstance(step, ToolCall):
+                    answer = await acting.tool(step, context)
+                elif isinstance(step, ModelCall):
+                    answer = await acting.model(step)
+                else:
+                    raise TypeError(f"an agent yields text, ToolCall or ModelCall, not {type(step).__name__}")
+            acting.finished()
+        finally:
+            await steps.aclose()
+
+    async def _pump(self, claim: services.ClaimedRun, queue: asyncio.Queue) -> bool:
+        """Moves deltas from the agent to the log; True when the run stopped to wait for an
+        approval, False when the agent is done. At most one event per coalescing window:
         a delta is written at once if the previous write is a window old, otherwise it waits
         for the window to end together with whatever else arrives meanwhile, so per-event
         costs do not grow with the token rate and a slow stream pays no added delay."""
@@ -285,8 +363,14 @@ class RunSupervisor:
                     await self._flush(claim, pending)
                 continue
             await self._flush(claim, pending)
+            if isinstance(item, asyncio.Future):  # the producer waits for its text to be committed
+                if not item.done():
+                    item.set_result(None)
+                continue
             if item is _DONE:
-                return
+                return False
+            if item is _SUSPENDED:
+                return True
             if item is _CANCEL:
                 raise services.RunCancelled("cancelled")
             raise item  # AgentFailure or LeaseLost

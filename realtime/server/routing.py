@@ -6,7 +6,7 @@ from channels.routing import ProtocolTypeRouter
 from channels.security.websocket import WebsocketDenier
 
 from realtime.connection.consumer import ConversationConsumer
-from realtime.connection.origin import origin_allowed, origin_of
+from realtime.connection.origin import host_of, origin_allowed, origin_of
 from realtime.node.runtime import NodeRuntime
 
 # The one WebSocket endpoint (docs/protocol.md); any other path is refused at the handshake.
@@ -37,7 +37,7 @@ def build_websocket_app(node: NodeRuntime):
     denier = WebsocketDenier.as_asgi()
 
     async def websocket_app(scope, receive, send):
-        if scope["path"] != WEBSOCKET_PATH or not origin_allowed(origin_of(scope)):
+        if scope["path"] != WEBSOCKET_PATH or not origin_allowed(origin_of(scope), host_of(scope)):
             return await denier(scope, receive, send)
         node.ensure_started()
         return await consumer(scope, receive, send)

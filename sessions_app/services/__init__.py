@@ -11,7 +11,8 @@ Rules:
 
 Modules: `errors` (refusals), `conversations`, `event_log` (appending and reading the log,
 user messages), `connections` (sessions, acks, resync), `nodes` (dead nodes), `runs` (claims,
-deltas, completion), `retention` (pruning), `sql` (plain SQL for hot paths). Revocation of
+deltas, completion), `tools` (the tool journal, approvals, model calls; `journal` their events),
+`retention` (pruning), `sql` (plain SQL for hot paths). Revocation of
 tokens is its own module, sessions_app/tokens.py; its two writes are re-exported here.
 This package re-exports the public functions, so callers write `services.open_session(...)`.
 """
@@ -49,7 +50,12 @@ from sessions_app.services.event_log import (
     post_user_message,
 )
 from sessions_app.services.nodes import NodeRelease, open_connection_nodes_not_in, release_node
-from sessions_app.services.retention import PruneResult, prune_events
+from sessions_app.services.retention import (
+    AuthPruneResult,
+    PruneResult,
+    prune_connections_and_tokens,
+    prune_events,
+)
 from sessions_app.services.runs import (
     CancelRequested,
     ClaimedRun,
@@ -66,17 +72,42 @@ from sessions_app.services.runs import (
     renew_run_lease,
     request_cancel,
 )
+from sessions_app.services.tools import (
+    ApprovalAnswer,
+    CallRecord,
+    CallWritten,
+    Journal,
+    LocalContext,
+    ModelCallRecord,
+    approvals_waiting,
+    begin_call,
+    call_id_for,
+    expire_approvals,
+    finish_call,
+    give_up_unknown,
+    load_journal,
+    record_demo_effect,
+    record_model_call,
+    resolve_approval,
+    run_local_call,
+    start_call,
+)
 from sessions_app.tokens import revoke_sign_in, revoke_user_sessions
 
 __all__ = [
-    "CancelRequested", "ClaimedRun", "Committed", "ConversationForbidden", "ConversationNotFound", "DeltaWrite",
+    "ApprovalAnswer", "CallRecord", "CallWritten", "Journal", "LocalContext", "ModelCallRecord",
+    "approvals_waiting", "begin_call", "call_id_for", "expire_approvals", "finish_call", "give_up_unknown",
+    "load_journal", "record_demo_effect", "record_model_call", "resolve_approval", "run_local_call", "start_call",
+    "AuthPruneResult", "CancelRequested", "ClaimedRun", "Committed", "ConversationForbidden", "ConversationNotFound",
+    "DeltaWrite",
     "LeaseLost", "NodeRelease", "OpenedSession", "PostedMessage", "PruneResult", "RunCancelled", "RunContext",
     "ServiceError", "Unauthenticated", "WireFrame", "append_event", "append_run_delta", "append_run_deltas",
     "claim_next_run", "claimable_conversations", "close_connection", "complete_run", "conversation_last_seq",
     "create_conversation", "disconnect_connections", "encode_frame", "events_after", "fail_run", "first_kept_seq",
     "frames_after",
     "get_owned_conversation", "load_run_context", "message_payload", "open_connection_nodes_not_in",
-    "open_session", "post_user_message", "prune_events", "reconcile_acks", "record_ack", "record_auth_refresh",
+    "open_session", "post_user_message", "prune_connections_and_tokens", "prune_events", "reconcile_acks",
+    "record_ack", "record_auth_refresh",
     "release_node", "release_run", "renew_run_lease", "request_cancel", "revoke_sign_in", "revoke_user_sessions",
     "touch_connections",
 ]

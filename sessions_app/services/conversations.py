@@ -14,6 +14,22 @@ def create_conversation(user_id: int, title: str = "") -> Conversation:
     return Conversation.objects.create(owner_id=user_id, title=title[:200])
 
 
+# A title is what a list of conversations shows on one line: the first message's first line,
+# cut at a word boundary (every chat product names a conversation this way, issue 23).
+TITLE_CHARS = 60
+
+
+def title_from(text: str) -> str:
+    """The title a conversation gets from its first message: its first non-empty line with
+    whitespace collapsed, at most TITLE_CHARS characters (cut at a word, with "…")."""
+    line = next((" ".join(part.split()) for part in text.splitlines() if part.strip()), "")
+    if len(line) <= TITLE_CHARS:
+        return line
+    head = line[:TITLE_CHARS]  # one character more than is kept: did a word end there?
+    cut = head[: head.rindex(" ")] if " " in head[TITLE_CHARS // 2 :] else head[: TITLE_CHARS - 1]
+    return cut.rstrip() + "…"
+
+
 def get_owned_conversation(user_id: Any, conversation_id: Any) -> Conversation:
     try:
         conversation = Conversation.objects.get(pk=conversation_id)

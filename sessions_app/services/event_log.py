@@ -21,7 +21,7 @@ from django.utils import timezone
 from realtime.core import metrics
 from realtime.core.wire import WireFrame, encode_frame
 from sessions_app.models import AgentRun, Conversation, Event, Message
-from sessions_app.services.conversations import lock_conversation
+from sessions_app.services.conversations import lock_conversation, title_from
 
 
 def first_kept_seq(conversation_id: Any, last_seq: int) -> int:
@@ -160,6 +160,8 @@ def post_user_message(conversation_id: Any, client_msg_id: Any, text: str) -> Po
             )
             (event,) = append_locked(conversation, [("message.created", {"message": message_payload(message)}, None)])
             run = AgentRun.objects.create(conversation=conversation, message=message)
+            if not conversation.title:
+                _title_from_first_message(conversation, message)
     except IntegrityError:
         # SQLite without row locks can still lose the race at the unique constraint.
         existing = _existing_message(conversation_id, client_msg_id)
@@ -174,6 +176,16 @@ def post_user_message(conversation_id: Any, client_msg_id: Any, text: str) -> Po
         run_id=str(run.id),
         events=[event.as_frame()],
     )
+
+
+def _title_from_first_message(conversation: Conversation, message: Message) -> None:
+    """An untitled conversation is named after its first user message (a title given at
+    creation is kept). Under the conversation's row lock, so two first messages cannot race."""
+    earlier = Message.objects.filter(conversation=conversation, role=Message.Role.USER, seq__lt=message.seq)
+    title = title_from(message.text)
+    if title and not earlier.exists():
+        Conversation.objects.filter(pk=conversation.pk).update(title=title)
+        conversation.title = title
 
 
 def _existing_message(conversation_id: Any, client_msg_id: uuid.UUID) -> PostedMessage | None:

@@ -59,3 +59,40 @@ def prune_events(
         acked_deleted += log.filter(seq__lte=min(cutoff, acked)).delete()[0]
         unacked_deleted += log.filter(seq__gt=acked, seq__lte=cutoff).delete()[0]
     return PruneResult(acked_deleted=acked_deleted, unacked_deleted=unacked_deleted)
+
+
+@dataclass(frozen=True)
+class AuthPruneResult:
+    connections_deleted: int
+    tokens_deleted: int  # outstanding refresh tokens past their expiry (their blacklist entries go too)
+    sign_ins_deleted: int  # revoked sign-ins no token of which can still be valid
+
+
+def prune_connections_and_tokens(now: datetime | None = None, connection_days: float | None = None) -> AuthPruneResult:
+    """Deletes what grows with every socket and every refresh, and is no use once old
+    (`manage.py prune_connections_and_tokens`; issue 24):
+
+    - closed connection rows closed more than REALTIME_RETENTION_CONNECTIONS_DAYS ago (open ones
+      are never touched);
+    - outstanding refresh tokens past their `exp`, with their blacklist entries: an expired
+      token is refused for its expiry whether it is listed or not;
+    - revoked sign-ins older than the longest a token issued before the revocation can live
+      (REFRESH_TOKEN_LIFETIME, plus ACCESS_TOKEN_LIFETIME for an access token derived from the
+      last refresh): every token of such a sign-in has expired.
+
+    A user's token generation is kept (one row per user): it is what refuses their old tokens."""
+    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+
+    from sessions_app.models import Connection, RevokedSignIn
+
+    now = now or timezone.now()
+    days = settings.REALTIME_RETENTION_CONNECTIONS_DAYS if connection_days is None else connection_days
+    connections = Connection.objects.filter(closed_at__lt=now - timedelta(days=days)).delete()[1]
+    tokens = OutstandingToken.objects.filter(expires_at__lt=now).delete()[1]
+    lifetime = settings.SIMPLE_JWT["REFRESH_TOKEN_LIFETIME"] + settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
+    sign_ins = RevokedSignIn.objects.filter(revoked_at__lt=now - lifetime).delete()[1]
+    return AuthPruneResult(
+        connections_deleted=connections.get(Connection._meta.label, 0),
+        tokens_deleted=tokens.get(OutstandingToken._meta.label, 0),
+        sign_ins_deleted=sign_ins.get(RevokedSignIn._meta.label, 0),
+    )

@@ -1,5 +1,5 @@
 """Agent runs: claiming with leases and fencing tokens, the delta group commit, completion,
-failure and cancellation (design: docs/architecture.md, "Agent runs")."""
+failure and cancellation (design: docs/architecture.md, "Runs")."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from realtime.core import metrics
 from sessions_app.models import AgentRun, Conversation, Event, Message
+from sessions_app.services import journal
 from sessions_app.services.conversations import lock_conversation
 from sessions_app.services.errors import ConversationNotFound, LeaseLost, RunCancelled, ServiceError
 from sessions_app.services.event_log import Committed, append_locked, log_stamp, message_payload
@@ -50,23 +51,25 @@ def claim_next_run(conversation_id: Any, node: str, lease_seconds: float | None 
     """Claims the conversation's earliest unfinished run if nobody holds a live lease on it.
 
     Only the earliest unfinished run is ever claimable, which is what keeps the runs of one
-    conversation strictly sequential across all nodes.
+    conversation strictly sequential across all nodes: a run waiting for an approval holds back
+    every later one.
     """
     lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
     with transaction.atomic():
         conversation = lock_conversation(conversation_id)
         run = (
             AgentRun.objects.select_for_update()
-            .filter(conversation=conversation, status__in=AgentRun.ACTIVE)
+            .filter(conversation=conversation, status__in=AgentRun.UNFINISHED)
             .order_by("message__seq")
             .first()
         )
         now = timezone.now()
-        if run is None:
+        if run is None or run.status == AgentRun.Status.WAITING:
             return None
         if run.status == AgentRun.Status.RUNNING and run.lease_expires_at and run.lease_expires_at > now:
             return None
-        takeover = run.status == AgentRun.Status.RUNNING
+        # Claimed before: its node died or let go (drain, lapsed lease), or it waited for a person.
+        takeover = run.claims > 0
         run.status = AgentRun.Status.RUNNING
         run.node = node
         run.fencing_token += 1
@@ -86,7 +89,7 @@ def claim_next_run(conversation_id: Any, node: str, lease_seconds: float | None 
         fencing_token=run.fencing_token,
         takeover=takeover,
         events=[e.as_frame() for e in events],
-        elapsed_seconds=max(0.0, (now - run.started_at).total_seconds()),
+        elapsed_seconds=max(0.0, (now - run.started_at).total_seconds() - run.waited_seconds),
     )
 
 
@@ -103,12 +106,16 @@ class RunContext:
 
 def load_run_context(run_id: Any) -> RunContext:
     run = AgentRun.objects.select_related("conversation", "message").get(pk=run_id)
-    history = [
-        {"role": role, "text": text}
-        for role, text in Message.objects.filter(conversation_id=run.conversation_id, seq__lte=run.message.seq)
-        .order_by("seq")
-        .values_list("role", "text")
-    ]
+    # The last REALTIME_AGENT_HISTORY_MESSAGES messages up to the run's own, oldest first: a
+    # long conversation must not send (and pay for) its whole history on every run, nor grow
+    # a run's memory without bound (issue 24). The agent's memory (agent_memory) carries what
+    # must outlive the window.
+    recent = (
+        Message.objects.filter(conversation_id=run.conversation_id, seq__lte=run.message.seq)
+        .order_by("-seq")
+        .values_list("role", "text")[: max(1, settings.REALTIME_AGENT_HISTORY_MESSAGES)]
+    )
+    history = [{"role": role, "text": text} for role, text in reversed(recent)]
     return RunContext(
         run_id=str(run.id),
         conversation_id=str(run.conversation_id),
@@ -308,12 +315,18 @@ def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: 
     return Committed(str(conversation_id), [e.as_frame() for e in events])
 
 
-def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False) -> Committed:
+def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, cancelled: bool = False,
+             detail: str = "") -> Committed:
+    """Ends the run failed (or cancelled). Its open tool calls get their one result first.
+    `error` goes to the client (`agent.failed`, the calls' results); `detail`, when given, only
+    to the run row (operators): an upstream's own words stay on the server."""
     with transaction.atomic():
         conversation = lock_conversation(conversation_id)
         run = _owned_run(conversation, run_id, fencing_token)
-        events = append_locked(conversation, [("agent.failed", _failed_payload(run, error, cancelled), run.id)])
-        _finish(run, AgentRun.Status.CANCELLED if cancelled else AgentRun.Status.FAILED, error)
+        entries = journal.settle_open_calls(run, "run cancelled" if cancelled else f"run ended: {error}")
+        entries.append(("agent.failed", _failed_payload(run, error, cancelled), run.id))
+        events = append_locked(conversation, entries)
+        _finish(run, AgentRun.Status.CANCELLED if cancelled else AgentRun.Status.FAILED, detail or error)
     return Committed(str(conversation_id), [e.as_frame() for e in events])
 
 
@@ -329,7 +342,8 @@ def _finish(run: AgentRun, status: str, error: str) -> None:
     run.error = error[:2000]
     run.finished_at = timezone.now()
     run.lease_expires_at = None
-    run.save(update_fields=["status", "error", "finished_at", "lease_expires_at"])
+    run.waiting_since = None
+    run.save(update_fields=["status", "error", "finished_at", "lease_expires_at", "waiting_since"])
 
 
 @dataclass(frozen=True)
@@ -340,17 +354,21 @@ class CancelRequested:
     events: list[dict]
 
 
-def request_cancel(conversation_id: Any, run_id: Any) -> CancelRequested:
-    """A queued run is cancelled at once; a running one is flagged and its owner stops it
-    at its next append or lease renewal."""
+def request_cancel(conversation_id: Any, run_id: Any, by: str = "") -> CancelRequested:
+    """A queued run is cancelled at once, and so is one waiting for an approval (the approval
+    is resolved `denied` by `by`, the cancelling client); a running one is flagged and its
+    owner stops it at its next append or lease renewal."""
     conversation_id = str(conversation_id)
     with transaction.atomic():
         conversation = lock_conversation(conversation_id)
         run = AgentRun.objects.select_for_update().filter(pk=run_id, conversation=conversation).first()
         if run is None:
             raise ConversationNotFound("no such run in this conversation")
-        if run.status == AgentRun.Status.QUEUED:
-            events = append_locked(conversation, [("agent.failed", _failed_payload(run, "cancelled", True), run.id)])
+        if run.status in (AgentRun.Status.QUEUED, AgentRun.Status.WAITING):
+            # A run queued again after an approval may have calls still open.
+            entries = journal.settle_open_calls(run, "run cancelled", by)
+            entries.append(("agent.failed", _failed_payload(run, "cancelled", True), run.id))
+            events = append_locked(conversation, entries)
             _finish(run, AgentRun.Status.CANCELLED, "cancelled")
             return CancelRequested("cancelled", conversation_id, [e.as_frame() for e in events])
         if run.status == AgentRun.Status.RUNNING:

@@ -38,7 +38,6 @@ from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-NODE_ENV = FAST_NODE_ENV
 HEARTBEAT_INTERVAL = 0.5
 HEARTBEAT_TIMEOUT = 1.5
 RESUME_BOUND = 2.0
@@ -74,8 +73,8 @@ async def _closed_rows(client_id: str) -> list[tuple]:
 
 async def test_sigkill_mid_stream_fails_over_and_the_run_is_taken_over(daphne_cluster, tmp_path):
     gate = AgentGate(tmp_path)
-    a = daphne_cluster("kill-a", **NODE_ENV, **gate.env)
-    b = daphne_cluster("kill-b", **NODE_ENV, **gate.env)
+    a = daphne_cluster("kill-a", **FAST_NODE_ENV, **gate.env)
+    b = daphne_cluster("kill-b", **FAST_NODE_ENV, **gate.env)
     await wait_ready(a)
     await wait_ready(b)
     tokens = await database_sync_to_async(user_tokens)(3, "kill")
@@ -128,8 +127,8 @@ async def test_sigkill_mid_stream_fails_over_and_the_run_is_taken_over(daphne_cl
 
 @pytest.mark.parametrize("fault", ["blackhole", "reset"])
 async def test_network_fault_fails_over_to_the_other_node(daphne_cluster, fault):
-    a = daphne_cluster(f"net-{fault}-a", **NODE_ENV)
-    b = daphne_cluster(f"net-{fault}-b", **NODE_ENV)
+    a = daphne_cluster(f"net-{fault}-a", **FAST_NODE_ENV)
+    b = daphne_cluster(f"net-{fault}-b", **FAST_NODE_ENV)
     await wait_ready(a)
     await wait_ready(b)
     [token] = await database_sync_to_async(user_tokens)(1, "net")

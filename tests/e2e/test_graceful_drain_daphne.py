@@ -17,18 +17,11 @@ from channels.db import database_sync_to_async
 from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
 from tests.support.gated_agent import AgentGate
+from tests.support.sdk_chat import FAST_NODE_ENV
 from tests.support.waiting import eventually
 from tests.support.ws_e2e import E2EClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-NODE_ENV = {
-    "REALTIME_DEMO_AGENT_DELAY_MS": 20,
-    "REALTIME_RUN_SWEEP_INTERVAL": 0.3,
-    "REALTIME_DRAIN_GRACE": 1.0,
-    "REALTIME_NODE_TTL": 3,
-}
-
 
 def _readyz(port: int) -> int:
     try:
@@ -40,7 +33,7 @@ def _readyz(port: int) -> int:
 
 async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, user, tmp_path):
     gate = AgentGate(tmp_path)
-    a = daphne_cluster("drain-a", **NODE_ENV, **gate.env)
+    a = daphne_cluster("drain-a", **FAST_NODE_ENV, **gate.env)
     token = await database_sync_to_async(access_for)(user)
     client = E2EClient(token)
     await client.connect(a.ws_url)
@@ -49,7 +42,7 @@ async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, use
     await client.until(lambda f: f["type"] == "agent.delta")
     # B starts once A holds the run: B's sweep could otherwise claim it first, and the drain
     # would have nothing to hand over.
-    b = daphne_cluster("drain-b", **NODE_ENV, **gate.env)
+    b = daphne_cluster("drain-b", **FAST_NODE_ENV, **gate.env)
     assert await database_sync_to_async(_readyz)(a.port) == 200
 
     a.proc.terminate()  # SIGTERM
@@ -94,7 +87,7 @@ async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, use
 
 async def test_new_socket_on_a_draining_node_is_told_to_reconnect(daphne_cluster, user, tmp_path):
     gate = AgentGate(tmp_path)  # never opened: the run keeps the node draining for its whole grace
-    a = daphne_cluster("drain-solo", **{**NODE_ENV, "REALTIME_DRAIN_GRACE": 5.0}, **gate.env)
+    a = daphne_cluster("drain-solo", **{**FAST_NODE_ENV, "REALTIME_DRAIN_GRACE": 5.0}, **gate.env)
     token = await database_sync_to_async(access_for)(user)
     holder = E2EClient(token)
     await holder.connect(a.ws_url)

@@ -1,5 +1,7 @@
 """The reference deployment's balancer for real: Debian's haproxy on loopback runs the shipped
-deploy/haproxy.cfg in front of two daphne nodes, and clients know only the balancer's URL.
+deploy/haproxy.cfg in front of two daphne nodes, and clients know only the balancer's URL. Every
+client speaks TLS to it (wss://, https://) with a certificate made for the run
+(tests/support/tls.py); plain HTTP is only redirected.
 
 - A rolling restart (SIGTERM, drain, start again; one node, then the other) under talking SDK
   clients loses nothing and duplicates nothing: the health check on /readyz takes a draining
@@ -7,7 +9,9 @@ deploy/haproxy.cfg in front of two daphne nodes, and clients know only the balan
 - Per-IP limits (sockets and REST) see the client's address through the proxy
   (X-Forwarded-For paired with REALTIME_TRUSTED_PROXIES), and a forged header changes nothing.
 - An idle socket outlives the balancer's tunnel timeout thanks to the heartbeats, and a silent
-  one is ended by its node with a reason (4408), not cut by the balancer."""
+  one is ended by its node with a reason (4408), not cut by the balancer.
+- TLS ends at the balancer, which tells the nodes (X-Forwarded-Proto, so they send HSTS); no
+  spelling of /metrics gets through it (issue 24)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import ssl
 import time
 
 import httpx
@@ -33,6 +38,7 @@ from tests.support.sdk_chat import (
     wait_exit,
     wait_ready,
 )
+from tests.support.talkers import Talkers
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -41,13 +47,16 @@ BEHIND_PROXY = {**FAST_NODE_ENV, "REALTIME_TRUSTED_PROXIES": "127.0.0.1"}
 
 
 @pytest.fixture
-def balancer(request):
+def balancer(request, monkeypatch):
     started: list[HAProxy] = []
 
     async def start(nodes, **env) -> HAProxy:
-        """Starts haproxy and returns once its health checks put both nodes in rotation."""
+        """Starts haproxy and returns once its health checks put both nodes in rotation. The
+        SDK's clients trust its certificate the way a deployment trusts a private CA: through
+        SSL_CERT_FILE (the SDK has no TLS options of its own)."""
         lb = HAProxy([n.port for n in nodes], **env)
         started.append(lb)
+        monkeypatch.setenv("SSL_CERT_FILE", str(lb.cert))
         lb.start()
         await _both_serving(lb, nodes)
         return lb
@@ -70,7 +79,8 @@ async def _both_serving(lb: HAProxy, nodes) -> None:
         # Each probe from its own loopback address, so that the probes never use up a test's
         # per-IP connect limit; a probe refused by the per-user limit (4429) just tries again.
         try:
-            async with websockets.connect(lb.ws_url, open_timeout=5, local_addr=(next(sources), 0)) as ws:
+            async with websockets.connect(lb.ws_url, open_timeout=5, local_addr=(next(sources), 0),
+                                          ssl=lb.ssl_context()) as ws:
                 await ws.send(json.dumps({"type": "connect", "token": token, "conversation_id": None,
                                           "last_seq": None, "client_id": "probe"}))
                 frame = json.loads(await ws.recv())
@@ -93,36 +103,15 @@ async def test_rolling_restart_through_the_balancer_loses_nothing(daphne_cluster
     lb = await balancer([a, b], TETHER_CHECK_INTERVAL="200ms")
     tokens = await database_sync_to_async(user_tokens)(8, "lb")
     sessions = [ChatSession.open([lb.ws_url], token, name=f"c{i}") for i, token in enumerate(tokens)]
-    stop = asyncio.Event()
-    texts = ("count 40", "count 120", "count 40")
-    talkers = [
-        asyncio.create_task(s.converse_until(stop, itertools.islice(itertools.cycle(texts), i % 3, None), 3))
-        for i, s in enumerate(sessions)
-    ]
-    try:
-        async def all_answered_once():
-            for t in talkers:
-                if t.done():
-                    t.result()
-            return all(s.completed_count() >= 1 for s in sessions)
-
-        await eventually(all_answered_once, timeout=30, what="every client answered once")
+    async with Talkers(sessions, ("count 40", "count 120", "count 40"), min_messages=3) as talkers:
+        await talkers.all_answered_once()
         for node in (a, b):
             node.proc.terminate()  # SIGTERM: drain
             assert await wait_exit(node, timeout=15) == 0, node.tail()
             await asyncio.to_thread(node.start)  # same id and port
             await wait_ready(node)
-            for t in talkers:
-                if t.done():
-                    t.result()
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*talkers), 90)
-    finally:
-        stop.set()
-        for t in talkers:
-            t.cancel()
-        await asyncio.gather(*talkers, return_exceptions=True)
-        await asyncio.gather(*(s.close() for s in sessions))
+            talkers.check()
+        await talkers.finish(90)
 
     for s in sessions:
         result = await database_sync_to_async(check_conversation)(s, expected_answers(s))
@@ -141,7 +130,7 @@ async def _connect_from(lb: HAProxy, source: str, token: str, **headers: str) ->
     """Opens a socket through the balancer from a loopback source address; returns the
     server's first frame and the close code if the server closed."""
     async with websockets.connect(lb.ws_url, open_timeout=5, additional_headers=headers,
-                                  local_addr=(source, 0)) as ws:
+                                  local_addr=(source, 0), ssl=lb.ssl_context()) as ws:
         # A node refusing the address answers right after the handshake, and may have closed
         # before this send: the refusal frame is still there to read.
         with contextlib.suppress(websockets.ConnectionClosed):
@@ -182,16 +171,21 @@ async def test_per_ip_limits_see_the_client_through_the_balancer(daphne_cluster,
 
     # The REST throttle on password guessing counts the client behind the balancer too.
     async def login(source: str) -> int:
-        async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address=source), timeout=10) as http:
+        transport = httpx.AsyncHTTPTransport(local_address=source, verify=lb.ssl_context())
+        async with httpx.AsyncClient(transport=transport, timeout=10) as http:
             response = await http.post(f"{lb.http_url}/api/auth/token/",
                                        json={"username": user.username, "password": "wrong"})
             return response.status_code
 
     assert [await login("127.0.0.4") for _ in range(3)] == [401, 401, 429]
     assert await login("127.0.0.5") == 401
-    # And /metrics is not reachable through the balancer.
-    async with httpx.AsyncClient(timeout=5) as http:
-        assert (await http.get(f"{lb.http_url}/metrics")).status_code == 404
+    # And /metrics is not reachable through the balancer, however it is spelled: the nodes
+    # decode "%6d" to "m" and route what they decoded (before issue 24, "/%6detrics" got the
+    # metrics: the balancer's rule read the path as sent).
+    async with httpx.AsyncClient(timeout=5, verify=lb.ssl_context()) as http:
+        for path in ("/metrics", "/%6detrics", "/%6Detrics", "/%6D%65trics", "/metrics%3Fx", "/%2fmetrics"):
+            response = await http.get(f"{lb.http_url}{path}")
+            assert response.status_code == 404 and "tether_" not in response.text, (path, response.status_code)
 
 
 async def test_an_idle_socket_outlives_the_balancer_timeouts_thanks_to_heartbeats(daphne_cluster, balancer):
@@ -218,7 +212,7 @@ async def test_an_idle_socket_outlives_the_balancer_timeouts_thanks_to_heartbeat
         await session.close()
 
     # Without heartbeats the node, not the balancer, ends the socket, and says why.
-    async with websockets.connect(lb.ws_url, open_timeout=5) as ws:
+    async with websockets.connect(lb.ws_url, open_timeout=5, ssl=lb.ssl_context()) as ws:
         # Timed from before the `connect` frame, the node's last frame from this client: on a
         # loaded machine the `ready` can take long enough to arrive that timing from it would
         # put the close too early.
@@ -233,3 +227,36 @@ async def test_an_idle_socket_outlives_the_balancer_timeouts_thanks_to_heartbeat
     # have cut the tunnel without one. The upper bound only catches a timeout far too late.
     assert (frame["code"], ws.close_code) == ("heartbeat_timeout", 4408), frame
     assert 2.5 <= silent_for < 2.5 + 2.0, silent_for
+
+
+async def test_tls_ends_at_the_balancer_which_tells_the_nodes(daphne_cluster, balancer):
+    env = {**BEHIND_PROXY, "TLS_PROXY_HEADER": "1", "SECURE_HSTS_SECONDS": "60"}
+    a = daphne_cluster("tls-a", **env)
+    b = daphne_cluster("tls-b", **env)
+    await wait_ready(a)
+    await wait_ready(b)
+    lb = await balancer([a, b], TETHER_CHECK_INTERVAL="200ms")
+    async with httpx.AsyncClient(timeout=5, verify=lb.ssl_context()) as http:
+        # The nodes know the client spoke HTTPS (X-Forwarded-Proto from the balancer, whatever
+        # the client sent), so they send HSTS.
+        for claimed in ("http", "https"):
+            response = await http.get(f"{lb.http_url}/healthz", headers={"X-Forwarded-Proto": claimed})
+            assert response.status_code == 200
+            assert response.headers["strict-transport-security"] == "max-age=60"
+        # Plain HTTP is only redirected.
+        plain = await http.get(f"{lb.plain_http_url}/api/conversations/")
+        assert plain.status_code == 301 and plain.headers["location"].startswith("https://"), plain.headers
+    # A certificate nobody vouched for is refused; ws:// to the TLS port is no WebSocket.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await websockets.connect(lb.ws_url, open_timeout=5, ssl=ssl.create_default_context(cafile=certifi_bundle()))
+    with pytest.raises((websockets.InvalidMessage, websockets.InvalidStatus, ConnectionError, EOFError)):
+        await websockets.connect(lb.ws_url.replace("wss://", "ws://"), open_timeout=5)
+    token = (await database_sync_to_async(user_tokens)(1, "tls"))[0]
+    frame, code = await _connect_from(lb, "127.0.0.9", token)
+    assert frame["type"] == "ready" and code is None, frame
+
+
+def certifi_bundle() -> str:
+    import certifi
+
+    return certifi.where()

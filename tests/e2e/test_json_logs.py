@@ -1,5 +1,6 @@
 """LOG_FORMAT=json: a real node logs one JSON object per line, and the lines about a
-connection and a run carry node, conversation_id, connection_id, run_id, seq and close_code."""
+connection and a run carry node, conversation_id, connection_id, client_id, run_id, seq and
+close_code."""
 
 import json
 from pathlib import Path
@@ -19,7 +20,7 @@ async def test_json_lines_carry_the_ids(daphne_cluster, user):
     node = daphne_cluster("json-node", LOG_FORMAT="json", LOG_LEVEL="INFO", REALTIME_DEMO_AGENT_DELAY_MS=5)
     await wait_ready(node)
     token = await database_sync_to_async(access_for)(user)
-    client = E2EClient(token)
+    client = E2EClient(token, client_id="tab-json-1")
     ready = await client.connect(node.ws_url)
     await client.message("hello logs")
     started = await client.until(lambda f: f["type"] == "agent.started")
@@ -40,8 +41,10 @@ async def test_json_lines_carry_the_ids(daphne_cluster, user):
     conversation = ready["conversation_id"]
     [opened] = [r for r in logged if r["message"] == "connection ready"]
     assert opened["conversation_id"] == conversation and opened["seq"] == 0 and opened["connection_id"]
-    assert (close["close_code"], close["connection_id"], close["conversation_id"]) == (
-        1000, opened["connection_id"], conversation)
+    assert (opened["client_id"], opened["replay_count"], opened["resumed"]) == ("tab-json-1", 0, False)
+    assert (close["close_code"], close["connection_id"], close["conversation_id"], close["client_id"]) == (
+        1000, opened["connection_id"], conversation, "tab-json-1")
+    assert "cause" not in close  # a normal close needs no explanation
     assert close["seq"] == done["seq"]
     run_lines = [r for r in logged if r["message"].startswith("run ")]
     assert [r["message"] for r in run_lines] == ["run claimed", "run ended: completed"]

@@ -11,25 +11,16 @@ from sessions_app.models import AgentRun
 from tests.conftest import access_for
 from tests.support.gated_agent import AgentGate
 from tests.support.metrics import scrape_url
-from tests.support.sdk_chat import wait_ready
+from tests.support.sdk_chat import FAST_NODE_ENV, wait_ready
 from tests.support.waiting import eventually
 from tests.support.ws_e2e import E2EClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-NODE_ENV = {
-    "REALTIME_RUN_LEASE_SECONDS": 2,
-    "REALTIME_RUN_SWEEP_INTERVAL": 0.3,
-    "REALTIME_DEMO_AGENT_DELAY_MS": 20,
-    "REALTIME_NODE_TTL": 2,
-    "REALTIME_NODE_REAP_INTERVAL": 0.5,
-}
-
-
 async def test_survivor_counts_one_takeover_when_a_node_dies_mid_run(daphne_cluster, user, tmp_path):
     gate = AgentGate(tmp_path)
-    a = daphne_cluster("metrics-a", **NODE_ENV, **gate.env)
-    b = daphne_cluster("metrics-b", **NODE_ENV, **gate.env)
+    a = daphne_cluster("metrics-a", **FAST_NODE_ENV, **gate.env)
+    b = daphne_cluster("metrics-b", **FAST_NODE_ENV, **gate.env)
     await wait_ready(a)
     await wait_ready(b)
     token = await database_sync_to_async(access_for)(user)

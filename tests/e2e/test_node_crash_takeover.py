@@ -11,23 +11,15 @@ from channels.db import database_sync_to_async
 from sessions_app.models import AgentRun, Connection, Event
 from tests.conftest import access_for
 from tests.support.gated_agent import AgentGate
+from tests.support.sdk_chat import FAST_NODE_ENV
 from tests.support.waiting import eventually
 from tests.support.ws_e2e import E2EClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-NODE_ENV = {
-    "REALTIME_RUN_LEASE_SECONDS": 2,
-    "REALTIME_RUN_SWEEP_INTERVAL": 0.3,
-    "REALTIME_DEMO_AGENT_DELAY_MS": 20,
-    "REALTIME_NODE_TTL": 2,
-    "REALTIME_NODE_REAP_INTERVAL": 0.5,
-}
-
-
 async def test_sigkill_mid_answer_run_completes_on_the_other_node(daphne_cluster, user, tmp_path):
     gate = AgentGate(tmp_path, after=20)
-    a = daphne_cluster("e2e-a", **NODE_ENV, **gate.env)
+    a = daphne_cluster("e2e-a", **FAST_NODE_ENV, **gate.env)
     token = await database_sync_to_async(access_for)(user)
     client = E2EClient(token)
     await client.connect(a.ws_url)
@@ -39,7 +31,7 @@ async def test_sigkill_mid_answer_run_completes_on_the_other_node(daphne_cluster
     run_id = started["run_id"]
     # B starts once A holds the run: B's sweep could otherwise claim it first (seen once in a
     # loaded full run), and there would be nothing to take over.
-    b = daphne_cluster("e2e-b", **NODE_ENV, **gate.env)
+    b = daphne_cluster("e2e-b", **FAST_NODE_ENV, **gate.env)
 
     a.kill()
     killed_at = time.monotonic()

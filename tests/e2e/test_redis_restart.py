@@ -11,7 +11,6 @@ every message was delivered once with one completed run, and nothing is stuck.""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 
 import httpx
@@ -21,7 +20,6 @@ from channels.db import database_sync_to_async
 from sessions_app.models import AgentRun, Connection
 from tests.support.sdk_chat import (
     FAST_NODE_ENV,
-    ChatSession,
     RedisServer,
     check_conversation,
     expected_answers,
@@ -30,6 +28,7 @@ from tests.support.sdk_chat import (
     user_tokens,
     wait_ready,
 )
+from tests.support.talkers import Talkers, sessions_across
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -59,23 +58,9 @@ async def test_redis_restart_under_load_recovers_without_loss(daphne_cluster, re
     await wait_ready(a)
     await wait_ready(b)
     tokens = await database_sync_to_async(user_tokens)(CLIENTS, "redis")
-    sessions = [
-        ChatSession.open([a.ws_url, b.ws_url] if i % 2 == 0 else [b.ws_url, a.ws_url], token, name=f"r{i}")
-        for i, token in enumerate(tokens)
-    ]
-    stop = asyncio.Event()
-    texts = itertools.repeat("count 60")
-    talkers = [
-        asyncio.create_task(s.converse_until(stop, texts, min_messages=3, timeout=STUCK_DEADLINE)) for s in sessions
-    ]
-    try:
-        async def all_answered_once():
-            for t in talkers:
-                if t.done():
-                    t.result()
-            return all(s.completed_count() >= 1 for s in sessions)
-
-        await eventually(all_answered_once, timeout=30, what="every client answered once")
+    sessions = sessions_across(a, b, tokens, "r")
+    async with Talkers(sessions, ("count 60",), min_messages=3, timeout=STUCK_DEADLINE) as talkers:
+        await talkers.all_answered_once()
 
         def streaming_runs():
             rows = AgentRun.objects.filter(status=AgentRun.Status.RUNNING, next_index__gte=3)
@@ -115,15 +100,8 @@ async def test_redis_restart_under_load_recovers_without_loss(daphne_cluster, re
             *(s.wait_for(lambda s=s, n=n: s.completed_count() >= n + 1, STUCK_DEADLINE, "an answer after Redis")
               for s, n in zip(sessions, counts, strict=True))
         )
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*talkers), STUCK_DEADLINE)
+        await talkers.finish(STUCK_DEADLINE)
         finished = time.monotonic()
-    finally:
-        stop.set()
-        for t in talkers:
-            t.cancel()
-        await asyncio.gather(*talkers, return_exceptions=True)
-        await asyncio.gather(*(s.close() for s in sessions))
 
     # Nothing stuck: every run finished, none is left queued or running.
     statuses = await database_sync_to_async(lambda: sorted(set(AgentRun.objects.values_list("status", flat=True))))()

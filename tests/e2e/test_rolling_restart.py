@@ -12,7 +12,6 @@ machine, where 20 clients resuming at once on one node queue behind each other).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import statistics
 import time
 
@@ -22,7 +21,6 @@ from channels.db import database_sync_to_async
 from sessions_app.models import AgentRun, Connection
 from tests.support.sdk_chat import (
     FAST_NODE_ENV,
-    ChatSession,
     check_conversation,
     expected_answers,
     latency_summary,
@@ -30,11 +28,11 @@ from tests.support.sdk_chat import (
     wait_exit,
     wait_ready,
 )
+from tests.support.talkers import Talkers, sessions_across
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-NODE_ENV = FAST_NODE_ENV
 CLIENTS = 20
 MIN_MESSAGES = 3
 RESUME_BOUND = 2.0
@@ -56,29 +54,15 @@ def _open_rows(node_id: str) -> int:
 
 
 async def test_rolling_restart_loses_nothing(daphne_cluster):
-    a = daphne_cluster("roll-a", **NODE_ENV)
-    b = daphne_cluster("roll-b", **NODE_ENV)
+    a = daphne_cluster("roll-a", **FAST_NODE_ENV)
+    b = daphne_cluster("roll-b", **FAST_NODE_ENV)
     await wait_ready(a)
     await wait_ready(b)
     tokens = await database_sync_to_async(user_tokens)(CLIENTS, "roll")
     # Half the clients prefer A, half B: both nodes carry streams when they are restarted.
-    sessions = [
-        ChatSession.open([a.ws_url, b.ws_url] if i % 2 == 0 else [b.ws_url, a.ws_url], token, name=f"c{i:02d}")
-        for i, token in enumerate(tokens)
-    ]
-    stop = asyncio.Event()
-    talkers = [
-        asyncio.create_task(s.converse_until(stop, itertools.islice(itertools.cycle(TEXTS), i % 3, None), MIN_MESSAGES))
-        for i, s in enumerate(sessions)
-    ]
-    try:
-        async def all_answered_once():
-            failed = [t for t in talkers if t.done()]
-            for t in failed:
-                t.result()  # surfaces a talker's failure at once
-            return all(s.completed_count() >= 1 for s in sessions)
-
-        await eventually(all_answered_once, timeout=30, what="every client answered once")
+    sessions = sessions_across(a, b, tokens, "c")
+    async with Talkers(sessions, TEXTS, min_messages=MIN_MESSAGES) as talkers:
+        await talkers.all_answered_once()
 
         restarts = []
         for node in (a, b):
@@ -96,18 +80,9 @@ async def test_rolling_restart_loses_nothing(daphne_cluster):
             ready = await wait_ready(node)
             restarts.append((node.node_id, running, sockets, exited - signalled, ready - exited))
             assert streaming > 0, f"no stream was running on {node.node_id} when it was signalled: {running}"
-            for t in talkers:
-                if t.done():
-                    t.result()
+            talkers.check()
 
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*talkers), 90)
-    finally:
-        stop.set()
-        for t in talkers:
-            t.cancel()
-        await asyncio.gather(*talkers, return_exceptions=True)
-        await asyncio.gather(*(s.close() for s in sessions))
+        await talkers.finish(90)
 
     for node_id, running, rows, drain, boot in restarts:
         print(

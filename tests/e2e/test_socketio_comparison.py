@@ -3,7 +3,7 @@ version, so that the instrument cannot rot while the servers it measures change:
 node and a real Socket.IO 4.8 server, every workload on both, figures for each, nothing lost,
 and everything it started or created is gone afterwards.
 
-Needs PostgreSQL, Redis, Node and npm (`make install`, so CI too, runs `npm ci` in bench/socketio;
+Needs PostgreSQL, Redis, Node and npm (`make install-dev`, so CI too, runs `npm ci` in bench/socketio;
 without them it is skipped here, never in CI)."""
 
 from __future__ import annotations

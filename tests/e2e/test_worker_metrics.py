@@ -27,6 +27,7 @@ async def test_worker_metrics_on_their_own_port(daphne_cluster, user, settings, 
         **os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATABASE_URL": daphne_nodes.test_database_url(),
         "REDIS_URL": settings.REDIS_URL, "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX, "DB_CONN_MAX_AGE": "0",
         "REALTIME_NODE_ID": "metrics-worker", "REALTIME_DEMO_AGENT_DELAY_MS": "5", "LOG_LEVEL": "WARNING",
+        **daphne_nodes.key_env(),
     }
     log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen([sys.executable, "manage.py", "run_agents", "--metrics-port", str(port)],

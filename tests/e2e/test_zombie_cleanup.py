@@ -121,6 +121,16 @@ async def _wait_closed(row: Connection, timeout: float, what: str) -> Connection
     return await eventually(database_sync_to_async(closed), timeout=timeout, interval=0.02, what=what)
 
 
+async def _behind_proxy(net, node, token: str) -> tuple[FaultProxy, E2EClient, Connection]:
+    """A client on the node through a proxy of its own, once the node has read what it sent;
+    with the socket's open row."""
+    proxy = await net.proxy(node)
+    client = net.client(token)
+    await client.connect(proxy.url())
+    await _ping(client, 1)
+    return proxy, client, await _open_row(client, node.node_id)
+
+
 def _slot_key(user) -> str:
     return f"{settings.REDIS_KEY_PREFIX}:slots:user:{user.pk}"
 
@@ -167,6 +177,17 @@ async def _assert_gone(client: E2EClient) -> None:
     """The proxied client's own socket is dead too (what it sees is not under test)."""
     with pytest.raises(websockets.ConnectionClosed):
         await client.recv(timeout=5)
+
+
+async def _assert_lost_at_once(row: Connection, client: E2EClient, fault: str, since: float) -> None:
+    """After an RST or a FIN the node sees the socket end at once: its row is closed as
+    `connection_lost` (1006) within 2 s of `since`, and the proxied client's socket is dead."""
+    closed = await _wait_closed(row, 2, f"the row closed after the {fault}")
+    elapsed = closed.closed_at.timestamp() - since
+    print(f"\n{fault} -> row closed: {elapsed:.3f}s ({closed.close_code} {closed.close_reason})")
+    assert (closed.close_code, closed.close_reason) == (1006, "connection_lost")
+    assert elapsed < 2
+    await _assert_gone(client)
 
 
 async def _refused_for_slots(url: str, token: str) -> int:
@@ -233,11 +254,7 @@ async def test_blackholed_client_is_closed_by_the_app_heartbeat(daphne_cluster, 
 async def test_blackholed_client_is_dropped_by_daphne_protocol_pings(daphne_cluster, net, redis_client, user):
     node = daphne_cluster("zombie-ping", **PROTOCOL_PING_ENV)
     token = await database_sync_to_async(access_for)(user)
-    proxy = await net.proxy(node)
-    client = net.client(token)
-    await client.connect(proxy.url())
-    await _ping(client, 1)
-    row = await _open_row(client, node.node_id)
+    proxy, client, row = await _behind_proxy(net, node, token)
 
     proxy.blackhole()
     blackholed_at = time.time()
@@ -266,13 +283,7 @@ async def test_reset_client_is_closed_at_once_and_resumes_without_loss(daphne_cl
     row = await _open_row(client, node.node_id)
 
     assert proxy.reset() == 1
-    reset_at = time.time()
-    closed = await _wait_closed(row, 2, "the reset row closed")
-    elapsed = closed.closed_at.timestamp() - reset_at
-    print(f"\nRST -> row closed: {elapsed:.3f}s ({closed.close_code} {closed.close_reason})")
-    assert (closed.close_code, closed.close_reason) == (1006, "connection_lost")
-    assert elapsed < 2
-    await _assert_gone(client)
+    await _assert_lost_at_once(row, client, "RST", since=time.time())
 
     # While it is away, another device of the same user talks in the same conversation.
     other = net.client(token)
@@ -304,21 +315,11 @@ async def test_cut_client_is_closed_and_nothing_else_is_left_open(daphne_cluster
     token = await database_sync_to_async(access_for)(user)
     live = net.client(token)
     await live.connect(node.ws_url)
-    proxy = await net.proxy(node)
-    client = net.client(token)
-    await client.connect(proxy.url())
-    await _ping(client, 1)
-    row = await _open_row(client, node.node_id)
+    proxy, client, row = await _behind_proxy(net, node, token)
     live_row = await _open_row(live, node.node_id)
 
     assert proxy.cut() == 1
-    cut_at = time.time()
-    closed = await _wait_closed(row, 2, "the cut row closed")
-    elapsed = closed.closed_at.timestamp() - cut_at
-    print(f"\nFIN -> row closed: {elapsed:.3f}s ({closed.close_code} {closed.close_reason})")
-    assert (closed.close_code, closed.close_reason) == (1006, "connection_lost")
-    assert elapsed < 2
-    await _assert_gone(client)
+    await _assert_lost_at_once(row, client, "FIN", since=time.time())
 
     assert await database_sync_to_async(_open_rows)(node.node_id) == {str(live_row.pk)}
     await _ping(live, 1)
@@ -376,11 +377,7 @@ async def test_zombie_replaced_by_its_own_reconnect_keeps_the_slot(daphne_cluste
     env = {**PATIENT_ENV, "REALTIME_MAX_CONNECTIONS_PER_USER": 1}
     node = daphne_cluster("zombie-replaced", **env)
     token = await database_sync_to_async(access_for)(user)
-    proxy = await net.proxy(node)
-    client = net.client(token)
-    await client.connect(proxy.url())
-    await _ping(client, 1)
-    row = await _open_row(client, node.node_id)
+    proxy, client, row = await _behind_proxy(net, node, token)
     slot_key = _slot_key(user)
 
     proxy.blackhole()

@@ -14,13 +14,15 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def key_env() -> dict[str, str]:
+    """The keys a server process needs (it refuses to start without SECRET_KEY, project/keys.py):
+    this test process's own, so that the tokens the tests mint are the nodes' tokens."""
+    return {"SECRET_KEY": settings.SECRET_KEY, "JWT_SIGNING_KEY": settings.SIMPLE_JWT["SIGNING_KEY"]}
 
 
 def test_database_url() -> str:
@@ -55,6 +57,7 @@ class DaphneNode:
             "PORT": str(self.port),
             "BIND": "127.0.0.1",
             "LOG_LEVEL": "WARNING",
+            **key_env(),
             **self.env,
         }
         self.proc = subprocess.Popen(

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from django.db import connection
 
 from sessions_app.models import AgentRun, Connection, Event, Message
@@ -122,9 +123,18 @@ class DemoPage:
         self.page.wait_for_selector(f"#badge[data-state={state}]", timeout=timeout * 1000)
         return self.badge()[1]
 
+    def wait_true(self, expression: str, timeout: float = 30) -> None:
+        """Waits until the JavaScript `expression` is true in the page. Polled from here with
+        `evaluate`: the page's Content-Security-Policy (no 'unsafe-eval') refuses Playwright's
+        `wait_for_function`, which evaluates its predicate as a string in the page."""
+        deadline = time.monotonic() + timeout
+        while not self.page.evaluate(expression):
+            assert time.monotonic() < deadline, f"{expression} still false after {timeout}s"
+            self.page.wait_for_timeout(50)
+
     def wait_answer_words(self, count: int, timeout: float = 30) -> None:
         """Waits until the newest answer on the page has at least `count` words."""
-        self.page.wait_for_function(f"({LAST_ANSWER_WORDS})() >= {count}", timeout=timeout * 1000)
+        self.wait_true(f"({LAST_ANSWER_WORDS})() >= {count}", timeout)
 
     def last_answer_words(self) -> int:
         return self.page.evaluate(LAST_ANSWER_WORDS)
@@ -132,9 +142,7 @@ class DemoPage:
     def wait_answers(self, count: int, statuses: str = "done", timeout: float = 60) -> None:
         """Waits until `count` answers have finished (status in `statuses`, comma-separated)."""
         selector = ", ".join(f"li.msg.assistant[data-status={s}]" for s in statuses.split(","))
-        self.page.wait_for_function(
-            f"document.querySelectorAll({selector!r}).length >= {count}", timeout=timeout * 1000
-        )
+        self.page.locator(selector).nth(count - 1).wait_for(timeout=timeout * 1000)
 
     def client_ids(self, conversation_id: str) -> list[str]:
         """The client_id of every socket the server saw on the conversation (all pages)."""
@@ -154,6 +162,47 @@ class DemoPage:
             answers=[tuple(a) for a in data["answers"]],
             pending=data["pending"],
         )
+
+    def client_id(self) -> str:
+        """This tab's client_id (the `by` of an approval it decided)."""
+        return self.page.evaluate("window.tether.clientId")
+
+    def cards(self) -> list[Card]:
+        """The tool cards the page shows, in transcript order."""
+        return [Card(*row) for row in self.page.evaluate(CARDS)]
+
+    def card(self, call_id: str):
+        return self.page.locator(f'.tool-card[data-call-id="{call_id}"]')
+
+    def wait_card(self, status: str, timeout: float = 30) -> str:
+        """Waits for a card with this status (`waiting`, `ok`, ...); returns its call_id."""
+        card = self.page.locator(f".tool-card[data-status={status}]").first
+        card.wait_for(timeout=timeout * 1000)
+        return card.get_attribute("data-call-id")
+
+    def wait_card_status(self, call_id: str, status: str, timeout: float = 30) -> None:
+        self.page.locator(f'.tool-card[data-call-id="{call_id}"][data-status={status}]').wait_for(
+            timeout=timeout * 1000)
+
+
+# The cards, from the DOM: what a person sees, by the attributes the page draws them with.
+CARDS = """() => [...document.querySelectorAll("#transcript .tool-card")].map((el) => [
+  el.dataset.callId, el.dataset.runId, el.dataset.tool || null, el.dataset.effect || null,
+  el.dataset.status, el.dataset.decision || null, el.dataset.by || null,
+])"""
+
+
+@dataclass(frozen=True)
+class Card:
+    """One tool call as a card shows it (or as the server's log says it should)."""
+
+    call_id: str
+    run_id: str
+    tool: str | None
+    effect: str | None  # known once the call is made (`agent.tool_call`)
+    status: str  # ok, error, unknown, denied; before a result: running, waiting, approved
+    decision: str | None  # approved, denied, expired (calls that needed an approval)
+    by: str | None
 
 
 PAGE_STATUS = {
@@ -239,3 +288,62 @@ def wait_server(check, timeout: float = 30, what: str = "server condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+# --- tool cards against the server's log ----------------------------------------------------
+
+
+def server_events(base_url: str, username: str, password: str, conversation_id: str) -> list[dict]:
+    """`GET /api/conversations/<id>/events/`, every page, as a client of the REST API signed
+    in as the page's user."""
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        token = http.post("/api/auth/token/", json={"username": username, "password": password})
+        token.raise_for_status()
+        headers = {"Authorization": f"Bearer {token.json()['access']}"}
+        events: list[dict] = []
+        url: str | None = f"/api/conversations/{conversation_id}/events/?after_seq=0"
+        while url:
+            page = http.get(url, headers=headers)
+            page.raise_for_status()
+            body = page.json()
+            events += body["results"]
+            url = body["next"]
+        return events
+
+
+def cards_from_events(events: list[dict]) -> list[Card]:
+    """The cards the log calls for (docs/protocol.md, "Tools and approvals"), one per call_id
+    in the order the calls first appear; checked here against the rules the page must not
+    break: one `agent.tool_result` per call_id, one `approval.resolved` per request."""
+    calls: dict[str, dict] = {}
+    for event in events:
+        if event["type"] not in ("approval.requested", "approval.resolved", "agent.tool_call", "agent.tool_result"):
+            continue
+        call = calls.setdefault(event["call_id"], {"run_id": event["run_id"], "counts": {}})
+        call["counts"][event["type"]] = call["counts"].get(event["type"], 0) + 1
+        call.update({k: event[k] for k in ("tool", "effect", "status", "decision", "by", "reason") if k in event})
+    cards = []
+    for call_id, call in calls.items():
+        counts = call["counts"]
+        assert counts.get("agent.tool_result", 0) <= 1 and counts.get("approval.resolved", 0) <= 1, (call_id, counts)
+        if "status" in call:
+            status = call["status"]
+        elif "agent.tool_call" in counts:
+            status = "running"
+        elif "approval.requested" in counts and "decision" not in call:
+            status = "waiting"
+        else:
+            status = "approved" if call.get("decision") == "approved" else "denied"
+        cards.append(Card(call_id, call["run_id"], call.get("tool"), call.get("effect"), status,
+                          call.get("decision"), call.get("by")))
+    return cards
+
+
+def assert_cards_match_server(page: DemoPage, base_url: str, username: str, password: str,
+                              conversation_id: str) -> list[Card]:
+    """The page's cards equal what the server's log says: the same calls (ids), in order, each
+    with its tool, effect, status, decision and who decided."""
+    expected = cards_from_events(server_events(base_url, username, password, conversation_id))
+    shown = page.cards()
+    assert shown == expected, f"cards differ:\npage   {shown}\nserver {expected}"
+    return shown

@@ -17,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from realtime.agents.base import AgentContext
-from realtime.agents.demo import DemoAgent, compose_answer, split_words
+from realtime.agents.demo import DemoAgent
 
 AGENT = "tests.support.gated_agent.GatedAgent"
 GATE_ENV = "TETHER_TEST_GATE"
@@ -50,17 +49,12 @@ class GatedAgent(DemoAgent):
                 raise TimeoutError(f"agent gate {self.gate} never opened")
             await asyncio.sleep(POLL)
 
-    async def stream(self, context: AgentContext) -> AsyncIterator[str]:
-        answer = compose_answer(context)
-        # Deterministic, so a continuation is the rest of the same answer (as the demo agent).
-        partial = context.partial_text
-        remaining = answer[len(partial):] if answer.startswith(partial) else ""
-        for index, word in enumerate(split_words(remaining), start=len(split_words(partial))):
-            if self.gate is not None and index >= self.after:
-                await self._wait_open()
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            yield word
+    async def pause(self, context: AgentContext, index: int) -> None:
+        """The demo's pause, and the gate for the words from `after` on (not while a continued
+        run replays what it did before: those words are committed already)."""
+        if self.gate is not None and index >= self.after and not context.replaying:
+            await self._wait_open()
+        await super().pause(context, index)
 
 
 class AgentGate:

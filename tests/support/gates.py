@@ -44,8 +44,34 @@ class Gate:
 
     @property
     def passed(self) -> bool:
-        """The held call has returned (or raised) after the gate opened."""
+        """The held call has ended (see `around`)."""
         return self._passed.is_set()
+
+    def around(self, call: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        """`call`, held at this gate first; `passed` once it ended, however it ended: returned,
+        raised, or cancelled, inside the call or while still held at the gate (a caller that
+        gives up on a held call cancels it there, and that call has ended too)."""
+
+        async def held(*args: Any, **kwargs: Any) -> T:
+            try:
+                await self.hold_async()
+                return await call(*args, **kwargs)
+            finally:
+                self.mark_passed()
+
+        return held
+
+    def around_sync(self, call: Callable[..., T]) -> Callable[..., T]:
+        """`around` for a sync call (one that runs in a database thread)."""
+
+        def held(*args: Any, **kwargs: Any) -> T:
+            try:
+                self.hold()
+                return call(*args, **kwargs)
+            finally:
+                self.mark_passed()
+
+        return held
 
     def before(self, call: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         """`call`, held at this gate first (for monkeypatching an async function)."""

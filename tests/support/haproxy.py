@@ -1,5 +1,6 @@
 """Debian's haproxy on loopback, running the shipped deploy/haproxy.cfg (servers and timers
-come from its "${NAME-default}" environment values)."""
+come from its "${NAME-default}" environment values), with TLS: a self-signed certificate made
+for the run (tests/support/tls.py), clients trusting it alone."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.ports import free_port
+from tests.support.tls import client_context, self_signed
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "haproxy.cfg"
@@ -28,19 +32,17 @@ def haproxy_or_skip() -> str:
     pytest.skip("haproxy is not installed: apt-get install -y haproxy")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class HAProxy:
     def __init__(self, nodes: list[int], **env: str):
         self.executable = haproxy_or_skip()
-        self.port = _free_port()
+        self.port = free_port()  # TLS
+        self.http_port = free_port()  # plain HTTP: redirects only
+        self.cert = self_signed(Path(tempfile.mkdtemp(prefix="tether-tls-")))
         self.env = {
             **os.environ,
             "TETHER_LB_BIND": f"127.0.0.1:{self.port}",
+            "TETHER_LB_HTTP_BIND": f"127.0.0.1:{self.http_port}",
+            "TETHER_TLS_CERT": str(self.cert),
             "TETHER_NODE1": f"127.0.0.1:{nodes[0]}",
             "TETHER_NODE2": f"127.0.0.1:{nodes[1]}",
             "TETHER_DNS": "127.0.0.1:1",  # loopback addresses need no resolver
@@ -52,11 +54,19 @@ class HAProxy:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/v1/"
+        return f"wss://127.0.0.1:{self.port}/ws/v1/"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def plain_http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def ssl_context(self):
+        """A client context that trusts this balancer's certificate only."""
+        return client_context(self.cert)
 
     def start(self, timeout: float = 10.0) -> HAProxy:
         check = subprocess.run([self.executable, "-c", "-f", str(CONFIG)], env=self.env, capture_output=True,

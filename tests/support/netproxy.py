@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import socket
 import struct
@@ -27,13 +28,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 __all__ = ["FaultProxy", "Pump", "ProxiedConnection", "RefuseMode", "ThreadedFaultProxy"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 RefuseMode = Literal["reset", "close"]
 Direction = Literal["up", "down"]
@@ -566,23 +568,31 @@ async def _quietly_wait_closed(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
+def _read(name: str) -> property:
+    """ThreadedFaultProxy's view of a FaultProxy attribute, read from the calling thread."""
+    return property(lambda self: getattr(self.proxy, name), doc=f"FaultProxy.{name}")
+
+
+def _on_loop(method: Callable[Concatenate[FaultProxy, P], T]) -> Callable[Concatenate[ThreadedFaultProxy, P], T]:
+    """ThreadedFaultProxy's version of a FaultProxy method: run on the proxy's loop, waited for."""
+
+    @functools.wraps(method)
+    def call(self: ThreadedFaultProxy, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._call(functools.partial(method, self.proxy, *args, **kwargs))
+
+    return call
+
+
 class ThreadedFaultProxy:
     """A FaultProxy on its own event loop in a daemon thread.
 
     For synchronous code (benchmarks, plain-socket tests) and for async code on another loop.
     Every call is run on the proxy's loop and waited for, so a fault is in force when the call
-    returns. Usable as a context manager."""
+    returns. Usable as a context manager; `options` are FaultProxy's (listen_host, listen_port,
+    buffer_limit)."""
 
-    def __init__(
-        self,
-        upstream: tuple[str, int],
-        *,
-        listen_host: str = "127.0.0.1",
-        listen_port: int = 0,
-        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
-        call_timeout: float = 5.0,
-    ) -> None:
-        self.proxy = FaultProxy(upstream, listen_host=listen_host, listen_port=listen_port, buffer_limit=buffer_limit)
+    def __init__(self, upstream: tuple[str, int], *, call_timeout: float = 5.0, **options: Any) -> None:
+        self.proxy = FaultProxy(upstream, **options)
         self.call_timeout = call_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -650,14 +660,21 @@ class ThreadedFaultProxy:
         return future.result(self.call_timeout)
 
     # ---- same surface as FaultProxy -----------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self.proxy.port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.proxy.address
+    # Counters and the address are plain values, safe to read from any thread; the faults are
+    # switched on the proxy's loop, and are in force when the call returns.
+    port = _read("port")
+    address = _read("address")
+    bytes_up = _read("bytes_up")
+    bytes_down = _read("bytes_down")
+    accepted = _read("accepted")
+    refused = _read("refused")
+    set_latency = _on_loop(FaultProxy.set_latency)
+    set_bandwidth = _on_loop(FaultProxy.set_bandwidth)
+    blackhole = _on_loop(FaultProxy.blackhole)
+    refuse = _on_loop(FaultProxy.refuse)
+    cut = _on_loop(FaultProxy.cut)
+    reset = _on_loop(FaultProxy.reset)
+    clear_faults = _on_loop(FaultProxy.clear_faults)
 
     def url(self, path: str = "/ws/v1/", scheme: str = "ws") -> str:
         return self.proxy.url(path, scheme)
@@ -666,43 +683,6 @@ class ThreadedFaultProxy:
     def connections(self) -> list[ProxiedConnection]:
         """Snapshot of the live connections (their attributes are only read from this thread)."""
         return self._call(lambda: self.proxy.connections)
-
-    @property
-    def bytes_up(self) -> int:
-        return self.proxy.bytes_up
-
-    @property
-    def bytes_down(self) -> int:
-        return self.proxy.bytes_down
-
-    @property
-    def accepted(self) -> int:
-        return self.proxy.accepted
-
-    @property
-    def refused(self) -> int:
-        return self.proxy.refused
-
-    def set_latency(self, seconds: float) -> None:
-        self._call(self.proxy.set_latency, seconds)
-
-    def set_bandwidth(self, bytes_per_second: float | None) -> None:
-        self._call(self.proxy.set_bandwidth, bytes_per_second)
-
-    def blackhole(self, enabled: bool = True) -> None:
-        self._call(self.proxy.blackhole, enabled)
-
-    def refuse(self, enabled: bool = True, mode: RefuseMode = "reset") -> None:
-        self._call(self.proxy.refuse, enabled, mode)
-
-    def cut(self) -> int:
-        return self._call(self.proxy.cut)
-
-    def reset(self) -> int:
-        return self._call(self.proxy.reset)
-
-    def clear_faults(self) -> None:
-        self._call(self.proxy.clear_faults)
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -42,6 +42,8 @@ from tether_client import (
 from tether_client.events import SequencedEvent
 
 from sessions_app.models import AgentRun, Conversation, Event, Message
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 # --- nodes ----------------------------------------------------------------------------------
 
@@ -102,14 +104,9 @@ async def runs_streaming(count: int, min_deltas: int = 3, timeout: float = 15.0)
         found = {str(pk): node for pk, node in rows.values_list("id", "node")}
         return found if len(found) == count else None
 
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await database_sync_to_async(check)()
-        if last:
-            return last
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{count} runs not streaming within {timeout}s")
+    return await eventually(
+        database_sync_to_async(check), timeout=timeout, interval=0.02, what=f"{count} runs streaming"
+    )
 
 
 def user_tokens(count: int, prefix: str = "e2e") -> list[str]:
@@ -393,19 +390,13 @@ def expected_answers(session: ChatSession) -> dict[str, str]:
 # --- a private Redis ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RedisServer:
     """A `redis-server` of one test, without persistence: a kill loses everything it held,
     as a Redis restart without persistence does in production."""
 
     def __init__(self, executable: str = "redis-server") -> None:
         self.executable = executable
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="redis-", suffix=".log", delete=False)  # noqa: SIM115
 

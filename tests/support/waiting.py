@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]], timeout: float = 10, interval: float = 0.05, what: str = ""
+    check: Callable[[], Awaitable[Any] | Any], timeout: float = 10, interval: float = 0.05, what: str = ""
 ) -> Any:
-    """Polls an async check until it returns something truthy; returns that value."""
+    """Polls a check until it returns something truthy; returns that value. The check is an
+    async function or a plain one (a condition on in-memory state, which needs no await)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = await check()
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         await asyncio.sleep(interval)

@@ -38,6 +38,41 @@ export function frameSize(text: string): number;
  */
 export function isSequenced(frame: ServerFrame): boolean;
 /**
+ * `agent.tool_call`: the agent calls a tool now; `effect` is its class. Its `call_id` never
+ * changes across takeovers.
+ * @typedef {{type: "agent.tool_call", seq: number, run_id: string, call_id: string, tool: string,
+ *   arguments: Record<string, any>, effect: "read" | "idempotent" | "local" | "once"}} ToolCallFrame
+ */
+/**
+ * `agent.tool_result`, exactly one per `call_id`: `ok` with `result` (or `truncated: true`
+ * when it was over the server's size cap), else `error`. `unknown`: a `once` call whose outcome
+ * was lost (it may or may not have happened); `denied`: never made.
+ * @typedef {{type: "agent.tool_result", seq: number, run_id: string, call_id: string,
+ *   status: "ok" | "error" | "unknown" | "denied", result?: any, truncated?: boolean, error?: string}} ToolResultFrame
+ */
+/**
+ * `approval.requested`: the run waits for a person's decision on this call (answer with
+ * `approve(callId)` / `deny(callId)` from any socket of the conversation). `expires_at`: Unix seconds.
+ * @typedef {{type: "approval.requested", seq: number, run_id: string, call_id: string, tool: string,
+ *   arguments: Record<string, any>, reason: "policy" | "outcome_unknown", expires_at: number}} ApprovalRequestedFrame
+ */
+/**
+ * `approval.resolved`, exactly one per `approval.requested`; `by`: the answering socket's
+ * `client_id`, `timeout`, `admin` or `server`.
+ * @typedef {{type: "approval.resolved", seq: number, run_id: string, call_id: string,
+ *   decision: "approved" | "denied" | "expired", by: string}} ApprovalResolvedFrame
+ */
+/** @typedef {"approve" | "deny"} ApprovalDecision */
+/**
+ * A person's decision on a call waiting for approval.
+ * @param {string} callId @param {ApprovalDecision} decision
+ */
+export function approvalRespondFrame(callId: string, decision: ApprovalDecision): {
+    type: string;
+    call_id: string;
+    decision: ApprovalDecision;
+};
+/**
  * @param {string} token @param {string | null} conversationId @param {number | null} lastSeq @param {string} clientId
  */
 export function connectFrame(token: string, conversationId: string | null, lastSeq: number | null, clientId: string): {
@@ -354,11 +389,12 @@ export class MessageRejected extends TetherError {
  *
  * Events (`addEventListener(type, e => e.detail)`):
  * - `event`: every sequenced server frame (`message.created`, `agent.started`, `agent.delta`,
- *   `agent.completed`, `agent.failed`, ...) exactly once, in seq order;
+ *   `agent.completed`, `agent.failed`, `agent.tool_call`, `agent.tool_result`, `approval.requested`,
+ *   `approval.resolved`, ...) exactly once, in seq order;
  * - `state`: {@link StateDetail} on every change (connecting, connected, reconnecting, offline, closed);
  * - `ack`: `{clientMsgId, seq, duplicate}` when the server stored a message;
  * - `rejected`: `{clientMsgId, text, code, detail}` when the server refused a message for good;
- * - `servererror`: `{code, detail, ref, retryAfterMs}` for error frames that keep the socket open;
+ * - `servererror`: `{code, detail, ref, retryAfterMs, decision}` for error frames that keep the socket open;
  * - `reload`: `{conversationId, afterSeq, serverLastSeq}` after `resumed: false`: reload over REST;
  * - `tokens`: `{access, refresh, accessExpiresAt}` whenever the tokens were renewed.
  */
@@ -426,6 +462,20 @@ export class TetherClient extends EventTarget {
     }>;
     /** Asks the server to stop a running agent reply; false when not connected. @param {string} runId */
     cancel(runId: string): Promise<boolean>;
+    /**
+     * Answers an `approval.requested` ("approve" or "deny"); false when not connected (the
+     * approval waits until it expires: answer again once connected). No direct answer: every
+     * socket of the conversation gets `approval.resolved` (an `event`) when it is decided. If it
+     * cannot be, a `servererror` says why and the socket stays open: `already_decided` (with the
+     * `decision` that stands: the first decision wins, from any device) or `not_found`; `ref` is
+     * the call id. A decision other than "approve" or "deny" throws a TypeError.
+     * @param {string} callId @param {ApprovalDecision} decision @returns {Promise<boolean>}
+     */
+    respondApproval(callId: string, decision: ApprovalDecision): Promise<boolean>;
+    /** `respondApproval(callId, "approve")`: the call is made, the run continues. @param {string} callId */
+    approve(callId: string): Promise<boolean>;
+    /** `respondApproval(callId, "deny")`: the call is never made (its result is `denied`). @param {string} callId */
+    deny(callId: string): Promise<boolean>;
     /** The conversation's messages over REST, oldest first (the reload after a `reload` event). */
     fetchMessages(): Promise<{
         id: string;
@@ -477,6 +527,61 @@ export type ServerFrame = {
     seq?: number;
     [key: string]: any;
 };
+/**
+ * `agent.tool_call`: the agent calls a tool now; `effect` is its class. Its `call_id` never
+ * changes across takeovers.
+ */
+export type ToolCallFrame = {
+    type: "agent.tool_call";
+    seq: number;
+    run_id: string;
+    call_id: string;
+    tool: string;
+    arguments: Record<string, any>;
+    effect: "read" | "idempotent" | "local" | "once";
+};
+/**
+ * `agent.tool_result`, exactly one per `call_id`: `ok` with `result` (or `truncated: true`
+ * when it was over the server's size cap), else `error`. `unknown`: a `once` call whose outcome
+ * was lost (it may or may not have happened); `denied`: never made.
+ */
+export type ToolResultFrame = {
+    type: "agent.tool_result";
+    seq: number;
+    run_id: string;
+    call_id: string;
+    status: "ok" | "error" | "unknown" | "denied";
+    result?: any;
+    truncated?: boolean;
+    error?: string;
+};
+/**
+ * `approval.requested`: the run waits for a person's decision on this call (answer with
+ * `approve(callId)` / `deny(callId)` from any socket of the conversation). `expires_at`: Unix seconds.
+ */
+export type ApprovalRequestedFrame = {
+    type: "approval.requested";
+    seq: number;
+    run_id: string;
+    call_id: string;
+    tool: string;
+    arguments: Record<string, any>;
+    reason: "policy" | "outcome_unknown";
+    expires_at: number;
+};
+/**
+ * `approval.resolved`, exactly one per `approval.requested`; `by`: the answering socket's
+ * `client_id`, `timeout`, `admin` or `server`.
+ */
+export type ApprovalResolvedFrame = {
+    type: "approval.resolved";
+    seq: number;
+    run_id: string;
+    call_id: string;
+    decision: "approved" | "denied" | "expired";
+    by: string;
+};
+export type ApprovalDecision = "approve" | "deny";
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 export type StorageLike = {
     getItem(key: string): string | null;
@@ -536,11 +641,16 @@ export type RejectedDetail = {
     detail: string;
     closeCode: number | null;
 };
+/**
+ * An error frame that keeps the socket open. Answers to `respondApproval`: `not_found` (`ref`:
+ * the call id) or `already_decided` (`ref`: the call id; `decision`: the one that stands).
+ */
 export type ServerErrorDetail = {
     code: string;
     detail: string;
     ref: unknown;
     retryAfterMs: number | null;
+    decision: "approved" | "denied" | "expired" | null;
 };
 export type ReloadDetail = {
     conversationId: string;

@@ -125,6 +125,7 @@ export const STOP_CODES = Object.freeze({
 /** The error `code` sent before each 4xxx close -> the close code it names. @type {Readonly<Record<string, number>>} */
 export const ERROR_CODE_CLOSES = Object.freeze({
   going_away: 4012,
+  operator_disconnect: 4012,
   unauthenticated: 4401,
   token_expired: 4401,
   forbidden: 4403,
@@ -497,6 +498,50 @@ export function isSequenced(frame) {
   return Number.isInteger(frame.seq) && !["message.ack", "ready", "error"].includes(frame.type);
 }
 
+// --- tools and approvals (docs/protocol.md, "Tools and approvals") -----------------------------
+
+/**
+ * `agent.tool_call`: the agent calls a tool now; `effect` is its class. Its `call_id` never
+ * changes across takeovers.
+ * @typedef {{type: "agent.tool_call", seq: number, run_id: string, call_id: string, tool: string,
+ *   arguments: Record<string, any>, effect: "read" | "idempotent" | "local" | "once"}} ToolCallFrame
+ */
+
+/**
+ * `agent.tool_result`, exactly one per `call_id`: `ok` with `result` (or `truncated: true`
+ * when it was over the server's size cap), else `error`. `unknown`: a `once` call whose outcome
+ * was lost (it may or may not have happened); `denied`: never made.
+ * @typedef {{type: "agent.tool_result", seq: number, run_id: string, call_id: string,
+ *   status: "ok" | "error" | "unknown" | "denied", result?: any, truncated?: boolean, error?: string}} ToolResultFrame
+ */
+
+/**
+ * `approval.requested`: the run waits for a person's decision on this call (answer with
+ * `approve(callId)` / `deny(callId)` from any socket of the conversation). `expires_at`: Unix seconds.
+ * @typedef {{type: "approval.requested", seq: number, run_id: string, call_id: string, tool: string,
+ *   arguments: Record<string, any>, reason: "policy" | "outcome_unknown", expires_at: number}} ApprovalRequestedFrame
+ */
+
+/**
+ * `approval.resolved`, exactly one per `approval.requested`; `by`: the answering socket's
+ * `client_id`, `timeout`, `admin` or `server`.
+ * @typedef {{type: "approval.resolved", seq: number, run_id: string, call_id: string,
+ *   decision: "approved" | "denied" | "expired", by: string}} ApprovalResolvedFrame
+ */
+
+/** @typedef {"approve" | "deny"} ApprovalDecision */
+
+/**
+ * A person's decision on a call waiting for approval.
+ * @param {string} callId @param {ApprovalDecision} decision
+ */
+export function approvalRespondFrame(callId, decision) {
+  if (decision !== "approve" && decision !== "deny") {
+    throw new TypeError(`decision must be "approve" or "deny", not ${JSON.stringify(decision)}`);
+  }
+  return { type: "approval.respond", call_id: callId, decision };
+}
+
 /**
  * @param {string} token @param {string | null} conversationId @param {number | null} lastSeq @param {string} clientId
  */
@@ -762,7 +807,12 @@ const SERVER_ERROR_RESENDS = 3;
 
 /** @typedef {{clientMsgId: string, seq: number, duplicate: boolean}} AckDetail */
 /** @typedef {{clientMsgId: string, text: string, code: string, detail: string, closeCode: number | null}} RejectedDetail */
-/** @typedef {{code: string, detail: string, ref: unknown, retryAfterMs: number | null}} ServerErrorDetail */
+/**
+ * An error frame that keeps the socket open. Answers to `respondApproval`: `not_found` (`ref`:
+ * the call id) or `already_decided` (`ref`: the call id; `decision`: the one that stands).
+ * @typedef {{code: string, detail: string, ref: unknown, retryAfterMs: number | null,
+ *   decision: "approved" | "denied" | "expired" | null}} ServerErrorDetail
+ */
 /** @typedef {{conversationId: string, afterSeq: number, serverLastSeq: number}} ReloadDetail */
 /** @typedef {{access: string | null, refresh: string | null, accessExpiresAt: number | null}} TokensDetail */
 
@@ -907,11 +957,12 @@ class SocketQueue {
  *
  * Events (`addEventListener(type, e => e.detail)`):
  * - `event`: every sequenced server frame (`message.created`, `agent.started`, `agent.delta`,
- *   `agent.completed`, `agent.failed`, ...) exactly once, in seq order;
+ *   `agent.completed`, `agent.failed`, `agent.tool_call`, `agent.tool_result`, `approval.requested`,
+ *   `approval.resolved`, ...) exactly once, in seq order;
  * - `state`: {@link StateDetail} on every change (connecting, connected, reconnecting, offline, closed);
  * - `ack`: `{clientMsgId, seq, duplicate}` when the server stored a message;
  * - `rejected`: `{clientMsgId, text, code, detail}` when the server refused a message for good;
- * - `servererror`: `{code, detail, ref, retryAfterMs}` for error frames that keep the socket open;
+ * - `servererror`: `{code, detail, ref, retryAfterMs, decision}` for error frames that keep the socket open;
  * - `reload`: `{conversationId, afterSeq, serverLastSeq}` after `resumed: false`: reload over REST;
  * - `tokens`: `{access, refresh, accessExpiresAt}` whenever the tokens were renewed.
  */
@@ -1166,6 +1217,31 @@ export class TetherClient extends EventTarget {
   async cancel(runId) {
     const socket = this.#readySocket;
     return socket !== null && this.#transmit(socket, { type: "cancel", run_id: runId });
+  }
+
+  /**
+   * Answers an `approval.requested` ("approve" or "deny"); false when not connected (the
+   * approval waits until it expires: answer again once connected). No direct answer: every
+   * socket of the conversation gets `approval.resolved` (an `event`) when it is decided. If it
+   * cannot be, a `servererror` says why and the socket stays open: `already_decided` (with the
+   * `decision` that stands: the first decision wins, from any device) or `not_found`; `ref` is
+   * the call id. A decision other than "approve" or "deny" throws a TypeError.
+   * @param {string} callId @param {ApprovalDecision} decision @returns {Promise<boolean>}
+   */
+  async respondApproval(callId, decision) {
+    const frame = approvalRespondFrame(callId, decision);
+    const socket = this.#readySocket;
+    return socket !== null && this.#transmit(socket, frame);
+  }
+
+  /** `respondApproval(callId, "approve")`: the call is made, the run continues. @param {string} callId */
+  async approve(callId) {
+    return this.respondApproval(callId, "approve");
+  }
+
+  /** `respondApproval(callId, "deny")`: the call is never made (its result is `denied`). @param {string} callId */
+  async deny(callId) {
+    return this.respondApproval(callId, "deny");
   }
 
   /** The conversation's messages over REST, oldest first (the reload after a `reload` event). */
@@ -1572,7 +1648,9 @@ export class TetherClient extends EventTarget {
     const code = String(frame.code ?? "");
     const ref = frame.ref ?? null;
     const retryAfterMs = isNumber(frame.retry_after_ms) ? Math.trunc(frame.retry_after_ms) : null;
-    this.#emit("servererror", { code, detail: String(frame.detail ?? ""), ref, retryAfterMs });
+    // `already_decided`: the decision that stands.
+    const decision = typeof frame.decision === "string" ? /** @type {ServerErrorDetail["decision"]} */ (frame.decision) : null;
+    this.#emit("servererror", { code, detail: String(frame.detail ?? ""), ref, retryAfterMs, decision });
     if (code === "refresh_failed") {
       this.#refreshing = false;
       this.#pendingAccess = null;

@@ -454,3 +454,70 @@ test("an unavailable auth.refresh is tried again", async () => {
   await client.start();
   await eventually(() => client.accessToken === "a2" && client.refreshToken === "r2", { what: "rotation after the retry" });
 });
+
+// --- tools and approvals ------------------------------------------------------------------
+
+const CALL = "0f1e2d3c-4b5a-5968-8776-a5b4c3d2e1f0";
+const OTHER_CALL = "1a2b3c4d-5e6f-5a7b-8c9d-0e1f2a3b4c5d";
+
+test("tool steps and approvals reach the application as events; approve/deny send approval.respond; already_decided and not_found keep the socket open", async () => {
+  const server = await fakeServer(async (conn) => {
+    await conn.recv("connect");
+    conn.send(
+      ready("fake-1"),
+      { type: "agent.tool_call", seq: 1, run_id: RUN, call_id: OTHER_CALL, tool: "demo.effect", arguments: { n: 1 }, effect: "idempotent" },
+      { type: "agent.tool_result", seq: 2, run_id: RUN, call_id: OTHER_CALL, status: "ok", result: { n: 1 } },
+      { type: "approval.requested", seq: 3, run_id: RUN, call_id: CALL, tool: "demo.transfer", arguments: { n: 5 }, reason: "policy", expires_at: FAR_FUTURE },
+    );
+    const approve = await conn.recv("approval.respond");
+    conn.send(
+      { type: "approval.resolved", seq: 4, run_id: RUN, call_id: approve.call_id, decision: "approved", by: "tab-1" },
+      { type: "agent.tool_result", seq: 5, run_id: RUN, call_id: CALL, status: "unknown", error: "outcome unknown: node died" },
+    );
+    const late = await conn.recv("approval.respond");
+    conn.send({ type: "error", code: "already_decided", detail: "decided before", ref: late.call_id, decision: "approved" });
+    const stray = await conn.recv("approval.respond");
+    conn.send(
+      { type: "error", code: "not_found", detail: "no such approval", ref: stray.call_id },
+      { type: "agent.tool_result", seq: 6, run_id: RUN, call_id: OTHER_CALL, status: "ok", truncated: true },
+    );
+  });
+  const client = makeClient({ endpoints: [server.url], token: "t", clientId: "tab-1" });
+  assert.equal(await client.approve(CALL), false); // not connected yet: nothing sent
+  const answers = [];
+  client.addEventListener("event", (e) => {
+    const frame = e.detail;
+    if (frame.type === "approval.requested") answers.push(client.approve(frame.call_id));
+    if (frame.type === "agent.tool_result" && frame.seq === 5) answers.push(client.deny(CALL)); // too late
+  });
+  client.addEventListener("servererror", (e) => {
+    if (e.detail.code === "already_decided") answers.push(client.respondApproval("not-a-call", "approve"));
+  });
+  const log = await collect(client, (type, d) => type === "event" && d.seq === 6);
+
+  assert.deepEqual(await Promise.all(answers), [true, true, true]);
+  assert.deepEqual(sequenced(log).map((f) => [f.seq, f.type]), [
+    [1, "agent.tool_call"],
+    [2, "agent.tool_result"],
+    [3, "approval.requested"],
+    [4, "approval.resolved"],
+    [5, "agent.tool_result"],
+    [6, "agent.tool_result"],
+  ]);
+  assert.deepEqual(sequenced(log)[3], { type: "approval.resolved", seq: 4, run_id: RUN, call_id: CALL, decision: "approved", by: "tab-1" });
+  const errors = log.filter(([t]) => t === "servererror").map(([, d]) => d);
+  assert.deepEqual(errors, [
+    { code: "already_decided", detail: "decided before", ref: CALL, retryAfterMs: null, decision: "approved" },
+    { code: "not_found", detail: "no such approval", ref: "not-a-call", retryAfterMs: null, decision: null },
+  ]);
+  assert.deepEqual(server.conns[0].frames.filter((f) => f.type === "approval.respond").map(({ __bytes, __taken, ...f }) => f), [
+    { type: "approval.respond", call_id: CALL, decision: "approve" },
+    { type: "approval.respond", call_id: CALL, decision: "deny" },
+    { type: "approval.respond", call_id: "not-a-call", decision: "approve" },
+  ]);
+  // Neither error closed anything: one socket, never reconnecting, still connected.
+  assert.equal(server.conns.length, 1);
+  assert.deepEqual(states(log, "reconnecting"), []);
+  assert.equal(client.state, "connected");
+  await assert.rejects(client.respondApproval(CALL, /** @type {any} */ ("approved")), TypeError);
+});

@@ -1,8 +1,11 @@
 """Send one message to a Tether server and print the agent's streamed answer.
 
-    python examples/chat.py USERNAME PASSWORD ["message text"]
+    python examples/chat.py USERNAME PASSWORD ["message text"] [--conversation ID|last]
 
 or with TETHER_USERNAME / TETHER_PASSWORD (and optionally TETHER_MESSAGE) in the environment.
+Without --conversation it starts a new conversation; it prints the conversation's id (on
+stderr), and `--conversation ID` sends the next message to that conversation (`last`: the
+user's most recently active one), so the demo agent remembers "my name is ...".
 TETHER_HTTP_URL (default http://127.0.0.1:8000) and TETHER_WS_URL (default
 ws://127.0.0.1:8000/ws/v1/) point it at another server. When the server cannot be reached or
 refuses the login, it says so in one line and exits with status 1.
@@ -10,9 +13,11 @@ refuses the login, it says so in one line and exits with status 1.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
+from dataclasses import dataclass
 
 import httpx
 from tether_client import (
@@ -58,10 +63,44 @@ async def login(username: str, password: str) -> TokenPair:
         raise Unreachable(f"could not reach {_url_of(exc, HTTP_URL)}: {reason}") from None
 
 
-async def chat(username: str, password: str, text: str) -> int:
-    tokens = await login(username, password)
+@dataclass(frozen=True)
+class Resume:
+    conversation_id: str
+    last_seq: int
 
-    async with TetherClient([WS_URL], token=tokens.access, refresh_token=tokens.refresh) as client:
+
+async def find_conversation(access: str, wanted: str) -> Resume:
+    """The conversation to continue (`last`: the most recently active one) and where its log
+    stands, so that the client resumes there instead of replaying the whole conversation."""
+    url = f"{HTTP_URL}/api/conversations/?limit=1" if wanted == "last" else f"{HTTP_URL}/api/conversations/{wanted}/"
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.get(url, headers={"Authorization": f"Bearer {access}"})
+    except httpx.HTTPError as exc:
+        raise Unreachable(f"could not reach {url}: {str(exc) or type(exc).__name__}") from None
+    if response.status_code == 404:
+        raise Unreachable(f"no conversation {wanted!r} for this user ({url} answered 404)")
+    if response.status_code != 200:
+        raise Unreachable(f"{url} answered HTTP {response.status_code}")
+    body = response.json()
+    if wanted == "last":
+        if not body["results"]:
+            raise Unreachable("this user has no conversation yet: leave out --conversation to start one")
+        body = body["results"][0]
+    return Resume(body["id"], body["last_seq"])
+
+
+async def chat(username: str, password: str, text: str, conversation: str | None = None) -> int:
+    tokens = await login(username, password)
+    resume = await find_conversation(tokens.access, conversation) if conversation else None
+
+    async with TetherClient(
+        [WS_URL],
+        token=tokens.access,
+        refresh_token=tokens.refresh,
+        conversation_id=resume.conversation_id if resume else None,
+        last_seq=resume.last_seq if resume else None,
+    ) as client:
         msg_id = await client.send(text)
         my_message_id = run_id = None
         connected_once = False
@@ -84,6 +123,9 @@ async def chat(username: str, password: str, text: str) -> int:
                 print(event.text, end="", flush=True)  # each delta once, in order, across reconnects
             elif isinstance(event, AgentCompleted) and event.run_id == run_id:
                 print()
+                conversation_id = client.conversation_id
+                print(f"[conversation {conversation_id}: continue it with --conversation {conversation_id}]",
+                      file=sys.stderr)
                 return 0
             elif isinstance(event, AgentFailed) and event.run_id == run_id:
                 print(f"\n[agent failed: {event.error}]", file=sys.stderr)
@@ -95,15 +137,18 @@ async def chat(username: str, password: str, text: str) -> int:
 
 
 def main() -> int:
-    args = sys.argv[1:]
-    username = args[0] if len(args) > 0 else os.environ.get("TETHER_USERNAME")
-    password = args[1] if len(args) > 1 else os.environ.get("TETHER_PASSWORD")
-    text = args[2] if len(args) > 2 else os.environ.get("TETHER_MESSAGE", "Hello! What can you do?")
-    if not username or not password:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("username", nargs="?", default=os.environ.get("TETHER_USERNAME"))
+    parser.add_argument("password", nargs="?", default=os.environ.get("TETHER_PASSWORD"))
+    parser.add_argument("text", nargs="?", default=os.environ.get("TETHER_MESSAGE", "Hello! What can you do?"))
+    parser.add_argument("--conversation", metavar="ID|last",
+                        help="continue this conversation (its id, or 'last': the most recently active one)")
+    args = parser.parse_intermixed_args()  # the message may follow --conversation
+    if not args.username or not args.password:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        return asyncio.run(chat(username, password, text))
+        return asyncio.run(chat(args.username, args.password, args.text, args.conversation))
     except Unreachable as exc:
         print(f"chat.py: {exc}", file=sys.stderr)
         return 1

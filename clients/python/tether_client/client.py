@@ -50,6 +50,7 @@ from tether_client.events import (
 )
 from tether_client.frames import (
     ack_frame,
+    approval_respond_frame,
     cancel_frame,
     connect_frame,
     ping_frame,
@@ -265,6 +266,25 @@ class TetherClient:
         """Asks the server to stop a running agent reply; False when not connected."""
         ws = self._ready_ws
         return ws is not None and await self._send_frame(ws, cancel_frame(run_id))
+
+    async def respond_approval(self, call_id: str, decision: str) -> bool:
+        """Answers an `approval.requested` (``decision``: ``"approve"`` or ``"deny"``); False
+        when not connected (the approval waits until it expires: answer again once connected).
+        No direct answer: every socket of the conversation gets `approval.resolved`
+        (``ApprovalResolved``) when it is decided. If it cannot be, a ``ServerError`` says why
+        and the socket stays open: ``already_decided`` (``decision``: the one that stands; the
+        first decision wins, from any device) or ``not_found``; ``ref`` is the ``call_id``."""
+        frame = approval_respond_frame(call_id, decision)  # a wrong decision raises ValueError now
+        ws = self._ready_ws
+        return ws is not None and await self._send_frame(ws, frame)
+
+    async def approve(self, call_id: str) -> bool:
+        """``respond_approval(call_id, "approve")``: the call is made, the run continues."""
+        return await self.respond_approval(call_id, "approve")
+
+    async def deny(self, call_id: str) -> bool:
+        """``respond_approval(call_id, "deny")``: the call is never made (its result is `denied`)."""
+        return await self.respond_approval(call_id, "deny")
 
     async def fetch_messages(self) -> list[dict[str, Any]]:
         """The conversation's messages over REST, oldest first (the reload after ``ReloadRequired``)."""
@@ -580,7 +600,9 @@ class TetherClient:
         ref = frame.get("ref")
         retry_after = frame.get("retry_after_ms")
         retry_after_ms = int(retry_after) if isinstance(retry_after, (int, float)) else None
-        self._emit(ServerError(code, str(frame.get("detail", "")), ref, retry_after_ms))
+        decision = frame.get("decision")  # `already_decided`: the decision that stands
+        self._emit(ServerError(code, str(frame.get("detail", "")), ref, retry_after_ms,
+                               None if decision is None else str(decision)))
         if code == "refresh_failed":
             self._refreshing = False
             self._pending_access = None

@@ -75,6 +75,7 @@ FRAME_TOO_LARGE_CODES = frozenset({1009, 4413})
 # error `code` sent before each 4xxx close -> the close code it names
 ERROR_CODE_CLOSES: Mapping[str, int] = {
     "going_away": 4012,
+    "operator_disconnect": 4012,
     "unauthenticated": 4401,
     "token_expired": 4401,
     "forbidden": 4403,

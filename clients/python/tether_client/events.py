@@ -75,6 +75,63 @@ class AgentFailed(SequencedEvent):
     cancelled: bool = False
 
 
+# --- tools and approvals (docs/protocol.md, "Tools and approvals") ---------------------------
+
+
+@dataclass(frozen=True)
+class AgentToolCall(SequencedEvent):
+    """`agent.tool_call`: the agent calls a tool now. ``effect`` is its class: `read`,
+    `idempotent`, `local` or `once`. Its ``call_id`` never changes across takeovers."""
+
+    run_id: str
+    call_id: str
+    tool: str
+    arguments: Mapping[str, Any]
+    effect: str
+
+
+@dataclass(frozen=True)
+class AgentToolResult(SequencedEvent):
+    """`agent.tool_result`, exactly one per ``call_id``. ``status``: `ok` (``result`` is set,
+    unless ``truncated``: it was over the server's size cap), `error`, `unknown` (a `once` call
+    whose outcome was lost: it may or may not have happened) or `denied` (never made); the last
+    three carry ``error``."""
+
+    run_id: str
+    call_id: str
+    status: str
+    result: Any = None
+    error: str | None = None
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class ApprovalRequested(SequencedEvent):
+    """`approval.requested`: the run waits for a person's decision on this call; answer with
+    ``client.approve(call_id)`` or ``client.deny(call_id)`` (from any socket of the
+    conversation). ``reason``: `policy` or `outcome_unknown` (a `once` call's outcome was lost:
+    call it again?). ``expires_at``: Unix seconds."""
+
+    run_id: str
+    call_id: str
+    tool: str
+    arguments: Mapping[str, Any]
+    reason: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class ApprovalResolved(SequencedEvent):
+    """`approval.resolved`, exactly one per `approval.requested`. ``decision``: `approved`,
+    `denied` or `expired`; ``by``: the answering socket's ``client_id``, `timeout`, `admin` or
+    `server`."""
+
+    run_id: str
+    call_id: str
+    decision: str
+    by: str
+
+
 @dataclass(frozen=True)
 class UnknownEvent(SequencedEvent):
     """A sequenced event of a type this SDK does not know (protocol extensions)."""
@@ -135,12 +192,15 @@ class MessageAcked:
 @dataclass(frozen=True)
 class ServerError:
     """An `error` frame that did not (yet) close the socket, e.g. ``rate_limited`` or
-    ``refresh_failed``."""
+    ``refresh_failed``. Answers to ``respond_approval`` come as ``not_found`` (``ref``: the
+    ``call_id``; no approval for it in this conversation) or ``already_decided`` (``ref``: the
+    ``call_id``, ``decision``: the decision that stands, `approved`, `denied` or `expired`)."""
 
     code: str
     detail: str
     ref: Any = None
     retry_after_ms: int | None = None
+    decision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +225,10 @@ Event = (
     | AgentDelta
     | AgentCompleted
     | AgentFailed
+    | AgentToolCall
+    | AgentToolResult
+    | ApprovalRequested
+    | ApprovalResolved
     | UnknownEvent
     | Connecting
     | Connected
@@ -187,7 +251,18 @@ def is_sequenced(frame: Mapping[str, Any]) -> bool:
     )
 
 
-SequencedEventType = MessageCreated | AgentStarted | AgentDelta | AgentCompleted | AgentFailed | UnknownEvent
+SequencedEventType = (
+    MessageCreated
+    | AgentStarted
+    | AgentDelta
+    | AgentCompleted
+    | AgentFailed
+    | AgentToolCall
+    | AgentToolResult
+    | ApprovalRequested
+    | ApprovalResolved
+    | UnknownEvent
+)
 
 
 def parse_event(frame: Mapping[str, Any]) -> SequencedEventType:
@@ -220,4 +295,51 @@ def parse_event(frame: Mapping[str, Any]) -> SequencedEventType:
             error=str(frame.get("error", "")),
             cancelled=bool(frame.get("cancelled", False)),
         )
+    if kind == "agent.tool_call":
+        return AgentToolCall(
+            seq=seq,
+            raw=frame,
+            run_id=str(frame.get("run_id")),
+            call_id=str(frame.get("call_id")),
+            tool=str(frame.get("tool", "")),
+            arguments=_arguments(frame),
+            effect=str(frame.get("effect", "")),
+        )
+    if kind == "agent.tool_result":
+        error = frame.get("error")
+        return AgentToolResult(
+            seq=seq,
+            raw=frame,
+            run_id=str(frame.get("run_id")),
+            call_id=str(frame.get("call_id")),
+            status=str(frame.get("status", "")),
+            result=frame.get("result"),
+            error=None if error is None else str(error),
+            truncated=bool(frame.get("truncated", False)),
+        )
+    if kind == "approval.requested":
+        return ApprovalRequested(
+            seq=seq,
+            raw=frame,
+            run_id=str(frame.get("run_id")),
+            call_id=str(frame.get("call_id")),
+            tool=str(frame.get("tool", "")),
+            arguments=_arguments(frame),
+            reason=str(frame.get("reason", "")),
+            expires_at=int(frame.get("expires_at") or 0),
+        )
+    if kind == "approval.resolved":
+        return ApprovalResolved(
+            seq=seq,
+            raw=frame,
+            run_id=str(frame.get("run_id")),
+            call_id=str(frame.get("call_id")),
+            decision=str(frame.get("decision", "")),
+            by=str(frame.get("by", "")),
+        )
     return UnknownEvent(seq=seq, raw=frame)
+
+
+def _arguments(frame: Mapping[str, Any]) -> Mapping[str, Any]:
+    arguments = frame.get("arguments")
+    return arguments if isinstance(arguments, Mapping) else {}

@@ -40,3 +40,14 @@ def refresh_with_access_frame(access: str) -> dict[str, Any]:
 
 def cancel_frame(run_id: str) -> dict[str, Any]:
     return {"type": "cancel", "run_id": run_id}
+
+
+# The decisions of `approval.respond`.
+APPROVAL_DECISIONS = ("approve", "deny")
+
+
+def approval_respond_frame(call_id: str, decision: str) -> dict[str, Any]:
+    """A person's decision on a call waiting for approval (`approval.requested`)."""
+    if decision not in APPROVAL_DECISIONS:
+        raise ValueError(f"decision must be one of {APPROVAL_DECISIONS}, not {decision!r}")
+    return {"type": "approval.respond", "call_id": call_id, "decision": decision}

@@ -1,7 +1,11 @@
-// The demo page (see README.md, "Demo page"). Everything that touches the protocol goes
-// through the JavaScript client (clients/js); this file only keeps a view of the
-// conversation and draws it. One file of ~500 lines because the page is served with no build
-// step and its parts (sign-in, conversation list, transcript, fault buttons) share one view.
+// The demo page (see README.md, "What to try"). Everything that touches the protocol goes
+// through the JavaScript client (clients/js); the page keeps a view of the conversation and
+// draws it. Served with no build step, as ES modules:
+//   view.js      the conversation as the page applied it (answers and their tool cards), and
+//                the check under each answer
+//   render.js    drawing entries, one renderer per kind of entry, and the tool cards
+//   happened.js  the "what just happened" line after a fault
+//   app.js       this file: sign-in, the conversation list, the client, the controls
 //
 // What survives a reload (sessionStorage, per tab):
 //   demo:auth            the signed-in user's token pair (renewed through tokenProvider)
@@ -9,6 +13,12 @@
 //   tether:*             the client's own state: client_id, conversation, outbox
 // The page hands the client `lastSeq` of its saved view, so that the client resumes exactly
 // after what the page shows: nothing missing, nothing twice, whenever the reload happens.
+//
+// Approvals: a card's Approve / Deny sends `approval.respond` through the client; the card
+// changes only when the server's `approval.resolved` arrives (from this tab or any other, or
+// the admin, or the expiry: the first decision wins), so every tab shows the decision that
+// stands. The page's own answer can be refused (`already_decided`, `not_found`): the card says
+// so in a short line and the page goes on.
 
 import {
   HttpError,
@@ -20,12 +30,14 @@ import {
   refreshAccess,
   signOut as revokeSignIn,
 } from "tether-client";
+import { Happened } from "./happened.js";
+import { Transcript } from "./render.js";
+import { View } from "./view.js";
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const storage = window.sessionStorage;
 const AUTH_KEY = "demo:auth";
 const HASH_PREFIX = "#c=";
-const SAVE_EVERY_MS = 250; // the view is saved at most this often, and when the page goes away
 const origin = window.location.origin;
 const wsOrigin = origin.replace(/^http/, "ws");
 
@@ -78,172 +90,19 @@ async function withAccess(call) {
   }
 }
 
-// --- the view of one conversation ---------------------------------------------------------
-
-class View {
-  constructor(conversationId) {
-    const saved = readJson(`demo:view:${conversationId}`) || {};
-    this.conversationId = conversationId;
-    this.lastSeq = Number.isInteger(saved.lastSeq) ? saved.lastSeq : null; // the seq the entries reflect
-    this.entries = Array.isArray(saved.entries) ? saved.entries : [];
-    this.byRun = new Map(this.entries.filter((e) => e.runId).map((e) => [e.runId, e]));
-    this.byMessage = new Map(this.entries.filter((e) => e.id).map((e) => [e.id, e]));
-    this.saveTimer = null;
-  }
-
-  /** Applies one sequenced frame; returns the entry it created or changed (or null). */
-  apply(frame) {
-    let entry = null;
-    if (frame.type === "message.created" && frame.message?.role === "user") {
-      entry = this.byMessage.get(frame.message.id);
-      if (!entry) {
-        entry = { kind: "user", id: frame.message.id, clientMsgId: frame.message.client_msg_id, text: frame.message.text };
-        this.#add(entry);
-      }
-    } else if (frame.type === "agent.started" || frame.type === "agent.delta") {
-      entry = this.#run(frame.run_id);
-      if (frame.type === "agent.delta") {
-        // Deltas come once each, in index order. A later index means the ones before it are
-        // gone (the history was rebuilt over REST after `resumed: false`); an earlier one
-        // would be a duplicate, which is shown as it is (and flagged) rather than hidden.
-        if (frame.index > entry.nextIndex) entry.partial = true;
-        if (frame.index < entry.nextIndex) entry.mismatch = true;
-        entry.text += frame.text;
-        entry.nextIndex = frame.index + 1;
-      }
-    } else if (frame.type === "agent.completed") {
-      entry = this.#run(frame.run_id);
-      // The page shows what streamed in; it equals the completed text unless deltas were lost
-      // to a rebuild (then the completed text replaces it) or a bug delivered some twice.
-      if (entry.partial) entry.text = frame.message.text;
-      else if (entry.text !== frame.message.text) entry.mismatch = true;
-      entry.status = "done";
-      entry.id = frame.message.id;
-      this.byMessage.set(entry.id, entry);
-    } else if (frame.type === "agent.failed") {
-      entry = this.#run(frame.run_id);
-      entry.status = frame.cancelled ? "stopped" : "failed";
-      entry.error = frame.error;
-    }
-    this.lastSeq = frame.seq;
-    this.scheduleSave();
-    return entry;
-  }
-
-  /** After `resumed: false`: the history as the server keeps it (completed messages). */
-  replaceWithMessages(messages, serverLastSeq) {
-    this.entries = [];
-    this.byRun.clear();
-    this.byMessage.clear();
-    for (const m of messages) {
-      this.#add({ kind: m.role === "user" ? "user" : "assistant", id: m.id, clientMsgId: m.client_msg_id, text: m.text, status: "done" });
-    }
-    this.lastSeq = serverLastSeq;
-    this.save();
-  }
-
-  streamingRun() {
-    for (let i = this.entries.length - 1; i >= 0; i--) {
-      const e = this.entries[i];
-      if (e.kind === "assistant" && e.status === "streaming") return e.runId;
-    }
-    return null;
-  }
-
-  #run(runId) {
-    let entry = this.byRun.get(runId);
-    if (!entry) {
-      entry = { kind: "assistant", runId, text: "", status: "streaming", nextIndex: 0 };
-      this.byRun.set(runId, entry);
-      this.#add(entry);
-    }
-    return entry;
-  }
-
-  #add(entry) {
-    this.entries.push(entry);
-    if (entry.id) this.byMessage.set(entry.id, entry);
-  }
-
-  scheduleSave() {
-    if (this.saveTimer === null) this.saveTimer = setTimeout(() => this.save(), SAVE_EVERY_MS);
-  }
-
-  /** Entries and the seq they reflect, in one write: they can never disagree. */
-  save() {
-    clearTimeout(this.saveTimer);
-    this.saveTimer = null;
-    try {
-      storage.setItem(`demo:view:${this.conversationId}`, JSON.stringify({ lastSeq: this.lastSeq, entries: this.entries }));
-    } catch {
-      // storage full: after a reload the client replays from the last saved seq
-    }
-  }
-}
-
 // --- drawing ----------------------------------------------------------------------------------
 
-const transcript = $("transcript");
-const nodes = new Map(); // entry -> <li>
-const pending = new Map(); // client_msg_id -> <li> of a message not yet in the log
-
-function entryNode(entry) {
-  let li = nodes.get(entry);
-  if (!li) {
-    li = document.createElement("li");
-    const who = document.createElement("span");
-    who.className = "who";
-    who.textContent = entry.kind === "user" ? "You" : "Agent";
-    const text = document.createElement("p");
-    text.className = "text";
-    li.append(who, text);
-    nodes.set(entry, li);
-    transcript.append(li);
-  }
-  li.className = `msg ${entry.kind}`;
-  if (entry.id) li.dataset.messageId = entry.id;
-  if (entry.runId) li.dataset.runId = entry.runId;
-  if (entry.clientMsgId) li.dataset.clientMsgId = entry.clientMsgId;
-  if (entry.kind === "assistant") {
-    li.dataset.status = entry.status;
-    if (entry.mismatch) li.dataset.mismatch = "true";
-    li.setAttribute("aria-busy", String(entry.status === "streaming"));
-  }
-  const text = li.querySelector(".text");
-  if (!text.firstChild) text.append(document.createTextNode(""));
-  if (text.firstChild.data !== entry.text) text.firstChild.data = entry.text;
-  let note = li.querySelector(".note");
-  const noteText = entry.status === "stopped" ? "stopped" : entry.status === "failed" ? `failed: ${entry.error}` : "";
-  if (noteText && !note) {
-    note = document.createElement("span");
-    note.className = "note";
-    li.append(note);
-  }
-  if (note) note.textContent = noteText;
-  return li;
-}
+const transcriptList = $("transcript");
+const transcript = new Transcript(transcriptList);
 
 function drawPending(clientMsgId, text) {
-  if (pending.has(clientMsgId) || view.entries.some((e) => e.clientMsgId === clientMsgId)) return;
-  const li = document.createElement("li");
-  li.className = "msg user pending";
-  li.dataset.clientMsgId = clientMsgId;
-  li.innerHTML = '<span class="who">You</span><p class="text"></p><span class="note">sending…</span>';
-  li.querySelector(".text").textContent = text;
-  pending.set(clientMsgId, li);
-  transcript.append(li);
-}
-
-function undrawPending(clientMsgId) {
-  pending.get(clientMsgId)?.remove();
-  pending.delete(clientMsgId);
+  if (view.entries.some((e) => e.clientMsgId === clientMsgId)) return; // already in the log
+  transcript.drawPending(clientMsgId, text);
 }
 
 function redraw() {
-  transcript.replaceChildren();
-  nodes.clear();
-  pending.clear();
-  for (const entry of view.entries) entryNode(entry);
+  transcript.clear();
+  for (const entry of view.entries) transcript.entry(entry);
   for (const m of client?.pendingMessages || []) drawPending(m.clientMsgId, m.text);
   updateStop();
 }
@@ -253,8 +112,8 @@ function redraw() {
 // otherwise lay the page out 1,000 times).
 let stickToBottom = true;
 let scrollQueued = false;
-transcript.addEventListener("scroll", () => {
-  stickToBottom = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 120;
+transcriptList.addEventListener("scroll", () => {
+  stickToBottom = transcriptList.scrollHeight - transcriptList.scrollTop - transcriptList.clientHeight < 120;
 });
 
 function scrollDown() {
@@ -262,7 +121,7 @@ function scrollDown() {
   scrollQueued = true;
   requestAnimationFrame(() => {
     scrollQueued = false;
-    if (stickToBottom) transcript.scrollTop = transcript.scrollHeight;
+    if (stickToBottom) transcriptList.scrollTop = transcriptList.scrollHeight;
   });
 }
 
@@ -286,14 +145,83 @@ function showBadge(detail) {
   badge.textContent = labels[detail.state] || detail.state;
 }
 
+function showHappened(text) {
+  const line = $("happened");
+  line.textContent = text;
+  line.hidden = !text;
+}
+
 function notice(text) {
   $("notice").textContent = text;
+}
+
+// --- approvals ------------------------------------------------------------------------------
+
+// An answer the server could not take now (`unavailable`, `server_error`, `rate_limited`, with
+// `retry_after_ms`) is sent again after that wait, this many times at most; then the card says
+// so and its buttons work again.
+const RESEND_LIMIT = 3;
+const resends = new Map(); // call_id -> times sent again
+
+/** Approve or Deny pressed on a card: the decision goes to the server (the first one wins). */
+async function respond(callId, decision) {
+  const current = client;
+  if (!current || !view?.byCall.has(callId)) return;
+  transcript.setCardUi(callId, { sending: decision, message: "" });
+  let sent = false;
+  try {
+    sent = await current.respondApproval(callId, decision);
+  } catch (err) {
+    transcript.setCardUi(callId, { sending: null, message: `Not sent: ${err.message}` });
+    return;
+  }
+  if (!sent) transcript.setCardUi(callId, { sending: null, message: "Not connected: answer again once the badge says Connected." });
+}
+
+/** An error frame about this page's answer to a card: said on the card, never thrown. */
+function answerRefused(current, callId, { code, decision, retryAfterMs }) {
+  const sending = transcript.cardUi.get(callId)?.sending || null;
+  if (code === "already_decided") {
+    transcript.setCardUi(callId, { sending: null, message: `Already decided (${decision || "elsewhere"}): the first answer wins.` });
+  } else if (code === "not_found") {
+    transcript.setCardUi(callId, { sending: null, message: "The server has no approval waiting for this call." });
+  } else if (sending && (code === "unavailable" || code === "server_error" || code === "rate_limited")) {
+    const tries = (resends.get(callId) || 0) + 1;
+    resends.set(callId, tries);
+    if (tries > RESEND_LIMIT) {
+      resends.delete(callId);
+      transcript.setCardUi(callId, { sending: null, message: "The server could not take your answer: try again." });
+      return;
+    }
+    setTimeout(() => {
+      if (client === current && transcript.cardUi.get(callId)?.sending === sending) respond(callId, sending);
+    }, retryAfterMs ?? 1000);
+  }
+}
+
+// One listener for every card's buttons (no handler on the buttons themselves, none inline).
+$("transcript").addEventListener("click", (event) => {
+  const button = /** @type {HTMLElement} */ (event.target).closest?.("button[data-decision]");
+  const callId = button?.closest("[data-call-id]")?.getAttribute("data-call-id");
+  if (button && callId && !(/** @type {HTMLButtonElement} */ (button).disabled)) {
+    respond(callId, button.getAttribute("data-decision")).catch(() => {});
+  }
+});
+
+/** Send works once the conversation's client exists (its outbox then keeps what is sent,
+ * across reconnects and reloads); until then it is disabled and says why. */
+function composerReady(ready) {
+  /** @type {HTMLButtonElement} */ ($("send")).disabled = !ready;
+  $("composer-state").textContent = ready ? "" : "Opening the conversation…";
+  $("composer-state").hidden = ready;
 }
 
 // --- the conversation ---------------------------------------------------------------------
 
 let client = null;
 let view = null;
+let happened = null;
+let untitled = new Set(); // conversations the list shows without a title (they get one from their first message)
 
 async function endpointsFor() {
   // Every live node, this page's own first; the client fails over along this list and asks
@@ -308,18 +236,24 @@ async function endpointsFor() {
   }
 }
 
-async function openConversation(id) {
+/** Opens a conversation; `cause` names what brought the page here when it resumes a view it had. */
+async function openConversation(id, cause = "Reopened the conversation") {
+  composerReady(false);
   if (client) {
     view?.save();
     await client.close();
     client = null;
   }
   notice("");
+  showHappened("");
   history.replaceState(null, "", `${HASH_PREFIX}${id}`);
-  view = new View(id);
+  view = new View(id, storage);
+  happened = new Happened(showHappened);
+  if (view.lastSeq !== null) happened.fault(cause, cause === "Reloaded the page" ? 0 : performance.now());
   markCurrent(id);
   const endpoints = await endpointsFor();
-  client = new TetherClient({
+  if (view.conversationId !== id) return; // another conversation was opened meanwhile
+  const current = new TetherClient({
     endpoints,
     discoveryUrl: `${origin}/api/realtime/nodes/`,
     httpBase: origin,
@@ -328,42 +262,70 @@ async function openConversation(id) {
     conversationId: id,
     lastSeq: view.lastSeq, // resume exactly after what the page shows
   });
-  window.tether = client; // for the browser tests and the curious
+  client = current;
+  transcript.selfId = current.clientId; // "Approved by this tab"
+  window.tether = current; // for the browser tests and the curious
+  const tracker = happened;
   redraw();
-  transcript.scrollTop = transcript.scrollHeight;
-  client.addEventListener("state", (e) => showBadge(e.detail));
+  transcriptList.scrollTop = transcriptList.scrollHeight;
+  current.addEventListener("state", (e) => {
+    showBadge(e.detail);
+    tracker.state(e.detail, view.lastSeq);
+    // An answer sent on a socket that was then lost may never have arrived: the buttons work
+    // again (the replay brings its `approval.resolved` if it did; a second answer then gets
+    // `already_decided`, which the card shows).
+    if (e.detail.state === "connected") transcript.clearSending();
+  });
   let held = null; // events that arrive while the page reloads the history over REST
   const show = (frame) => {
-    const li = frame.type === "agent.delta" ? nodes.get(view.byRun.get(frame.run_id)) : null;
+    const streamed = frame.type === "agent.delta" ? view.byRun.get(frame.run_id) : null;
     const entry = view.apply(frame);
     // The common case, a delta for an answer already drawn, appends to its text: no re-render.
-    if (li && !entry.mismatch && !entry.partial) li.querySelector(".text").firstChild.appendData(frame.text);
-    else if (entry) entryNode(entry);
-    if (entry?.kind === "user" && entry.clientMsgId) undrawPending(entry.clientMsgId);
+    if (streamed && entry === streamed && !entry.mismatch && !entry.partial) transcript.appendDelta(entry, frame.text);
+    else if (entry) transcript.entry(entry);
+    if (entry?.kind === "user" && entry.clientMsgId) transcript.undrawPending(entry.clientMsgId);
+    if (entry?.kind === "user" && untitled.has(view.conversationId)) {
+      untitled.delete(view.conversationId);
+      refreshList().catch(() => {}); // the conversation is titled from its first message now
+    }
+    if (frame.type === "approval.resolved") {
+      resends.delete(frame.call_id);
+      if (transcript.cardUi.get(frame.call_id)?.sending) transcript.setCardUi(frame.call_id, { sending: null });
+    }
     if (frame.type !== "agent.delta") updateStop();
   };
-  client.addEventListener("event", (e) => {
+  current.addEventListener("event", (e) => {
     if (held) held.push(e.detail);
     else show(e.detail);
+    tracker.event();
     scrollDown();
   });
-  client.addEventListener("rejected", (e) => {
-    undrawPending(e.detail.clientMsgId);
+  current.addEventListener("rejected", (e) => {
+    transcript.undrawPending(e.detail.clientMsgId);
     notice(`Message not sent (${e.detail.code}): ${e.detail.detail}`);
   });
-  client.addEventListener("servererror", (e) => {
-    if (e.detail.code === "rate_limited") notice(`Slow down: retrying in ${Math.ceil((e.detail.retryAfterMs || 1000) / 1000)} s`);
+  current.addEventListener("servererror", (e) => {
+    const ref = e.detail.ref;
+    if (typeof ref === "string" && view?.byCall.has(ref)) answerRefused(current, ref, e.detail);
+    else if (e.detail.code === "rate_limited") notice(`Slow down: retrying in ${Math.ceil((e.detail.retryAfterMs || 1000) / 1000)} s`);
+    else if (e.detail.code === "not_found" || e.detail.code === "already_decided") notice(`Refused (${e.detail.code}): ${e.detail.detail}`);
   });
-  client.addEventListener("reload", async (e) => {
+  current.addEventListener("reload", async (e) => {
     // The server no longer keeps the events after what this page showed: rebuild from the
     // stored messages, then apply what arrived meanwhile and is not in them.
-    const current = client;
     held = [];
     let cutoff = e.detail.serverLastSeq;
     try {
       const messages = await current.fetchMessages();
       cutoff = Math.max(cutoff, ...messages.map((m) => m.seq));
       view.replaceWithMessages(messages, e.detail.serverLastSeq);
+      // The tool cards are in no message: from the events the log still keeps (an approval
+      // still waiting stays answerable here).
+      try {
+        view.restoreCards(await current.fetchEvents(0));
+      } catch (err) {
+        notice(`Could not reload the tool calls: ${err.message}`);
+      }
     } catch (err) {
       notice(`Could not reload the conversation: ${err.message}`);
     }
@@ -371,11 +333,15 @@ async function openConversation(id) {
     held = null;
     if (current !== client) return;
     redraw();
-    for (const frame of arrived) if (frame.seq > cutoff) show(frame);
+    for (const frame of arrived) {
+      if (frame.seq > cutoff) show(frame);
+      else view.lastSeq = Math.max(view.lastSeq ?? 0, frame.seq); // in the messages already: not a gap
+    }
     view.lastSeq = current.lastSeq;
     view.save();
   });
-  client.start().catch(() => {}); // the badge shows why it stopped
+  composerReady(true);
+  current.start().catch(() => {}); // the badge shows why it stopped
 }
 
 function markCurrent(id) {
@@ -388,6 +354,7 @@ function markCurrent(id) {
 
 async function refreshList() {
   const conversations = await withAccess((access) => listConversations({ baseUrl: origin, access }));
+  untitled = new Set(conversations.filter((c) => !c.title).map((c) => c.id));
   const list = $("conversation-list");
   list.replaceChildren(
     ...conversations.map((c) => {
@@ -395,7 +362,7 @@ async function refreshList() {
       li.dataset.id = c.id;
       const button = document.createElement("button");
       button.type = "button";
-      button.textContent = c.title || `Conversation ${c.id.slice(0, 8)}`;
+      button.textContent = c.title || `New conversation (${c.id.slice(0, 8)})`;
       button.title = `updated ${new Date(c.updated_at).toLocaleString()}`;
       button.addEventListener("click", () => openConversation(c.id));
       li.append(button);
@@ -407,6 +374,7 @@ async function refreshList() {
 }
 
 async function newConversation() {
+  composerReady(false);
   const created = await withAccess((access) => createConversation({ baseUrl: origin, access }));
   await refreshList();
   await openConversation(created.id);
@@ -415,15 +383,18 @@ async function newConversation() {
 
 // --- signing in and out -------------------------------------------------------------------
 
-async function showApp() {
+async function showApp(cause) {
   $("signin").hidden = true;
+  $("intro").hidden = true;
   $("app").hidden = false;
+  $("faults").hidden = false;
+  composerReady(false);
   const conversations = await refreshList();
   const fromHash = window.location.hash.startsWith(HASH_PREFIX) ? window.location.hash.slice(HASH_PREFIX.length) : null;
   const stored = readJson("tether:client")?.conversationId;
   const known = (id) => id && conversations.some((c) => c.id === id);
   const id = [fromHash, stored, conversations[0]?.id].find(known);
-  if (id) await openConversation(id);
+  if (id) await openConversation(id, cause);
   else await newConversation();
 }
 
@@ -436,6 +407,9 @@ function signOut(message = "", { revoke = false } = {}) {
   saveAuth(null);
   for (const key of Object.keys(storage)) if (key.startsWith("demo:") || key.startsWith("tether:")) storage.removeItem(key);
   $("app").hidden = true;
+  $("faults").hidden = true;
+  showHappened("");
+  $("intro").hidden = false;
   $("signin").hidden = false;
   $("signin-error").textContent = message;
   showBadge({ state: "idle", node: null });
@@ -451,7 +425,7 @@ $("signin-form").addEventListener("submit", async (event) => {
     const pair = await obtainToken({ baseUrl: origin, username, password });
     saveAuth({ username, access: pair.access, refresh: pair.refresh });
     /** @type {HTMLInputElement} */ ($("password")).value = "";
-    await showApp();
+    await showApp("Signed in again");
   } catch (err) {
     $("signin-error").textContent =
       err instanceof HttpError && err.status === 401 ? "Wrong username or password." : `Sign-in failed: ${err.message}`;
@@ -462,7 +436,12 @@ $("composer").addEventListener("submit", async (event) => {
   event.preventDefault();
   const input = /** @type {HTMLInputElement} */ ($("message"));
   const text = input.value.trim();
-  if (!text || !client) return;
+  if (!text) return;
+  if (!client) {
+    // Send is disabled until the client exists; a submit that gets here anyway is said, not lost silently.
+    notice("The conversation is still opening: send again in a moment.");
+    return;
+  }
   try {
     const clientMsgId = await client.send(text); // stored before this resolves: a reload now still delivers it
     input.value = "";
@@ -473,12 +452,28 @@ $("composer").addEventListener("submit", async (event) => {
   }
 });
 
+for (const button of document.querySelectorAll("button.suggestion")) {
+  button.addEventListener("click", () => {
+    const input = /** @type {HTMLInputElement} */ ($("message"));
+    input.value = /** @type {HTMLElement} */ (button).dataset.text || "";
+    input.focus();
+  });
+}
+
 $("stop").addEventListener("click", () => {
   const runId = view?.streamingRun();
   if (runId) client?.cancel(runId);
 });
-$("drop").addEventListener("click", () => client?.drop());
-$("go-offline").addEventListener("click", () => client?.goOffline(5000));
+$("drop").addEventListener("click", () => {
+  if (!client) return;
+  happened?.fault("Dropped the connection");
+  client.drop();
+});
+$("go-offline").addEventListener("click", () => {
+  if (!client) return;
+  happened?.fault("Offline for 5 s");
+  client.goOffline(5000);
+});
 $("new-conversation").addEventListener("click", () => newConversation());
 $("sign-out").addEventListener("click", () => signOut("", { revoke: true }));
 window.addEventListener("pagehide", () => view?.save());
@@ -491,4 +486,4 @@ document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "hidden") view?.save();
 });
 
-if (auth) showApp().catch((err) => notice(`Could not load the conversations: ${err.message}`));
+if (auth) showApp("Reloaded the page").catch((err) => notice(`Could not load the conversations: ${err.message}`));

@@ -2,8 +2,10 @@ import asyncio
 import signal
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
 
+from project.keys import require_explicit_keys
 from realtime.node.runtime import NodeRuntime
 
 
@@ -19,6 +21,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, grace: float, metrics_port: int, **options) -> None:
+        try:
+            require_explicit_keys("manage.py run_agents")
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
         if metrics_port:
             from realtime.infra.exporter import serve_worker_metrics
 

@@ -8,8 +8,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--username", default="demo")
         parser.add_argument("--password", default="demo-password")
+        parser.add_argument("--port", type=int, default=8000, help="the port the printed curl command uses")
 
-    def handle(self, *args, username: str, password: str, **options) -> None:
+    def handle(self, *args, username: str, password: str, port: int, **options) -> None:
         user, created = get_user_model().objects.get_or_create(username=username)
         user.set_password(password)
         user.is_active = True
@@ -17,5 +18,5 @@ class Command(BaseCommand):
         self.stdout.write(f"{'created' if created else 'updated'} user {username!r}")
         self.stdout.write(
             "token: curl -s -X POST -H 'Content-Type: application/json' "
-            f"-d '{{\"username\":\"{username}\",\"password\":\"{password}\"}}' http://127.0.0.1:8000/api/auth/token/"
+            f"-d '{{\"username\":\"{username}\",\"password\":\"{password}\"}}' http://127.0.0.1:{port}/api/auth/token/"
         )

@@ -6,8 +6,12 @@ import {
   TetherClient,
   decide,
   obtainToken,
+  type ApprovalRequestedFrame,
+  type ApprovalResolvedFrame,
   type ServerFrame,
   type StateDetail,
+  type ToolCallFrame,
+  type ToolResultFrame,
 } from "../../src/tether-client.js";
 
 export async function usage(token: string, refreshToken: string, WebSocketImpl: typeof WebSocket): Promise<void> {
@@ -40,6 +44,34 @@ export async function usage(token: string, refreshToken: string, WebSocketImpl: 
     void duplicate;
   });
   c.addEventListener("rejected", (e) => void e.detail.clientMsgId);
+  // Issue 21: tool steps and approvals are sequenced frames; approve or deny a waiting call.
+  c.addEventListener("event", async (e) => {
+    const frame: ServerFrame = e.detail;
+    if (frame.type === "approval.requested") {
+      const asked = frame as ApprovalRequestedFrame;
+      const reason: "policy" | "outcome_unknown" = asked.reason;
+      const sent: boolean = reason === "policy" ? await c.approve(asked.call_id) : await c.deny(asked.call_id);
+      void sent;
+    } else if (frame.type === "approval.resolved") {
+      const decided = frame as ApprovalResolvedFrame;
+      const decision: "approved" | "denied" | "expired" = decided.decision;
+      void [decision, decided.by];
+    } else if (frame.type === "agent.tool_call") {
+      const call = frame as ToolCallFrame;
+      const effect: "read" | "idempotent" | "local" | "once" = call.effect;
+      void [effect, call.tool, call.arguments];
+    } else if (frame.type === "agent.tool_result") {
+      const result = frame as ToolResultFrame;
+      const status: "ok" | "error" | "unknown" | "denied" = result.status;
+      void [status, result.result, result.error];
+    }
+  });
+  c.addEventListener("servererror", (e) => {
+    const standing: "approved" | "denied" | "expired" | null = e.detail.decision;
+    void standing;
+  });
+  const answered: boolean = await c.respondApproval("call-id", "deny");
+  void answered;
   await c.start();
   const clientMsgId: string = await c.send("text");
   try {
