@@ -4,7 +4,9 @@ key and the token with every request."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import httpx
@@ -14,6 +16,15 @@ import httpx
 # seen for the same key or run: a zombie node's late request.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 FENCE_HEADER = "Tether-Fence"
+
+
+@cache
+def tls_settings() -> ssl.SSLContext:
+    """The TLS settings of every tool request (httpx's defaults), built once per process:
+    building them loads the CA bundle, 5-50 ms of CPU on the event loop, which a transport
+    made per call paid on every call (issue 21's benchmark, docs/benchmarks.md "Tool calls").
+    An SSLContext may serve any number of connections at once."""
+    return httpx.create_ssl_context()
 
 
 class ToolHTTPError(Exception):
@@ -50,7 +61,7 @@ class ToolContext:
         by the tool's effect class). An HTTP error status raises ToolHTTPError; returns the
         response's JSON (None when it has none)."""
         timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
-        transport = httpx.AsyncHTTPTransport(retries=0)
+        transport = httpx.AsyncHTTPTransport(retries=0, verify=tls_settings())
         async with httpx.AsyncClient(timeout=timeout, transport=transport) as client:
             try:
                 response = await client.post(url, json=json, headers=self.headers)

@@ -1,4 +1,5 @@
-"""Real daphne nodes as subprocesses on loopback, sharing the test database and Redis."""
+"""Real daphne nodes as subprocesses on loopback, sharing the test database and Redis; killed
+(SIGKILL), stopped gracefully (SIGTERM), or frozen and thawed (SIGSTOP, SIGCONT)."""
 
 from __future__ import annotations
 
@@ -79,6 +80,18 @@ class DaphneNode:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes mid-instruction, its sockets and database sessions
+        open, as a VM paused by its host or a process stalled in a long GC: a zombie once
+        its leases lapse."""
+        assert self.proc is not None and self.proc.poll() is None, f"{self.node_id} is not running"
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: the frozen process goes on from where it stopped, unaware of the time lost."""
+        assert self.proc is not None and self.proc.poll() is None, f"{self.node_id} is not running"
+        self.proc.send_signal(signal.SIGCONT)
 
     def terminate(self, timeout: float = 20) -> None:
         if self.proc and self.proc.poll() is None:
