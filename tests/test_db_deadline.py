@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 
@@ -17,7 +18,7 @@ import pytest
 from django.db import connection, connections, transaction
 
 from realtime.infra import outage
-from realtime.infra.db import DatabaseTimeout, db
+from realtime.infra.db import CallWatch, DatabaseTimeout, db
 from sessions_app import services
 from sessions_app.models import Conversation
 from tests.support.netproxy import ThreadedFaultProxy
@@ -109,3 +110,22 @@ async def test_a_new_connection_the_database_never_answers_fails_within_its_conn
     connect_timeout = connections.settings["default"]["OPTIONS"]["connect_timeout"]
     assert took <= connect_timeout + MARGIN
     assert outage.database_unreachable(failed.value) and outage.DATABASE.down
+
+
+def test_after_the_process_was_stopped_the_deadlines_start_again():
+    """A node frozen (SIGSTOP, a paused VM) mid-call finds its answer waiting once it runs again:
+    the time it did not run is no one's fault, so no call is cut for it."""
+
+    class Wrapper:  # what the watcher sees of a Django connection: its driver's socket
+        def __init__(self, sock: socket.socket) -> None:
+            self.connection = sock
+
+    watch = CallWatch(lambda: 1.0)
+    for restarted in (True, False):
+        ours, theirs = socket.socketpair()
+        with ours, theirs, watch.watching(Wrapper(ours)) as call:
+            call.started -= 60  # the call began before a minute-long freeze
+            if restarted:
+                watch.restart_deadlines()
+            watch.cut_overdue()  # (its own thread may have got there first: the outcome is the same)
+            assert call.cut is not restarted

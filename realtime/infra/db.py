@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 # How often the watcher looks for calls past their deadline, at most (seconds).
 WATCH_INTERVAL = 0.25
+# A watcher that woke this much later than it asked was not running (the process was stopped,
+# SIGSTOP or a paused VM, or starved): the calls' deadlines start again, since their answers may
+# be waiting unread in their sockets.
+WATCH_LATE = 1.0
 
 
 class DatabaseTimeout(OperationalError):
@@ -98,10 +102,21 @@ class CallWatch:
                     cut += 1
         return cut
 
+    def restart_deadlines(self) -> None:
+        """Every running call's deadline counts from now."""
+        now = time.monotonic()
+        with self._lock:
+            for call in self._calls:
+                call.started = now
+
     def _watch_forever(self) -> None:
         while True:
-            time.sleep(min(WATCH_INTERVAL, self.timeout() / 4))
+            interval = min(WATCH_INTERVAL, self.timeout() / 4)
+            asleep = time.monotonic()
+            time.sleep(interval)
             try:
+                if time.monotonic() - asleep > interval + WATCH_LATE:
+                    self.restart_deadlines()
                 self.cut_overdue()
             except Exception:  # the watcher must outlive a bug in one pass
                 log.exception("cutting overdue database calls failed")
