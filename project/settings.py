@@ -1,6 +1,7 @@
 """Tether settings. Every knob comes from the environment; see README.md for the list."""
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -117,6 +118,13 @@ TEMPLATES = [
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+# A node's database call still running after this many seconds has its connection closed and
+# fails as "unavailable" (realtime/infra/db.py): a PostgreSQL that stops answering without
+# closing the connection (a partition) would hold it forever. New connections give up after as
+# long (libpq's connect_timeout, whole seconds, at least 2).
+REALTIME_DB_TIMEOUT = env_float("REALTIME_DB_TIMEOUT", 5.0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", max(2, math.ceil(REALTIME_DB_TIMEOUT)))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several server threads write the event log at once; wait for the lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -198,6 +206,10 @@ CHANNEL_LAYERS = {
 REALTIME_REDIS_POOL_SIZE = env_int("REALTIME_REDIS_POOL_SIZE", 32)
 # The project's own Redis calls (rate limits, node registry) fail after this many seconds.
 REALTIME_REDIS_TIMEOUT = env_float("REALTIME_REDIS_TIMEOUT", 2.0)
+# A node's fan-out subscription pings Redis after this many seconds without a message, and
+# rebuilds itself when no reply follows within REALTIME_REDIS_TIMEOUT: a partitioned Redis
+# closes nothing, and the subscription has no socket timeout (issue 25).
+REALTIME_FANOUT_PING_INTERVAL = env_float("REALTIME_FANOUT_PING_INTERVAL", 10.0)
 # A node that has not refreshed its registry entry for this long is dead: its connections
 # are closed and its runs released by the surviving nodes.
 REALTIME_NODE_TTL = env_float("REALTIME_NODE_TTL", 15.0)

@@ -23,6 +23,8 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from project.csp import allow_own_inline
+from realtime.infra.db import bounded
+from realtime.infra.outage import DATABASE
 from sessions_app import (
     openapi,  # noqa: F401 - registers its drf-spectacular extensions
     services,
@@ -200,10 +202,7 @@ def readyz(request) -> JsonResponse:
     node = request.scope.get("tether_node") if isinstance(request, ASGIRequest) else None
     if node is not None and node.draining:
         failed.append("draining")
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception:  # noqa: BLE001 - any database failure means not ready
+    if not _database_answers():
         failed.append("database")
     try:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
@@ -212,5 +211,30 @@ def readyz(request) -> JsonResponse:
     except redis.RedisError:
         failed.append("redis")
     if failed:
-        return JsonResponse({"status": "unavailable", "failed": failed}, status=503)
+        response = JsonResponse({"status": "unavailable", "failed": failed}, status=503)
+        # An answer, not a server error: without this Django logs an ERROR line per probe for
+        # as long as a dependency is out (django.utils.log.log_response skips logged responses).
+        response._has_been_logged = True  # noqa: SLF001 - Django's own flag
+        return response
     return JsonResponse({"status": "ready"})
+
+
+def _select_one() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _database_answers() -> bool:
+    """The database answers `SELECT 1` within REALTIME_DB_TIMEOUT (realtime/infra/db.py cuts a
+    call that waits longer). While it is known to be out and another call of this process is
+    already trying it, no: a probe must not queue behind it (realtime/infra/outage.py)."""
+    with DATABASE.admit() as admitted:
+        if not admitted:
+            return False
+        try:
+            bounded(_select_one)()
+        except Exception as exc:  # noqa: BLE001 - any database failure means not ready
+            DATABASE.failed(exc)
+            return False
+    DATABASE.succeeded()
+    return True

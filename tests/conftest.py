@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from realtime.infra import transient
+from realtime.infra import outage, transient
 from realtime.node.runtime import NodeRuntime
 from realtime.server.routing import build_application
 from tests.support.ws import close_all_clients
@@ -49,8 +49,10 @@ def _delete_keyspace() -> None:
 @pytest.fixture(autouse=True)
 def _fresh_log_throttle():
     """Every test sees the first warning of each kind (realtime/infra/transient.py lets one per second
-    through)."""
+    through), and no outage of the database or Redis left over by another (realtime/infra/outage.py)."""
     transient.THROTTLE.clear()
+    outage.DATABASE.reset()
+    outage.REDIS.reset()
 
 
 @pytest.fixture(autouse=True)

@@ -41,7 +41,7 @@ from realtime.core.wire import dumps
 from realtime.infra import logcontext, ratelimit
 from realtime.infra.db import db
 from realtime.infra.proxies import address_bucket
-from realtime.infra.transient import TRANSIENT_ERRORS
+from realtime.infra.transient import TRANSIENT_ERRORS, warn_failed
 from realtime.node.runtime import NodeRuntime
 from sessions_app import services
 
@@ -167,8 +167,10 @@ class ConversationConsumer(DirectWebsocketConsumer):
             raise
         except Exception as exc:  # reported to the client, never a 1011
             transient = isinstance(exc, TRANSIENT_ERRORS)
-            log.log(logging.WARNING if transient else logging.ERROR, "%s of %s failed",
-                    what, self.channel_name, exc_info=not transient)
+            if transient:  # one line at most per second, none during an outage already logged
+                warn_failed(log, f"{what} failed; the client was told to retry", exc=exc)
+            else:
+                log.error("%s of %s failed", what, self.channel_name, exc_info=True)
             await self.perform(failed(transient))
 
     def _connect_failed(self, transient: bool) -> list[cs.Action]:
@@ -230,9 +232,8 @@ class ConversationConsumer(DirectWebsocketConsumer):
                     self._replayed()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the client resumes; nothing is lost
-            transient = isinstance(exc, TRANSIENT_ERRORS)
-            log.warning("sending to %s failed: %s", self.channel_name, exc, exc_info=not transient)
+        except Exception as exc:  # noqa: BLE001 - the client resumes, nothing is lost; warn_failed logs a bug's traceback
+            warn_failed(log, "reading the log for a socket failed; it is told to resume", exc=exc)
             await self.perform(self.state.failed("the server could not read the event log; resume"))
 
     async def _read(self, step: cs.ReadLog) -> list[tuple[int, str]]:
@@ -290,6 +291,8 @@ class ConversationConsumer(DirectWebsocketConsumer):
             await self.close(code=close.reason.close_code)
             if close.reason.abort and self.flow is not None:
                 self.flow.abort()
+            elif close.reason.drop and self.flow is not None:
+                self.flow.drop()
         except Exception:  # the peer may already be gone
             log.debug("close of %s failed", self.channel_name, exc_info=True)
         await self._end()

@@ -10,9 +10,13 @@ In-process tests (Channels' communicator) have no transport and no flow: nothing
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 SCOPE_KEY = "tether.flow"
+# `drop`: how long what was written may take to leave before the connection is reset instead.
+# A peer that does not read keeps it in the node's buffers; one that reads takes milliseconds.
+DROP_FLUSH_SECONDS = 1.0
 
 
 class TransportFlow:
@@ -36,6 +40,22 @@ class TransportFlow:
         transport = getattr(self._protocol, "transport", None)
         if transport is not None:
             transport.abortConnection()
+
+    def drop(self, flush_within: float = DROP_FLUSH_SECONDS) -> None:
+        """Closes the TCP connection once what was written has left (FIN), without waiting for
+        the peer's close frame; resets it if that has not happened within `flush_within`
+        seconds (Twisted would otherwise wait for a peer that does not read for as long as the
+        kernel keeps retrying)."""
+        transport = getattr(self._protocol, "transport", None)
+        if transport is None:
+            return
+        transport.loseConnection()
+        asyncio.get_running_loop().call_later(flush_within, _abort_if_connected, transport)
+
+
+def _abort_if_connected(transport: Any) -> None:
+    if getattr(transport, "connected", False):
+        transport.abortConnection()
 
 
 def flow_of(scope: dict) -> TransportFlow | None:

@@ -27,7 +27,9 @@ from realtime.fanout import publish as fanout
 from realtime.fanout.hub import FanoutUnavailable, Listener
 from realtime.infra import logcontext, ratelimit
 from realtime.infra.db import db
+from realtime.infra.outage import DATABASE
 from realtime.infra.transient import warn_failed
+from realtime.node.resync import UnclosedRow, close_row
 from realtime.node.runtime import NodeRuntime
 from sessions_app import services, tokens
 
@@ -93,25 +95,32 @@ class Session:
         state.identified(identity.expires_at)
         socket.woken()
         timer.mark("token", loop.time())
+        if DATABASE.refusing():  # known to be out: no limit taken, no feed joined for nothing
+            await self._database_unavailable()
+            return
         if not await self._limits_and_feed(frame, timer):
             return
         timer.mark("join", loop.time())
-        try:
-            opened = await db(services.open_session)(
-                user_id=identity.user_id,
-                conversation_id=frame.conversation_id,
-                client_id=frame.client_id,
-                channel_name=socket.channel_name,
-                node=socket.node.node_id,
-                remote_addr=socket.remote_addr,
-                resumed_from_seq=frame.last_seq,
-                token_sid=identity.standing.sid,
-                token_generation=identity.standing.generation,
-                replay_limit=min(FIRST_REPLAY_BATCH, state.limits.replay_batch),
-            )
-        except services.ServiceError as exc:
-            await socket.perform(state.connect_failed(exc.code, str(exc)))
-            return
+        with DATABASE.admit() as admitted:
+            if not admitted:
+                await self._database_unavailable()
+                return
+            try:
+                opened = await db(services.open_session)(
+                    user_id=identity.user_id,
+                    conversation_id=frame.conversation_id,
+                    client_id=frame.client_id,
+                    channel_name=socket.channel_name,
+                    node=socket.node.node_id,
+                    remote_addr=socket.remote_addr,
+                    resumed_from_seq=frame.last_seq,
+                    token_sid=identity.standing.sid,
+                    token_generation=identity.standing.generation,
+                    replay_limit=min(FIRST_REPLAY_BATCH, state.limits.replay_batch),
+                )
+            except services.ServiceError as exc:
+                await socket.perform(state.connect_failed(exc.code, str(exc)))
+                return
         self.connection_id = opened.connection_id
         self.conversation_id = opened.conversation_id
         logcontext.bind(conversation_id=opened.conversation_id, connection_id=opened.connection_id,
@@ -149,6 +158,13 @@ class Session:
         # the new socket need not wait for a Redis round trip (on a busy node each one waits
         # for the loop).
         await fanout.tell(opened.conversation_id, "replaced", opened.replaced_channels)
+
+    async def _database_unavailable(self) -> None:
+        """While the database is out, one connect of the process at a time tries it (within
+        REALTIME_DB_TIMEOUT); the others are told at once to resume after `retry_after_ms`,
+        instead of queueing for the database threads behind calls that wait for their
+        deadline (realtime/infra/outage.py)."""
+        await self.socket.perform(self.state.connect_failed("unavailable", "database unavailable; resume shortly"))
 
     async def _limits_and_feed(self, frame: p.Connect, timer: PhaseTimer) -> bool:
         """The limits, then (for a resume) the live feed; False if the connect ends here.
@@ -300,13 +316,12 @@ class Session:
         connection_id, self.connection_id = self.connection_id, None
         if connection_id is not None:
             code, reason = state.ended or (None, "closed")
+            row = UnclosedRow(connection_id, self.conversation_id, state.unflushed_ack(), code, reason, state.sent_seq)
             try:
-                ack = state.unflushed_ack()
-                if ack is not None:
-                    await db(services.record_ack)(connection_id, self.conversation_id, ack)
-                await db(services.close_connection)(connection_id, code, reason, state.sent_seq)
-            except Exception:  # the node reaper closes rows left open
-                log.warning("closing connection row %s failed", connection_id, exc_info=True)
+                await close_row(row)
+            except Exception as exc:  # noqa: BLE001 - the node's resync closes it later; warn_failed logs a bug's traceback
+                warn_failed(log, "closing a connection row failed; the resync closes it", exc=exc)
+                socket.node.unclosed_rows.append(row)
 
 
 def _sessions_on(node: NodeRuntime) -> list[Session]:

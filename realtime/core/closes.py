@@ -26,6 +26,12 @@ class CloseReason:
     # Drop the connection right after the close frame instead of waiting for the peer's close:
     # for a peer that does not read, which would never read the close frame either.
     abort: bool = False
+    # Close the TCP connection as soon as the close frame has left, without waiting for the
+    # peer's close frame (daphne lingers for it up to DAPHNE_CLOSE_HANDSHAKE_TIMEOUT): for a peer
+    # that has said nothing for a whole heartbeat timeout and will not answer either. Unlike
+    # `abort`, what was sent still leaves: a peer that only stopped sending reads the frames.
+    # We measured a silent client's connection kept 7.7 s with a 3 s timeout (issue 25).
+    drop: bool = False
 
     def frame(self, detail: str, **extra: Any) -> dict:
         """The frame sent just before the close."""
@@ -42,7 +48,7 @@ UNAUTHENTICATED = CloseReason("unauthenticated", 4401)
 TOKEN_EXPIRED = CloseReason("token_expired", 4401)
 FORBIDDEN = CloseReason("forbidden", 4403)
 NOT_FOUND = CloseReason("not_found", 4404)
-HEARTBEAT_TIMEOUT = CloseReason("heartbeat_timeout", 4408)
+HEARTBEAT_TIMEOUT = CloseReason("heartbeat_timeout", 4408, drop=True)
 # The socket does not read what it is sent (its unsent backlog passed the node's bound).
 SLOW_CONSUMER = CloseReason("slow_consumer", 4408, abort=True)
 # A newer socket of the same (conversation, client_id) took over: do not come back.

@@ -20,6 +20,7 @@ import json
 import logging
 from typing import Any, Protocol
 
+import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
@@ -31,6 +32,11 @@ from realtime.infra.redis_client import key
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT = 5.0
+# The reader's longest wait for a message between two checks of how long Redis has been silent.
+READ_POLL = 1.0
+# The payload of the reader's own PINGs. Not redis-py's health check: its replies are swallowed
+# before the reader sees them, and the reader must see every reply to know Redis still answers.
+PING_PAYLOAD = "tether-fanout-ping"
 
 
 class Listener(Protocol):
@@ -51,12 +57,22 @@ class FanoutUnavailable(Exception):
     """The live feed cannot be joined now (Redis unreachable): the client should retry."""
 
 
+class SubscriptionSilent(redis.ConnectionError):
+    """Redis stopped answering on the subscription connection without closing it (a partition,
+    a blackhole): to the reader, a lost connection."""
+
+
 class FanoutHub:
     """A node's single pub/sub connection and the local sockets of each conversation."""
 
-    def __init__(self, health_check_interval: float = 10.0) -> None:
-        # How often redis-py pings the idle subscription connection to find it dead.
-        self.health_check_interval = health_check_interval
+    def __init__(self, health_check_interval: float | None = None, reply_timeout: float | None = None) -> None:
+        # After this many seconds without anything from Redis the reader pings it, and after
+        # `reply_timeout` more without a reply it takes the connection for lost (issue 25: with
+        # no socket timeout, a Redis that went silent without closing the connection, a
+        # partition, kept the reader waiting forever and the node's sockets without live events).
+        self.health_check_interval = (
+            settings.REALTIME_FANOUT_PING_INTERVAL if health_check_interval is None else health_check_interval)
+        self.reply_timeout = settings.REALTIME_REDIS_TIMEOUT if reply_timeout is None else reply_timeout
         self.members: dict[str, set[Listener]] = {}
         # The conversations this node wants to hear, each with a future resolved when the
         # confirmation of the last SUBSCRIBE sent for it is read (joins wait for it).
@@ -73,12 +89,22 @@ class FanoutHub:
         self._reader: asyncio.Task | None = None
         self._syncer: asyncio.Task | None = None
         self._sync_wake = Wake()  # joins and leaves changed `_confirmed`: the syncer catches up
+        # Conversations resubscribed after a lost connection: once their SUBSCRIBE is confirmed,
+        # their sockets read the log (what was published meanwhile never reached this node).
+        self._catch_up: set[str] = set()
+        # While the subscription is lost: when that was noticed (loop time) and how many
+        # reconnects were tried since; an outage is logged once when noticed, once when over.
+        self._down_since: float | None = None
+        self._attempts = 0
         self.reconnects = 0
 
     async def join(self, conversation_id: str, listener: Listener) -> None:
         """Returns once this node's subscription is live: events committed after this
         returns reach `listener` (or are found by its gap fill)."""
         cid = str(conversation_id)
+        if self._down_since is not None:
+            # Refused at once rather than after SUBSCRIBE_TIMEOUT: the client comes back later.
+            raise FanoutUnavailable("the live feed is down (Redis unreachable)")
         self.members.setdefault(cid, set()).add(listener)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SUBSCRIBE_TIMEOUT
@@ -144,14 +170,17 @@ class FanoutHub:
                 wanted = set(self._confirmed)
                 gone, new = self._subscribed - wanted, wanted - self._subscribed
                 try:
-                    if gone:
-                        self._subscribed -= gone
-                        await self._pubsub.unsubscribe(*(channel_for(cid) for cid in gone))
-                    if new:
-                        self._subscribed |= new
-                        for cid in new:
-                            self._unconfirmed[cid] = self._unconfirmed.get(cid, 0) + 1
-                        await self._pubsub.subscribe(*(channel_for(cid) for cid in new))
+                    # Bounded: a command on a connection redis-py has to reopen waits for Redis,
+                    # and a silent one must not hold the lock the reader needs to rebuild it.
+                    async with asyncio.timeout(self.reply_timeout):
+                        if gone:
+                            self._subscribed -= gone
+                            await self._pubsub.unsubscribe(*(channel_for(cid) for cid in gone))
+                        if new:
+                            self._subscribed |= new
+                            for cid in new:
+                                self._unconfirmed[cid] = self._unconfirmed.get(cid, 0) + 1
+                            await self._pubsub.subscribe(*(channel_for(cid) for cid in new))
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # a dead connection: the reader rebuilds it with every member
@@ -172,39 +201,98 @@ class FanoutHub:
                 self._syncer = loop.create_task(self._sync_forever(), name="fanout-syncer")
 
     async def _connect(self) -> None:
+        """A new subscription connection as `_pubsub`, or an error within twice the reply
+        timeout (a Redis that accepts the TCP connection but never answers cannot hold it)."""
         if self._client is None:
             self._client = aioredis.Redis.from_url(
                 settings.REDIS_URL,
                 # The reader idles for as long as the conversations are quiet: no socket timeout
-                # (redis-py 8 defaults to 5 s); health checks find a dead connection instead.
+                # (redis-py 8 defaults to 5 s); the reader's own pings find a silent connection.
                 socket_timeout=None,
                 socket_connect_timeout=settings.REALTIME_REDIS_TIMEOUT,
-                health_check_interval=self.health_check_interval,
+                health_check_interval=0,
             )
-        self._pubsub = self._client.pubsub()
-        await self._pubsub.connect()
-        # Always subscribed to something: redis-py checks the health of a connection subscribed
-        # to nothing when it subscribes, reading a PING's reply while our reader reads the same
-        # connection ("read() called while another coroutine is already waiting"). Nobody
-        # publishes on this channel; the reader ignores its confirmation.
-        await self._pubsub.subscribe(key("fanout", "keepalive"))
+        pubsub = self._client.pubsub()
+        try:
+            async with asyncio.timeout(2 * self.reply_timeout):
+                await pubsub.connect()
+                # Always subscribed to something: redis-py checks the health of a connection
+                # subscribed to nothing when it subscribes, reading a PING's reply while our
+                # reader reads the same connection ("read() called while another coroutine is
+                # already waiting"). Nobody publishes on this channel; the reader ignores its
+                # confirmation.
+                await pubsub.subscribe(key("fanout", "keepalive"))
+        except BaseException:
+            await self._discard(pubsub)
+            raise
+        self._pubsub = pubsub
+
+    async def _discard(self, pubsub: Any) -> None:
+        """Closes a subscription connection that is being given up; it may be broken or silent."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.reply_timeout):
+                await pubsub.aclose()
 
     async def _read_forever(self) -> None:
-        backoff = 0.1
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
-                backoff = 0.1
+                await self._read_until_lost()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # Redis restarted or unreachable
-                log.warning("fan-out subscription lost; resubscribing", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - Redis restarted, unreachable or silent; _lost logs a bug's traceback
+                self._lost(exc)
+            backoff = 0.1
+            while True:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                await self._resubscribe()
-                continue
-            if message is not None:
-                self._dispatch(message)
+                if await self._resubscribe():
+                    break
+
+    async def _read_until_lost(self) -> None:
+        """Reads and dispatches until the connection fails, or until Redis, quiet for
+        `health_check_interval`, does not answer a PING within `reply_timeout`."""
+        loop = asyncio.get_running_loop()
+        heard, pinged_at = loop.time(), None
+        while True:
+            due = heard + self.health_check_interval if pinged_at is None else pinged_at + self.reply_timeout
+            wait = min(READ_POLL, max(0.01, due - loop.time()))
+            # Bounded as a whole: a read that redis-py turns into a reconnect would otherwise
+            # wait for a silent Redis with no timeout at all.
+            async with asyncio.timeout(wait + self.reply_timeout):
+                message = await self._pubsub.get_message(timeout=wait)
+                now = loop.time()
+                if message is None:
+                    if pinged_at is not None and now - pinged_at >= self.reply_timeout:
+                        raise SubscriptionSilent(f"no reply from Redis for {now - heard:.1f} s")
+                    if pinged_at is None and now - heard >= self.health_check_interval:
+                        await self._pubsub.ping(PING_PAYLOAD)
+                        pinged_at = loop.time()
+                    continue
+            heard, pinged_at = now, None
+            if self._down_since is not None:
+                self._back(now)
+            self._dispatch(message)
+
+    def _lost(self, exc: Exception) -> None:
+        """Logs the start of an outage once (a connection lost again before Redis answered on
+        it belongs to the same outage)."""
+        if self._down_since is not None:
+            log.debug("fan-out subscription still down: %r", exc)
+            return
+        self._down_since = asyncio.get_running_loop().time()
+        self._attempts = 0
+        expected = isinstance(exc, redis.RedisError | OSError | TimeoutError)
+        log.warning(
+            "fan-out subscription lost (%s: %s); resubscribing, sockets catch up from the log once it is back",
+            type(exc).__name__, exc, exc_info=not expected,
+        )
+
+    def _back(self, now: float) -> None:
+        log.warning(
+            "fan-out subscription back after %.1f s (%d attempts); the sockets of %d conversations catch up "
+            "from the log", now - self._down_since, self._attempts, len(self._catch_up),
+        )
+        self._down_since = None
 
     def _dispatch(self, message: dict) -> None:
         kind = message["type"]
@@ -219,6 +307,12 @@ class FanoutHub:
             if unconfirmed == 1:
                 if confirmed is not None and not confirmed.done():
                     confirmed.set_result(None)
+                if cid in self._catch_up:
+                    # Resubscribed after a lost connection, live again from now: what was
+                    # published meanwhile is in the log.
+                    self._catch_up.discard(cid)
+                    for listener in list(self.members.get(cid, ())):
+                        listener.lost_live_feed()
             elif confirmed is not None and confirmed.done():
                 # redis-py reconnected by itself and resubscribed: whatever was published in
                 # between is lost to this node, so its sockets catch up from the log.
@@ -240,17 +334,18 @@ class FanoutHub:
             for listener in list(self.members.get(cid, ())):
                 listener.live(payload)
 
-    async def _resubscribe(self) -> None:
-        """After a lost connection: a new subscription for every local conversation, then every
-        local socket catches up from the log (what was published meanwhile is gone)."""
+    async def _resubscribe(self) -> bool:
+        """After a lost connection: a new subscription for every local conversation; each
+        conversation's sockets catch up from the log once its SUBSCRIBE is confirmed (what was
+        published meanwhile is gone). False if Redis is still unreachable."""
         async with self._lock:
-            old = self._pubsub
-            self._pubsub = None
+            old, self._pubsub = self._pubsub, None
             for confirmed in self._confirmed.values():
                 confirmed.cancel()
             self._confirmed, self._subscribed, self._unconfirmed = {}, set(), {}
-            with contextlib.suppress(Exception):  # already broken
-                await old.aclose()
+            if old is not None:
+                await self._discard(old)
+            self._attempts += 1
             try:
                 await self._connect()
                 for cid in list(self.members):
@@ -258,16 +353,19 @@ class FanoutHub:
                 if self._confirmed:
                     self._subscribed = set(self._confirmed)
                     self._unconfirmed = dict.fromkeys(self._confirmed, 1)
-                    await self._pubsub.subscribe(*(channel_for(cid) for cid in self._confirmed))
-            except Exception:  # still down: the reader retries with backoff
-                log.warning("resubscribing failed", exc_info=True)
-                if self._pubsub is None:
-                    self._pubsub = old
-                return
+                    self._catch_up = set(self._confirmed)
+                    async with asyncio.timeout(self.reply_timeout):
+                        await self._pubsub.subscribe(*(channel_for(cid) for cid in self._confirmed))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - still down (logged once by _lost): the reader retries with backoff
+                log.debug("resubscribing failed: %r", exc)
+                if self._pubsub is not None:
+                    await self._discard(self._pubsub)
+                    self._pubsub = None
+                return False
         self.reconnects += 1
-        for members in list(self.members.values()):
-            for listener in list(members):
-                listener.lost_live_feed()
+        return True
 
     async def stop(self) -> None:
         for task in (self._reader, self._syncer):
@@ -287,4 +385,6 @@ class FanoutHub:
         self._confirmed.clear()
         self._subscribed.clear()
         self._unconfirmed.clear()
+        self._catch_up.clear()
+        self._down_since = None
         self._lock = None

@@ -14,6 +14,8 @@ import logging
 
 from channels.layers import get_channel_layer
 
+from realtime.infra.transient import warn_failed
+
 log = logging.getLogger(__name__)
 
 # Agent workers listen here (realtime.node.runtime.NodeRuntime.listen_for_kicks).
@@ -28,5 +30,5 @@ async def kick_workers(conversation_id: str) -> None:
     """Best effort: the workers' sweep finds the run anyway."""
     try:
         await get_channel_layer().group_send(RUN_KICK_GROUP, kick_message(conversation_id))
-    except Exception:  # a Redis blip: the sweep covers it
-        log.warning("kicking agent workers failed", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - a Redis blip, the sweep covers it; warn_failed logs a bug's traceback
+        warn_failed(log, "kicking agent workers failed", exc=exc)

@@ -1,14 +1,200 @@
-"""Runs ORM work off the event loop on a pool of threads.
+"""Runs ORM work off the event loop on a pool of threads, each call within a deadline.
 
 `thread_sensitive=False` spreads database calls over the default executor instead of
 funnelling every connection's queries through one shared thread.
+
+Deadline (issue 25): a call still running after `REALTIME_DB_TIMEOUT` seconds has its database
+connection shut down under it and fails with `DatabaseTimeout`, an OperationalError, which every
+caller already treats as "the database is unavailable now". A PostgreSQL that stops answering
+without closing the connection (a partition, or a proxy in front of it that blackholes) held a
+call forever otherwise: nothing times out while something still acknowledges the packets, and
+the thread, the socket and the transaction's row locks on the server stayed taken. Shutting
+the socket down wakes the waiting thread at once, and the server rolls the transaction back
+when the close reaches it. Whether a cut call committed is unknown to the caller, as with any
+failure: every write is idempotent or fenced (client_msg_id, fencing tokens, the run's text).
+New connections are bounded by libpq's `connect_timeout` (project/settings.py).
+
+Every call's outcome is reported to realtime.infra.outage.DATABASE, which logs an outage once
+when it starts and once when it ends.
 """
 
-from collections.abc import Callable
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, Error, OperationalError, connections
+
+from realtime.infra.outage import DATABASE
+
+log = logging.getLogger(__name__)
+
+# How often the watcher looks for calls past their deadline, at most (seconds).
+WATCH_INTERVAL = 0.25
+# A watcher that woke this much later than it asked was not running (the process was stopped,
+# SIGSTOP or a paused VM, or starved): the calls' deadlines start again, since their answers may
+# be waiting unread in their sockets.
+WATCH_LATE = 1.0
+
+
+class DatabaseTimeout(OperationalError):
+    """A database call got no answer within REALTIME_DB_TIMEOUT; its connection was closed."""
+
+
+class _Call:
+    __slots__ = ("connection", "started", "lock", "done", "cut")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection  # the calling thread's Django DatabaseWrapper
+        self.started = time.monotonic()
+        self.lock = threading.Lock()  # held while the call ends, and while it is cut
+        self.done = False
+        self.cut = False
+
+
+class CallWatch:
+    """The database calls running in this process and one thread that cuts those past their
+    deadline. Calls register from the threads that run them."""
+
+    def __init__(self, timeout: Callable[[], float]) -> None:
+        self.timeout = timeout
+        self._calls: set[_Call] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watching(self, connection: Any) -> Iterator[_Call]:
+        """Around one call in the thread that runs it, on that thread's `connection`."""
+        call = _Call(connection)
+        with self._lock:
+            self._calls.add(call)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch_forever, name="db-deadlines", daemon=True)
+                self._thread.start()
+        try:
+            yield call
+        finally:
+            # Under the call's lock: once `done` is set the connection may be closed and its
+            # socket's number reused by another connection, which must never be cut.
+            with call.lock:
+                call.done = True
+            with self._lock:
+                self._calls.discard(call)
+
+    def cut_overdue(self) -> int:
+        """Cuts every call past its deadline; returns how many were cut."""
+        now, timeout = time.monotonic(), self.timeout()
+        with self._lock:
+            overdue = [c for c in self._calls if not c.cut and now - c.started >= timeout]
+        cut = 0
+        for call in overdue:
+            with call.lock:
+                if not call.done and _shut_down(call.connection):
+                    call.cut = True
+                    cut += 1
+        return cut
+
+    def restart_deadlines(self) -> None:
+        """Every running call's deadline counts from now."""
+        now = time.monotonic()
+        with self._lock:
+            for call in self._calls:
+                call.started = now
+
+    def _watch_forever(self) -> None:
+        while True:
+            interval = min(WATCH_INTERVAL, self.timeout() / 4)
+            asleep = time.monotonic()
+            time.sleep(interval)
+            try:
+                if time.monotonic() - asleep > interval + WATCH_LATE:
+                    self.restart_deadlines()
+                self.cut_overdue()
+            except Exception:  # the watcher must outlive a bug in one pass
+                log.exception("cutting overdue database calls failed")
+
+
+def _shut_down(connection: Any) -> bool:
+    """Shuts down the socket of a Django connection's driver connection; False if it has none
+    (still connecting: libpq's connect_timeout bounds that) or is not a socket (SQLite)."""
+    driver = getattr(connection, "connection", None)
+    try:
+        fd = driver.fileno()
+    except Exception:  # noqa: BLE001 - not connected, closed, or not a socket at all
+        return False
+    if getattr(connection, "in_atomic_block", False):
+        # Django's own flag for a connection lost inside a transaction: the atomic block then
+        # neither tries to roll back on it nor reconnects to restore autocommit (which would
+        # wait for the unanswering database once more, up to its connect timeout). Set before
+        # the shutdown, which wakes the call's thread at once.
+        connection.closed_in_transaction = True
+    duplicate = socket.socket(fileno=os.dup(fd))
+    try:
+        duplicate.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already shut down or reset: the call fails by itself
+        return True
+    finally:
+        duplicate.close()
+    return True
+
+
+WATCH = CallWatch(lambda: settings.REALTIME_DB_TIMEOUT)
+
+
+def _answered(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, bool]:
+    """`fn`'s result within the deadline, on the calling thread's default database connection,
+    and whether the database answered a statement of it (a call may return without one)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    statements = 0
+
+    def count(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict) -> Any:
+        nonlocal statements
+        result = execute(sql, params, many, context)
+        statements += 1
+        return result
+
+    with WATCH.watching(connection) as call, connection.execute_wrapper(count):
+        try:
+            return fn(*args, **kwargs), statements > 0
+        except Error as exc:
+            with call.lock:  # the watcher may be cutting it right now: wait for its verdict
+                cut = call.cut
+            if cut:
+                raise DatabaseTimeout(
+                    f"no answer from the database within {settings.REALTIME_DB_TIMEOUT:g} s; "
+                    "the call's connection was closed") from exc
+            raise
+
+
+def bounded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` run within the deadline (for sync callers: /readyz)."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return _answered(fn, *args, **kwargs)[0]
+
+    return run
 
 
 def db(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return database_sync_to_async(fn, thread_sensitive=False)
+    call = database_sync_to_async(_answered, thread_sensitive=False)
+
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            result, answered = await call(fn, *args, **kwargs)
+        except Exception as exc:
+            DATABASE.failed(exc, started=started)  # starts an outage only if the database was not reached
+            raise
+        if answered:  # a call that ran no statement proves nothing about the database
+            DATABASE.succeeded()
+        return result
+
+    return run

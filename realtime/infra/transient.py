@@ -8,6 +8,8 @@ project's Redis calls wait for the loop and fail by the hundred: we counted 1,26
 tracebacks in one benchmark run; in another (`bench/stream_bench.py --streams 500`, py-spy)
 formatting the fan-out's tracebacks was 26% of the loop's busy time, and without them the
 one-line warnings (about 2,500 in one run) were still 22%, which slowed the loop further.
+During an outage of the database or Redis that is already logged (realtime/infra/outage.py),
+the transient failures it causes are not logged at all: its two lines say it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Callable
 
 import redis
 from django.db import InterfaceError, OperationalError
+
+from realtime.infra.outage import covering
 
 # Database restarting, Redis unreachable or slow (its pool had no free connection in time).
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, TimeoutError)
@@ -54,6 +58,8 @@ def warn_failed(logger: logging.Logger, message: str, *args: object, exc: BaseEx
     """Call from the `except` block of the failure `exc`; `message` and `args` as for logging."""
     if not isinstance(exc, TRANSIENT_ERRORS):
         logger.warning(f"{message} (%s)", *args, type(exc).__name__, exc_info=True)
+        return
+    if covering(exc) is not None:  # part of an outage already logged (realtime/infra/outage.py)
         return
     left_out = THROTTLE.admit((logger.name, message))
     if left_out is None:

@@ -19,8 +19,10 @@ from realtime.core import metrics
 from realtime.fanout.hub import FanoutHub
 from realtime.fanout.kick import RUN_KICK_GROUP, kick_workers
 from realtime.infra import registry
+from realtime.infra.outage import REDIS
+from realtime.infra.transient import warn_failed
 from realtime.node import liveness
-from realtime.node.resync import resync_forever
+from realtime.node.resync import UnclosedRow, resync_forever
 from realtime.runs.supervisor import RunSupervisor
 from sessions_app import services
 
@@ -75,10 +77,14 @@ class NodeRuntime:
         self.supervisor = RunSupervisor(self.node_id, **supervisor_options) if run_agents else None
         # Weak so a consumer that vanished without cleanup (killed app instance) is not kept alive.
         self.connections: weakref.WeakSet[NodeConnection] = weakref.WeakSet()
+        # Rows of closed sockets whose close failed (realtime.node.resync.UnclosedRow): the
+        # resync closes them once the database answers.
+        self.unclosed_rows: list[UnclosedRow] = []
         self.fanout = FanoutHub()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick_listener: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
+        self._reaping: asyncio.Task | None = None
         self._resync: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
 
@@ -97,22 +103,52 @@ class NodeRuntime:
         metrics.watch_approvals(services.approvals_waiting)
 
     async def _keep_alive(self) -> None:
-        """Announces this node every TTL/3 and reaps nodes that stopped announcing."""
+        """Announces this node every TTL/3 and reaps nodes that stopped announcing.
+
+        After this node could not announce (Redis unreachable from here), it reaps nobody for
+        one TTL: every entry it finds went stale during the same outage, and a live node needs
+        a heartbeat to refresh its own. Without that pause, after a 30 s partition of Redis the
+        first node back took the others for dead and closed the rows of their open sockets
+        (issue 25)."""
         last_reap = 0.0
+        reap_from = 0.0  # loop time before which this node reaps nobody
+        unannounced = False  # the last announce failed
         loop = asyncio.get_running_loop()
         while not self._stopped:
             try:
                 await registry.announce(self.node_id, self.ws_url, self.draining)
-                if loop.time() - last_reap >= settings.REALTIME_NODE_REAP_INTERVAL:
-                    last_reap = loop.time()
-                    result = await liveness.reap_dead_nodes(self.node_id)
-                    if result.runs_released and self.supervisor is not None:
-                        self.supervisor.sweep_now()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # Redis or DB blip: retry at the next beat
-                log.warning("node heartbeat failed", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - Redis blip: retry at the next beat; warn_failed logs a bug's traceback
+                unannounced = True
+                # The heartbeat is the node's probe of Redis: an outage is logged once
+                # (realtime/infra/outage.py), and the failures it causes meanwhile not at all.
+                REDIS.failed(exc)
+                warn_failed(log, "node heartbeat failed", exc=exc)
+            else:
+                REDIS.succeeded()
+                if unannounced:
+                    unannounced = False
+                    reap_from = loop.time() + settings.REALTIME_NODE_TTL
+                reaping = self._reaping is not None and not self._reaping.done()
+                if not reaping and loop.time() >= reap_from and \
+                        loop.time() - last_reap >= settings.REALTIME_NODE_REAP_INTERVAL:
+                    last_reap = loop.time()
+                    # Beside the heartbeat, not in it: the reap waits for the database, and a
+                    # heartbeat that waited with it (up to REALTIME_DB_TIMEOUT per call while the
+                    # database was out) let this node's entry go stale, and the other nodes
+                    # reaped a live node once the database was back (issue 25).
+                    self._reaping = loop.create_task(self._reap(), name="reap")
             await asyncio.sleep(min(settings.REALTIME_NODE_TTL / 3, settings.REALTIME_NODE_REAP_INTERVAL))
+
+    async def _reap(self) -> None:
+        try:
+            result = await liveness.reap_dead_nodes(self.node_id)
+        except Exception as exc:  # noqa: BLE001 - Redis or DB blip: the next beat retries; warn_failed logs a bug's traceback
+            warn_failed(log, "reaping dead nodes failed", exc=exc)
+            return
+        if result.runs_released and self.supervisor is not None:
+            self.supervisor.sweep_now()
 
     def spawn(self, coro: Any) -> None:
         """Runs a short piece of work for one socket without blocking the caller."""
@@ -150,10 +186,12 @@ class NodeRuntime:
                     message = await layer.receive(channel)
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # Redis blip: back off, the sweep covers the gap
-                    log.warning("run kick listener failed", exc_info=True)
+                except Exception as exc:  # noqa: BLE001 - Redis blip: back off, the sweep covers the gap
+                    warn_failed(log, "run kick listener failed", exc=exc)
                     await asyncio.sleep(1)
-                    await layer.group_add(RUN_KICK_GROUP, channel)
+                    # Inside the guard: a Redis still out must not end the listener for good.
+                    with contextlib.suppress(Exception):
+                        await layer.group_add(RUN_KICK_GROUP, channel)
                     continue
                 if message.get("type") == "runs.kick" and self.supervisor is not None:
                     self.supervisor.kick(str(message["conversation_id"]))
@@ -173,6 +211,9 @@ class NodeRuntime:
         if self._heartbeat is not None:
             await _cancel(self._heartbeat)
             self._heartbeat = None
+            if self._reaping is not None:
+                await _cancel(self._reaping)
+                self._reaping = None
             if not abandon:
                 try:
                     await registry.withdraw(self.node_id)

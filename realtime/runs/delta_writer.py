@@ -15,6 +15,7 @@ import logging
 from realtime.core import metrics
 from realtime.fanout.publish import publish_many
 from realtime.infra.db import db
+from realtime.infra.transient import warn_failed
 from sessions_app import services
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,8 @@ class DeltaWriter:
                 if not future.done():
                     future.cancel()
             raise
-        except Exception as exc:  # every waiting run sees the failure
-            log.warning("delta batch of %d failed", len(live), exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - every waiting run sees the failure; warn_failed logs a bug's traceback
+            warn_failed(log, "a batch of deltas failed; its runs stop and are taken up again later", exc=exc)
             for _, future in live:
                 if not future.done():
                     future.set_exception(exc)

@@ -22,6 +22,7 @@ from realtime.core import metrics
 from realtime.fanout.publish import commit_and_publish, publish_committed
 from realtime.infra import logcontext
 from realtime.infra.db import db
+from realtime.infra.transient import TRANSIENT_ERRORS, warn_failed
 from realtime.runs.acting import Acting, AgentDiverged, RunSuspended
 from realtime.runs.delta_writer import DeltaWriter
 from realtime.tools import registry as tool_registry
@@ -135,8 +136,8 @@ class RunSupervisor:
             for claim in claims:
                 try:
                     await db(services.release_run)(claim.run_id, claim.fencing_token)
-                except Exception:  # the lease lapses anyway
-                    log.warning("releasing run %s failed", claim.run_id, exc_info=True)
+                except Exception as exc:  # noqa: BLE001 - the lease lapses anyway; warn_failed logs a bug's traceback
+                    warn_failed(log, "releasing a run failed; its lease lapses", exc=exc)
 
     # --- claiming ---------------------------------------------------------------------------
 
@@ -153,8 +154,8 @@ class RunSupervisor:
                     self.kick(conversation_id)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a database blip must not stop the sweeper
-                log.warning("run sweep failed", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - a database blip must not stop the sweeper; warn_failed logs a bug's traceback
+                warn_failed(log, "run sweep failed", exc=exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sweep_wake.wait(), self.sweep_interval)
             self._sweep_wake.clear()
@@ -171,6 +172,11 @@ class RunSupervisor:
                 await self._execute(claim)
         except asyncio.CancelledError:
             raise
+        except TRANSIENT_ERRORS as exc:
+            # The database or Redis went away mid-run: the run keeps its lease until it lapses,
+            # then a sweep (here or elsewhere) claims it again and it goes on from its
+            # committed text (AgentRun.text).
+            warn_failed(log, "a run stopped: the database or Redis is unavailable; it is taken up again later", exc=exc)
         except Exception:  # the sweeper retries the conversation
             log.exception("driving runs of %s failed", conversation_id)
         finally:
@@ -395,8 +401,8 @@ class RunSupervisor:
                 continue
             try:
                 state = await db(services.renew_run_lease)(claim.run_id, claim.fencing_token, self.lease_seconds)
-            except Exception:  # try again; the lease has slack for a blip
-                log.warning("renewing run %s failed", claim.run_id, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - try again, the lease has slack for a blip; warn_failed logs a bug's traceback
+                warn_failed(log, "renewing a run's lease failed", exc=exc)
                 continue
             if state == "cancel":
                 queue.put_nowait(_CANCEL)

@@ -153,6 +153,9 @@ class Pump:
         self.forwarded = 0  # bytes written towards the destination
         self.dropped = 0  # bytes discarded by the blackhole
         self.eof_forwarded = False
+        # Loop time at which the source's EOF or error was read (None while it is open): when a
+        # peer closed its side, even if a blackhole holds the news back from the other peer.
+        self.source_ended_at: float | None = None
         self._source = source
         self._dest = dest
         self._queue = _ByteQueue(buffer_limit)
@@ -168,9 +171,11 @@ class Pump:
             try:
                 data = await self._source.read(CHUNK_SIZE)
             except Exception as exc:  # noqa: BLE001 - a peer reset or vanished: passed on in order, like an RST
+                self.source_ended_at = loop.time()
                 self._queue.put_end(loop.time(), _End(exc))
                 return
             if not data:
+                self.source_ended_at = loop.time()
                 self._queue.put_end(loop.time(), _End())
                 return
             if proxy.blackholed:

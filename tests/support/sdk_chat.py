@@ -308,15 +308,19 @@ class ConversationCheck:
     runs: list[dict]  # id, status, node, claims
 
 
-def check_conversation(session: ChatSession, expected_answers: dict[str, str] | None = None) -> ConversationCheck:
+def check_conversation(
+    session: ChatSession, expected_answers: dict[str, str] | None = None, using: str = "default"
+) -> ConversationCheck:
     """Asserts the exactly-once contract of one client against the database (sync: run it in
-    a thread). `expected_answers`: client_msg_id -> the whole text the agent must answer."""
+    a thread). `expected_answers`: client_msg_id -> the whole text the agent must answer;
+    `using`: the database alias the nodes wrote to."""
     name = session.name
     cid = session.client.conversation_id
     assert cid is not None, f"{name}: never connected"
     assert not session.problems, f"{name}: {session.problems}"
-    conversation = Conversation.objects.get(pk=cid)
-    log = list(Event.objects.filter(conversation_id=cid).order_by("seq").values_list("seq", "type", "run_id"))
+    conversation = Conversation.objects.using(using).get(pk=cid)
+    events = Event.objects.using(using).filter(conversation_id=cid).order_by("seq")
+    log = list(events.values_list("seq", "type", "run_id"))
     db_seqs = [seq for seq, _, _ in log]
     assert db_seqs == list(range(1, conversation.last_seq + 1)), f"{name}: the log has holes: {db_seqs}"
     # Every seq of the conversation exactly once and in order, each with the logged type.
@@ -327,7 +331,8 @@ def check_conversation(session: ChatSession, expected_answers: dict[str, str] | 
     sent_ids = [s.client_msg_id for s in session.sent]
     assert len(set(sent_ids)) == len(sent_ids), f"{name}: client_msg_ids reused"
     users = list(
-        Message.objects.filter(conversation_id=cid, role=Message.Role.USER).values_list("id", "client_msg_id", "text")
+        Message.objects.using(using).filter(conversation_id=cid, role=Message.Role.USER)
+        .values_list("id", "client_msg_id", "text")
     )
     assert sorted(str(m[1]) for m in users) == sorted(sent_ids), f"{name}: stored {users}, sent {session.sent}"
     texts = {s.client_msg_id: s.text for s in session.sent}
@@ -338,7 +343,7 @@ def check_conversation(session: ChatSession, expected_answers: dict[str, str] | 
 
     # Exactly one run per user message, all completed, each text == its deltas as received.
     runs = list(
-        AgentRun.objects.filter(conversation_id=cid).values(
+        AgentRun.objects.using(using).filter(conversation_id=cid).values(
             "id", "message_id", "status", "node", "claims", "text", "next_index"
         )
     )
@@ -346,7 +351,7 @@ def check_conversation(session: ChatSession, expected_answers: dict[str, str] | 
     assert all(r["status"] == AgentRun.Status.COMPLETED for r in runs), f"{name}: {[r['status'] for r in runs]}"
     assert not session.failed, f"{name}: agent.failed {session.failed}"
     assistant = dict(
-        Message.objects.filter(conversation_id=cid, role=Message.Role.ASSISTANT).values_list("seq", "text")
+        Message.objects.using(using).filter(conversation_id=cid, role=Message.Role.ASSISTANT).values_list("seq", "text")
     )
     completed_in_log = [seq for seq, kind, _ in log if kind == "agent.completed"]
     assert len(completed_in_log) == len(runs) == len(assistant), f"{name}: {len(completed_in_log)} completions logged"
