@@ -161,3 +161,28 @@ def django_db_setup(django_db_setup, django_db_blocker):
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+@pytest.fixture
+def held_tools(settings):
+    """The demo's tools replaced by in-process stand-ins that record every call and can hold
+    one at a gate (tests/support/held_tools.py); their gates are opened at the end."""
+    from tests.support.held_tools import CALLS, HELD_TOOLS
+
+    settings.REALTIME_TOOLS = HELD_TOOLS
+    CALLS.__init__()
+    yield CALLS
+    for gate in CALLS.gates.values():
+        gate.open()
+
+
+@pytest.fixture
+def tool_invariants(transactional_db):
+    """After the test: every conversation's log and journal keep the rules every tool test
+    proves (tests/support/tool_invariants.py), whatever the test checked itself."""
+    from sessions_app.models import Conversation
+    from tests.support.tool_invariants import check_conversation_tools
+
+    yield
+    for conversation_id in Conversation.objects.values_list("id", flat=True):
+        check_conversation_tools(str(conversation_id), finished=False)

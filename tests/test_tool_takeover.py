@@ -16,33 +16,15 @@ from channels.db import database_sync_to_async
 
 from realtime.agents.base import ToolCall
 from realtime.agents.demo import DemoAgent
-from sessions_app.models import AgentRun, Conversation
+from sessions_app.models import AgentRun
 from sessions_app.models import ToolCall as CallRow
 from tests.support import held_tools
 from tests.support.gates import Gate
-from tests.support.held_tools import CALLS, HELD_TOOLS
-from tests.support.tool_invariants import check_conversation_tools
+from tests.support.held_tools import CALLS
 from tests.support.ws import WSClient, sequenced
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_agent")]
-
-
-@pytest.fixture(autouse=True)
-def shared_invariants(transactional_db):
-    """After each test: every conversation's log and journal keep the rules every tool test
-    proves (tests/support/tool_invariants.py), whatever the test checked itself."""
-    yield
-    for conversation_id in Conversation.objects.values_list("id", flat=True):
-        check_conversation_tools(str(conversation_id), finished=False)
-
-
-@pytest.fixture(autouse=True)
-def held(settings):
-    settings.REALTIME_TOOLS = HELD_TOOLS
-    CALLS.__init__()
-    yield CALLS
-    for gate in CALLS.gates.values():
-        gate.open()
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("fast_agent", "held_tools", "tool_invariants")]
 
 
 def two_nodes(cluster):
