@@ -127,7 +127,9 @@ def load_run_context(run_id: Any) -> RunContext:
     )
 
 
-def _owned_run(conversation: Conversation, run_id: Any, fencing_token: int) -> AgentRun:
+def owned_run(conversation: Conversation, run_id: Any, fencing_token: int) -> AgentRun:
+    """The run, locked (inside the caller's transaction), if the caller still holds it with
+    `fencing_token`; raises LeaseLost otherwise. Every write under a lease starts here."""
     run = (
         AgentRun.objects.select_for_update()
         .filter(pk=run_id, conversation=conversation, fencing_token=fencing_token, status=AgentRun.Status.RUNNING)
@@ -300,7 +302,7 @@ def complete_run(conversation_id: Any, run_id: Any, fencing_token: int, memory: 
     their concatenation by construction, whichever nodes produced them."""
     with transaction.atomic():
         conversation = lock_conversation(conversation_id)
-        run = _owned_run(conversation, run_id, fencing_token)
+        run = owned_run(conversation, run_id, fencing_token)
         message = Message.objects.create(
             conversation=conversation, role=Message.Role.ASSISTANT, text=run.text, seq=conversation.last_seq + 1
         )
@@ -322,7 +324,7 @@ def fail_run(conversation_id: Any, run_id: Any, fencing_token: int, error: str, 
     to the run row (operators): an upstream's own words stay on the server."""
     with transaction.atomic():
         conversation = lock_conversation(conversation_id)
-        run = _owned_run(conversation, run_id, fencing_token)
+        run = owned_run(conversation, run_id, fencing_token)
         entries = journal.settle_open_calls(run, "run cancelled" if cancelled else f"run ended: {error}")
         entries.append(("agent.failed", _failed_payload(run, error, cancelled), run.id))
         events = append_locked(conversation, entries)

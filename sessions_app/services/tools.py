@@ -34,6 +34,7 @@ from sessions_app.services import journal
 from sessions_app.services.conversations import lock_conversation
 from sessions_app.services.errors import LeaseLost, RunCancelled, ServiceError
 from sessions_app.services.event_log import Committed
+from sessions_app.services.runs import owned_run
 
 # The namespace of call ids (uuid5): any fixed UUID would do; this one is Tether's.
 CALL_ID_NAMESPACE = uuid.UUID("4d0b7a60-3c55-4f0c-9a4b-2f7a1b9d8e21")
@@ -112,13 +113,7 @@ def _held(conversation: Conversation, run_id: Any, fencing_token: int, *, starti
           lease_seconds: float | None = None) -> AgentRun:
     """The run, locked, if the caller still holds it; to start a call the lease must not have
     lapsed either (it is pushed forward). Raises LeaseLost or RunCancelled."""
-    run = (
-        AgentRun.objects.select_for_update()
-        .filter(pk=run_id, conversation=conversation, fencing_token=fencing_token, status=AgentRun.Status.RUNNING)
-        .first()
-    )
-    if run is None:
-        raise LeaseLost(f"run {run_id} is no longer held with token {fencing_token}")
+    run = owned_run(conversation, run_id, fencing_token)
     if starting:
         now = timezone.now()
         if run.lease_expires_at is None or run.lease_expires_at <= now:

@@ -21,7 +21,6 @@ What must hold, either way:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 import uuid
@@ -37,7 +36,15 @@ from sessions_app.models import AgentRun, Connection
 from tests.conftest import access_for
 from tests.support.netproxy import FaultProxy
 from tests.support.postgres_server import PostgresServer
-from tests.support.sdk_chat import FAST_NODE_ENV, ChatSession, check_conversation, expected_answers, readyz, wait_ready
+from tests.support.sdk_chat import (
+    FAST_NODE_ENV,
+    check_conversation,
+    expected_answers,
+    readyz,
+    streaming_on_both,
+    wait_ready,
+)
+from tests.support.talkers import Talkers, sessions_across
 from tests.support.waiting import eventually
 
 ALIAS = "outage"  # the private database, as this process reads it
@@ -108,87 +115,66 @@ async def test_a_database_outage_mid_answer_pauses_the_runs_and_loses_nothing(ho
     env = {**FAST_NODE_ENV, "DATABASE_URL": server.url(DATABASE, port=port)}
     a = daphne_cluster(f"db-{how}-a", **env)
     b = daphne_cluster(f"db-{how}-b", **env)
-    sessions: list[ChatSession] = []
-    talkers: list[asyncio.Task] = []
-    stop = asyncio.Event()
     try:
         await wait_ready(a)
         await wait_ready(b)
         tokens = await database_sync_to_async(_tokens)(CLIENTS + 1)
         probe_token = tokens.pop()
-        sessions = [
-            ChatSession.open([a.ws_url, b.ws_url] if i % 2 == 0 else [b.ws_url, a.ws_url], token, name=f"d{i}")
-            for i, token in enumerate(tokens)
-        ]
-        talkers = [
-            asyncio.create_task(s.converse_until(stop, itertools.repeat("count 80"), 2, timeout=STUCK_DEADLINE))
-            for s in sessions
-        ]
+        sessions = sessions_across(a, b, tokens, "d")
+        async with Talkers(sessions, ("count 80",), min_messages=2, timeout=STUCK_DEADLINE) as talkers:
+            await streaming_on_both(a, b, using=ALIAS)
 
-        def streaming_on_both_nodes():
-            rows = AgentRun.objects.using(ALIAS).filter(status=AgentRun.Status.RUNNING, next_index__gte=3,
-                                                       node__in=[a.node_id, b.node_id])
-            return set(rows.values_list("node", flat=True)) == {a.node_id, b.node_id}
+            cut, cut_wall = time.monotonic(), time.time()
+            if how == "stop":
+                await asyncio.to_thread(server.stop)
+            else:
+                proxy.blackhole()
 
-        await eventually(database_sync_to_async(streaming_on_both_nodes), timeout=20, interval=0.02,
-                         what="answers streaming on both nodes")
+            async def both_unready():
+                # Within REALTIME_DB_TIMEOUT: a probe that gets no answer is cut like any call.
+                statuses = await asyncio.gather(*(readyz(n.port, timeout=DB_TIMEOUT + 2) for n in (a, b)))
+                return statuses == [503, 503]
 
-        cut, cut_wall = time.monotonic(), time.time()
-        if how == "stop":
-            await asyncio.to_thread(server.stop)
-        else:
-            proxy.blackhole()
+            await eventually(both_unready, timeout=DB_TIMEOUT + 10, what="both nodes report not ready")
+            unready = time.monotonic() - cut
+            refusals = [await _refused_connect(n.ws_url, probe_token) for n in (a, b)]
+            for frame, code, took in refusals:
+                refused = (frame["type"], frame["code"], frame["retry_after_ms"], code)
+                assert refused == ("error", "going_away", 1000, 4012)
+                assert took < CONNECT_TIMEOUT, took
+            assert a.proc.poll() is None and b.proc.poll() is None
 
-        async def both_unready():
-            # Within REALTIME_DB_TIMEOUT: a probe that gets no answer is cut like any call.
-            statuses = await asyncio.gather(*(readyz(n.port, timeout=DB_TIMEOUT + 2) for n in (a, b)))
-            return statuses == [503, 503]
+            await asyncio.sleep(max(0.0, cut + OUTAGE - time.monotonic()))  # the outage itself, not a wait
+            if how == "stop":
+                await asyncio.to_thread(server.start)
+            else:
+                proxy.clear_faults()
+            back = time.monotonic()
+            await wait_ready(a)
+            await wait_ready(b)
+            ready = time.monotonic() - back
 
-        await eventually(both_unready, timeout=DB_TIMEOUT + 10, what="both nodes report not ready")
-        unready = time.monotonic() - cut
-        refusals = [await _refused_connect(n.ws_url, probe_token) for n in (a, b)]
-        for frame, code, took in refusals:
-            assert (frame["type"], frame["code"], frame["retry_after_ms"], code) == ("error", "going_away", 1000, 4012)
-            assert took < CONNECT_TIMEOUT, took
-        assert a.proc.poll() is None and b.proc.poll() is None
+            counts = [len(s.sent) for s in sessions]
+            await asyncio.gather(*(
+                s.wait_for(lambda s=s, n=n: s.completed_count() >= n, STUCK_DEADLINE, "the answers under way")
+                for s, n in zip(sessions, counts, strict=True)
+            ))
+            resumed = time.monotonic() - back
+            await talkers.finish(STUCK_DEADLINE)
+            logs = {n.node_id: _log(n) for n in (a, b)}
+            await asyncio.gather(*(s.close() for s in sessions))
 
-        await asyncio.sleep(max(0.0, cut + OUTAGE - time.monotonic()))  # the outage itself, not a wait
-        if how == "stop":
-            await asyncio.to_thread(server.start)
-        else:
-            proxy.clear_faults()
-        back = time.monotonic()
-        await wait_ready(a)
-        await wait_ready(b)
-        ready = time.monotonic() - back
+            # Every row closed, those of sockets that closed during the outage too (their node's
+            # resync closes them once the database is back). Checked before the proxy goes away.
+            def open_rows():
+                rows = Connection.objects.using(ALIAS).filter(node__in=[a.node_id, b.node_id], closed_at__isnull=True)
+                return list(rows.values_list("client_id", flat=True))
 
-        counts = [len(s.sent) for s in sessions]
-        await asyncio.gather(*(
-            s.wait_for(lambda s=s, n=n: s.completed_count() >= n, STUCK_DEADLINE, "the answers under way")
-            for s, n in zip(sessions, counts, strict=True)
-        ))
-        resumed = time.monotonic() - back
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*talkers), STUCK_DEADLINE)
-        logs = {n.node_id: _log(n) for n in (a, b)}
-        await asyncio.gather(*(s.close() for s in sessions))
+            async def none_open():
+                return not await database_sync_to_async(open_rows)()
 
-        # Every row closed, those of sockets that closed during the outage too (their node's
-        # resync closes them once the database is back). Checked before the proxy goes away.
-        def open_rows():
-            rows = Connection.objects.using(ALIAS).filter(node__in=[a.node_id, b.node_id], closed_at__isnull=True)
-            return list(rows.values_list("client_id", flat=True))
-
-        async def none_open():
-            return not await database_sync_to_async(open_rows)()
-
-        await eventually(none_open, timeout=10, what="every connection row closed")
+            await eventually(none_open, timeout=10, what="every connection row closed")
     finally:
-        stop.set()
-        for t in talkers:
-            t.cancel()
-        await asyncio.gather(*talkers, return_exceptions=True)
-        await asyncio.gather(*(s.close() for s in sessions))
         if proxy is not None:
             await proxy.stop()
 

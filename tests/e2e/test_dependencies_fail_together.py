@@ -15,7 +15,6 @@ tests/e2e/test_zombie_dropped_at_once.py, tests/e2e/test_node_crash_takeover.py.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from pathlib import Path
 
@@ -31,9 +30,11 @@ from tests.support.sdk_chat import (
     ChatSession,
     check_conversation,
     expected_answers,
+    streaming_on_both,
     user_tokens,
     wait_ready,
 )
+from tests.support.talkers import Talkers, sessions_across
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -66,73 +67,51 @@ async def test_a_node_dies_while_postgres_and_redis_are_partitioned_and_nothing_
     b = daphne_cluster("all-b", **env)
     zombie_path = await FaultProxy(upstream=("127.0.0.1", a.port)).start()
     proxies.append(zombie_path)
-    sessions: list[ChatSession] = []
-    talkers: list[asyncio.Task] = []
-    stop = asyncio.Event()
     try:
         await wait_ready(a)
         await wait_ready(b)
         tokens = await database_sync_to_async(user_tokens)(CLIENTS + 1, "together")
-        sessions = [
-            ChatSession.open([a.ws_url, b.ws_url] if i % 2 == 0 else [b.ws_url, a.ws_url], token, name=f"t{i}")
-            for i, token in enumerate(tokens[:CLIENTS])
-        ]
+        sessions = sessions_across(a, b, tokens[:CLIENTS], "t")
         # Its own heartbeat finds its silent path (a ping a second, dead after 3 s without a frame).
         zombie = ChatSession.open([zombie_path.url(), b.ws_url], tokens[CLIENTS], name="zombie",
                                   heartbeat_interval=1, heartbeat_timeout=3)
         sessions.append(zombie)
-        talkers = [
-            asyncio.create_task(s.converse_until(stop, itertools.repeat("count 80"), 2, timeout=STUCK_DEADLINE))
-            for s in sessions
-        ]
+        async with Talkers(sessions, ("count 80",), min_messages=2, timeout=STUCK_DEADLINE) as talkers:
+            await streaming_on_both(a, b)
+            await zombie.wait_for(lambda: zombie.current_node() == a.node_id, 10, "the zombie on the node that dies")
 
-        def streaming_on_both_nodes():
-            nodes = set(AgentRun.objects.filter(status=AgentRun.Status.RUNNING, next_index__gte=3)
-                        .values_list("node", flat=True))
-            return nodes == {a.node_id, b.node_id}
+            cut = time.monotonic()
+            for proxy in proxies:
+                proxy.blackhole()
+            await asyncio.sleep(KILL_AFTER)  # the timeline of the failures, not a wait
+            a.kill()
+            await asyncio.sleep(max(0.0, cut + POSTGRES_BACK_AFTER - time.monotonic()))
+            postgres.clear_faults()
+            await asyncio.sleep(max(0.0, cut + REDIS_BACK_AFTER - time.monotonic()))
+            redis.clear_faults()
+            back = time.monotonic()
+            await wait_ready(b)
 
-        await eventually(database_sync_to_async(streaming_on_both_nodes), timeout=20, interval=0.02,
-                         what="answers streaming on both nodes")
-        await zombie.wait_for(lambda: zombie.current_node() == a.node_id, 10, "the zombie on the node that dies")
+            counts = [len(s.sent) for s in sessions]
+            await asyncio.gather(*(
+                s.wait_for(lambda s=s, n=n: s.completed_count() >= n + 1, STUCK_DEADLINE, "an answer after it all")
+                for s, n in zip(sessions, counts, strict=True)
+            ))
+            recovered = time.monotonic() - back
+            await talkers.finish(STUCK_DEADLINE)
+            await asyncio.gather(*(s.close() for s in sessions))
 
-        cut = time.monotonic()
-        for proxy in proxies:
-            proxy.blackhole()
-        await asyncio.sleep(KILL_AFTER)  # the timeline of the failures, not a wait
-        a.kill()
-        await asyncio.sleep(max(0.0, cut + POSTGRES_BACK_AFTER - time.monotonic()))
-        postgres.clear_faults()
-        await asyncio.sleep(max(0.0, cut + REDIS_BACK_AFTER - time.monotonic()))
-        redis.clear_faults()
-        back = time.monotonic()
-        await wait_ready(b)
+            # The dead node's rows are reaped (or were replaced by their clients' resumes), the
+            # survivor's closed by their clients.
+            def open_rows():
+                return list(Connection.objects.filter(closed_at__isnull=True).values_list("node", "client_id"))
 
-        counts = [len(s.sent) for s in sessions]
-        await asyncio.gather(*(
-            s.wait_for(lambda s=s, n=n: s.completed_count() >= n + 1, STUCK_DEADLINE, "an answer after it all")
-            for s, n in zip(sessions, counts, strict=True)
-        ))
-        recovered = time.monotonic() - back
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*talkers), STUCK_DEADLINE)
-        await asyncio.gather(*(s.close() for s in sessions))
+            async def none_open():
+                return not await database_sync_to_async(open_rows)()
 
-        # The dead node's rows are reaped (or were replaced by their clients' resumes), the
-        # survivor's closed by their clients.
-        def open_rows():
-            return list(Connection.objects.filter(closed_at__isnull=True).values_list("node", "client_id"))
-
-        async def none_open():
-            return not await database_sync_to_async(open_rows)()
-
-        await eventually(none_open, timeout=15, what="every connection row closed")
-        survivor_log = Path(b.log.name).read_text(errors="replace")
+            await eventually(none_open, timeout=15, what="every connection row closed")
+            survivor_log = Path(b.log.name).read_text(errors="replace")
     finally:
-        stop.set()
-        for t in talkers:
-            t.cancel()
-        await asyncio.gather(*talkers, return_exceptions=True)
-        await asyncio.gather(*(s.close() for s in sessions))
         for proxy in proxies:
             await proxy.stop()
 

@@ -19,7 +19,6 @@ throughout. What must hold:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from datetime import datetime
 from pathlib import Path
@@ -28,17 +27,18 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from sessions_app.models import AgentRun, Connection, Conversation, Message
+from sessions_app.models import Connection, Conversation, Message
 from tests.support.netproxy import FaultProxy
 from tests.support.sdk_chat import (
     FAST_NODE_ENV,
-    ChatSession,
     check_conversation,
     expected_answers,
     readyz,
+    streaming_on_both,
     user_tokens,
     wait_ready,
 )
+from tests.support.talkers import Talkers, sessions_across
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -82,90 +82,69 @@ async def test_a_redis_partition_mid_answer_loses_nothing_and_the_sockets_catch_
     }
     a = daphne_cluster("part-a", **env)
     b = daphne_cluster("part-b", **env)
-    sessions: list[ChatSession] = []
-    talkers: list[asyncio.Task] = []
-    stop = asyncio.Event()
     try:
         await wait_ready(a)
         await wait_ready(b)
         tokens = await database_sync_to_async(user_tokens)(CLIENTS, "partition")
-        sessions = [
-            ChatSession.open([a.ws_url, b.ws_url] if i % 2 == 0 else [b.ws_url, a.ws_url], token, name=f"p{i}")
-            for i, token in enumerate(tokens)
-        ]
-        talkers = [
-            asyncio.create_task(s.converse_until(stop, itertools.repeat("count 80"), 2, timeout=STUCK_DEADLINE))
-            for s in sessions
-        ]
+        sessions = sessions_across(a, b, tokens, "p")
+        async with Talkers(sessions, ("count 80",), min_messages=2, timeout=STUCK_DEADLINE) as talkers:
+            await streaming_on_both(a, b)
 
-        def streaming_on_both_nodes():
-            nodes = set(AgentRun.objects.filter(status=AgentRun.Status.RUNNING, next_index__gte=3)
-                        .values_list("node", flat=True))
-            return nodes == {a.node_id, b.node_id}
+            proxy.blackhole()
+            cut, cut_wall = time.monotonic(), time.time()
 
-        await eventually(database_sync_to_async(streaming_on_both_nodes), timeout=20, interval=0.02,
-                         what="answers streaming on both nodes")
+            async def both_unready():
+                return [await readyz(a.port, timeout=3), await readyz(b.port, timeout=3)] == [503, 503]
 
-        proxy.blackhole()
-        cut, cut_wall = time.monotonic(), time.time()
+            await eventually(both_unready, timeout=10, what="both nodes report not ready")
 
-        async def both_unready():
-            return [await readyz(a.port, timeout=3), await readyz(b.port, timeout=3)] == [503, 503]
+            async def both_noticed():
+                return all("fan-out subscription lost" in _log(n) for n in (a, b))
 
-        await eventually(both_unready, timeout=10, what="both nodes report not ready")
+            await eventually(both_noticed, timeout=PING_INTERVAL + REDIS_TIMEOUT + 5, what="both subscriptions lost")
+            noticed = time.monotonic() - cut
+            # The limits as documented for a Redis that cannot be asked (docs/protocol.md, Limits):
+            # runs per user fail closed, so a message sent now gets `unavailable` and is not stored;
+            # the SDK sends it again after `retry_after_ms` until it is, once Redis answers.
+            extra = [await s.send("count 5") for s in sessions]
+            await asyncio.sleep(max(0.0, cut + OUTAGE - time.monotonic()))  # the outage itself, not a wait
 
-        async def both_noticed():
-            return all("fan-out subscription lost" in _log(n) for n in (a, b))
+            def stored(client_msg_ids: list[str]) -> int:
+                return Message.objects.filter(client_msg_id__in=client_msg_ids).count()
 
-        await eventually(both_noticed, timeout=PING_INTERVAL + REDIS_TIMEOUT + 5, what="both subscriptions lost")
-        noticed = time.monotonic() - cut
-        # The limits as documented for a Redis that cannot be asked (docs/protocol.md, Limits):
-        # runs per user fail closed, so a message sent now gets `unavailable` and is not stored;
-        # the SDK sends it again after `retry_after_ms` until it is, once Redis answers.
-        extra = [await s.send("count 5") for s in sessions]
-        await asyncio.sleep(max(0.0, cut + OUTAGE - time.monotonic()))  # the outage itself, not a wait
+            assert await database_sync_to_async(stored)(extra) == 0
+            proxy.clear_faults()
+            back = time.monotonic()
 
-        def stored(client_msg_ids: list[str]) -> int:
-            return Message.objects.filter(client_msg_id__in=client_msg_ids).count()
+            # What was committed while Redis was away reaches every open socket from the log.
+            def committed() -> dict[str, int]:
+                ids = [s.client.conversation_id for s in sessions]
+                return dict(Conversation.objects.filter(pk__in=ids).values_list("pk", "last_seq"))
 
-        assert await database_sync_to_async(stored)(extra) == 0
-        proxy.clear_faults()
-        back = time.monotonic()
+            at_back = {str(k): v for k, v in (await database_sync_to_async(committed)()).items()}
+            await asyncio.gather(*(
+                s.wait_for(lambda s=s: (s.seqs[-1] if s.seqs else 0) >= at_back[str(s.client.conversation_id)],
+                           CATCH_UP_DEADLINE, "what was committed during the partition")
+                for s in sessions
+            ))
+            caught_up = time.monotonic() - back
 
-        # What was committed while Redis was away reaches every open socket from the log.
-        def committed() -> dict[str, int]:
-            ids = [s.client.conversation_id for s in sessions]
-            return dict(Conversation.objects.filter(pk__in=ids).values_list("pk", "last_seq"))
+            async def both_back():
+                return all("fan-out subscription back" in _log(n) for n in (a, b))
 
-        at_back = {str(k): v for k, v in (await database_sync_to_async(committed)()).items()}
-        await asyncio.gather(*(
-            s.wait_for(lambda s=s: (s.seqs[-1] if s.seqs else 0) >= at_back[str(s.client.conversation_id)],
-                       CATCH_UP_DEADLINE, "what was committed during the partition")
-            for s in sessions
-        ))
-        caught_up = time.monotonic() - back
+            await eventually(both_back, timeout=5, what="both subscriptions back")
+            await wait_ready(a)
+            await wait_ready(b)
 
-        async def both_back():
-            return all("fan-out subscription back" in _log(n) for n in (a, b))
-
-        await eventually(both_back, timeout=5, what="both subscriptions back")
-        await wait_ready(a)
-        await wait_ready(b)
-
-        counts = [len(s.sent) for s in sessions]
-        await asyncio.gather(*(
-            s.wait_for(lambda s=s, n=n: s.completed_count() >= n + 1, STUCK_DEADLINE, "an answer after the partition")
-            for s, n in zip(sessions, counts, strict=True)
-        ))
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*talkers), STUCK_DEADLINE)
-        logs = {n.node_id: _log(n) for n in (a, b)}  # before the teardown cuts Redis off again
+            counts = [len(s.sent) for s in sessions]
+            await asyncio.gather(*(
+                s.wait_for(lambda s=s, n=n: s.completed_count() >= n + 1, STUCK_DEADLINE,
+                           "an answer after the partition")
+                for s, n in zip(sessions, counts, strict=True)
+            ))
+            await talkers.finish(STUCK_DEADLINE)
+            logs = {n.node_id: _log(n) for n in (a, b)}  # before the teardown cuts Redis off again
     finally:
-        stop.set()
-        for t in talkers:
-            t.cancel()
-        await asyncio.gather(*talkers, return_exceptions=True)
-        await asyncio.gather(*(s.close() for s in sessions))
         await proxy.stop()
 
     print(

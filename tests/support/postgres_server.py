@@ -22,13 +22,9 @@ from pathlib import Path
 
 from django.db import connections
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bin_dir() -> Path:
@@ -41,7 +37,7 @@ def _bin_dir() -> Path:
 class PostgresServer:
     def __init__(self) -> None:
         self.bin = _bin_dir()
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="tether-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"

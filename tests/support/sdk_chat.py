@@ -42,6 +42,7 @@ from tether_client import (
 from tether_client.events import SequencedEvent
 
 from sessions_app.models import AgentRun, Conversation, Event, Message
+from tests.support.daphne_nodes import DaphneNode
 from tests.support.ports import free_port
 from tests.support.waiting import eventually
 
@@ -106,6 +107,21 @@ async def runs_streaming(count: int, min_deltas: int = 3, timeout: float = 15.0)
 
     return await eventually(
         database_sync_to_async(check), timeout=timeout, interval=0.02, what=f"{count} runs streaming"
+    )
+
+
+async def streaming_on_both(a: DaphneNode, b: DaphneNode, using: str = "default", timeout: float = 20.0) -> None:
+    """Waits until the database (`using`) shows runs streaming (3 deltas or more committed) on
+    both nodes: the moment a test breaks something mid-answer on each of them."""
+
+    def both() -> bool:
+        rows = AgentRun.objects.using(using).filter(
+            status=AgentRun.Status.RUNNING, next_index__gte=3, node__in=[a.node_id, b.node_id]
+        )
+        return set(rows.values_list("node", flat=True)) == {a.node_id, b.node_id}
+
+    await eventually(
+        database_sync_to_async(both), timeout=timeout, interval=0.02, what="answers streaming on both nodes"
     )
 
 
