@@ -1,11 +1,13 @@
 """The periodic resync of every socket of a node, in batches.
 
-Each socket must, every REALTIME_RESYNC_INTERVAL: mark its row alive, learn whether its row
-was closed by someone else (replaced, reaped), whether its user was deactivated or its
-refresh token revoked, catch events the at-most-once fan-out dropped, and renew its
-connection slot. Done per socket that was a few database and Redis round trips each, which at
-5,000 idle sockets kept a node's core busy (measured: 96% CPU at idle, sockets timing out).
-Batched, it is three statements and one Redis pipeline per thousand sockets.
+Each socket must, every REALTIME_RESYNC_INTERVAL: store its progress (delivered and acked
+seq) if it made any, learn whether its row was closed by someone else (replaced, reaped),
+whether its user was deactivated or its refresh token revoked, catch events the at-most-once
+fan-out dropped, and renew its connection slot. Done per socket that was a few database and
+Redis round trips each, which at 5,000 idle sockets kept a node's core busy (measured: 96% CPU
+at idle, sockets timing out). Batched, it is two reads, at most one write and one Redis
+pipeline per thousand sockets; an idle socket's row is not written at all (issue 22,
+services.touch_connections).
 """
 
 from __future__ import annotations

@@ -249,8 +249,14 @@ def touch_connections(entries: list[tuple[str, int, int]]) -> dict[str, tuple[st
     (connection_id, delivered_seq, acked_seq) returns (state, conversation last_seq) with state
     "ok", "replaced" (a newer socket of the same client took over), "closed" (closed meanwhile
     by someone else, e.g. reaped as node_lost), "inactive" (user deactivated) or "revoked" (the
-    token the socket holds was revoked: sessions_app/tokens.py); open rows get
-    last_seen_at, delivered_seq and acked_seq (clamped to the log) moved forward."""
+    token the socket holds was revoked: sessions_app/tokens.py).
+
+    An open row is written only when its socket made progress since the row was last
+    written: delivered_seq or acked_seq (clamped to the log) moved forward, and last_seen_at
+    with them. An idle socket costs a read here, never a write (issue 22: before, every open
+    row was updated every REALTIME_RESYNC_INTERVAL, measured 9,000-12,000 row updates a
+    minute at 2,000 idle sockets; bench/idle_bench.py). Whether the socket's node is alive is
+    the node registry's business in Redis, not this row's."""
     if not entries:
         return {}
     now = timezone.now()
@@ -258,7 +264,7 @@ def touch_connections(entries: list[tuple[str, int, int]]) -> dict[str, tuple[st
         str(r[0]): r
         for r in Connection.objects.filter(pk__in=[e[0] for e in entries]).values_list(
             "id", "closed_at", "user__is_active", "conversation__last_seq", "close_reason",
-            "user_id", "token_sid", "token_generation",
+            "user_id", "token_sid", "token_generation", "delivered_seq", "acked_seq",
         )
     }
     standings = {
@@ -282,7 +288,9 @@ def touch_connections(entries: list[tuple[str, int, int]]) -> dict[str, tuple[st
             result[connection_id] = ("revoked", last_seq)
         else:
             result[connection_id] = ("ok", last_seq)
-            updates.append((stamp, delivered, min(acked, last_seq), connection_id))
+            acked = min(acked, last_seq)
+            if delivered > row[8] or acked > row[9]:
+                updates.append((stamp, delivered, acked, connection_id))
     if updates:
         greatest = "MAX" if db_connection.vendor == "sqlite" else "GREATEST"
         # A row closed since it was read keeps what its close wrote.
