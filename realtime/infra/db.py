@@ -64,10 +64,13 @@ class CallWatch:
     """The database calls running in this process and one thread that cuts those past their
     deadline. Calls register from the threads that run them."""
 
-    def __init__(self, timeout: Callable[[], float]) -> None:
+    def __init__(self, timeout: Callable[[], float], *, own_thread: bool = True) -> None:
+        """`own_thread=False`: no watcher thread; whoever holds the watch calls `cut_overdue`
+        (a test that must decide when a pass runs)."""
         self.timeout = timeout
         self._calls: set[_Call] = set()
         self._lock = threading.Lock()
+        self._own_thread = own_thread
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
@@ -76,7 +79,7 @@ class CallWatch:
         call = _Call(connection)
         with self._lock:
             self._calls.add(call)
-            if self._thread is None:
+            if self._own_thread and self._thread is None:
                 self._thread = threading.Thread(target=self._watch_forever, name="db-deadlines", daemon=True)
                 self._thread.start()
         try:

@@ -254,8 +254,8 @@ def touch_connections(entries: list[tuple[str, int, int]]) -> dict[str, tuple[st
     An open row is written only when its socket made progress since the row was last
     written: delivered_seq or acked_seq (clamped to the log) moved forward, and last_seen_at
     with them. An idle socket costs a read here, never a write (issue 22: before, every open
-    row was updated every REALTIME_RESYNC_INTERVAL, measured 9,000-12,000 row updates a
-    minute at 2,000 idle sockets; bench/idle_bench.py). Whether the socket's node is alive is
+    row was updated every REALTIME_RESYNC_INTERVAL: 10,668-12,002 row updates a minute at
+    2,000 idle sockets, bench/idle_bench.py). Whether the socket's node is alive is
     the node registry's business in Redis, not this row's."""
     if not entries:
         return {}
