@@ -1,7 +1,7 @@
-"""The delta writer's stop() returns even when a lane's cancellation is swallowed by a library
+"""The delta writer's stop() returns even when its beat's cancellation is swallowed by a library
 call it was inside (Python 3.11's asyncio.wait_for, used by redis-py, returns the inner result
 when the inner call finishes in the iteration it is cancelled). A drained node once hung in
-stop() that way: the lane went back to waiting for deltas that never came."""
+stop() that way: the writer went back to waiting for deltas that never came."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from realtime.runs import delta_writer
 from realtime.runs.delta_writer import DeltaWriter
+from sessions_app.services import ClaimedRun
 
 pytestmark = pytest.mark.pure
 
@@ -33,15 +34,23 @@ def swallowing_publish(monkeypatch):
         except asyncio.CancelledError:
             swallowed.append(items)
 
-    monkeypatch.setattr(delta_writer, "db", lambda fn: lambda *a, **kw: asyncio.sleep(0, _committed(*a, **kw)))
+    monkeypatch.setattr(delta_writer, "db", lambda fn, **_: lambda *a, **kw: asyncio.sleep(0, _committed(*a, **kw)))
     monkeypatch.setattr(delta_writer, "publish_many", publish_many)
     return reached, swallowed
 
 
-async def test_stop_returns_when_a_lane_swallows_its_cancellation(swallowing_publish):
+def _run(writer: DeltaWriter, conversation_id: str, run_id: str, failures: list):
+    claim = ClaimedRun(run_id=run_id, conversation_id=conversation_id, fencing_token=1, takeover=False, events=[])
+    return writer.open(claim, failures.append)
+
+
+async def test_stop_returns_when_the_beat_swallows_its_cancellation(swallowing_publish):
     reached, swallowed = swallowing_publish
     writer = DeltaWriter(lease_seconds=5)
-    write = asyncio.create_task(writer.write("c1", "r1", 1, "Hel"))
+    failures: list = []
+    text = _run(writer, "c1", "r1", failures)
+    text.add("Hel")
+    committed = asyncio.create_task(text.committed())
     await asyncio.wait_for(reached.wait(), 2)
 
     await asyncio.wait_for(writer.stop(), 2)
@@ -49,26 +58,34 @@ async def test_stop_returns_when_a_lane_swallows_its_cancellation(swallowing_pub
     assert len(swallowed) == 1
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("delta-writer")] == []
     # The delta was committed before the cancellation, and its run hears so.
-    assert await asyncio.wait_for(write, 1) == [{"type": "agent.delta", "run_id": "r1", "text": "Hel"}]
+    await asyncio.wait_for(committed, 1)
+    assert (text.committed_upto, failures) == (1, [])
 
 
-async def test_stop_cancels_deltas_still_waiting_and_a_later_write_starts_new_lanes(swallowing_publish, monkeypatch):
+async def test_stop_drops_text_still_waiting_and_a_later_text_starts_a_new_beat(swallowing_publish, monkeypatch):
     reached, _ = swallowing_publish
-    writer = DeltaWriter(lease_seconds=5, lanes=1)
-    first = asyncio.create_task(writer.write("c1", "r1", 1, "a"))
+    writer = DeltaWriter(lease_seconds=5)
+    failures: list = []
+    first = _run(writer, "c1", "r1", failures)
+    first.add("a")
     await asyncio.wait_for(reached.wait(), 2)
-    queued = asyncio.create_task(writer.write("c2", "r2", 1, "b"))  # the only lane is busy
+    second = _run(writer, "c2", "r2", failures)
+    second.add("b")  # the beat is inside the first batch: this waits for the next one
+    waiting = asyncio.create_task(second.committed())
     await asyncio.sleep(0)
 
     await asyncio.wait_for(writer.stop(), 2)
 
-    assert (await first)[0]["text"] == "a"
+    assert first.committed_upto == 1
     with pytest.raises(asyncio.CancelledError):
-        await queued
+        await waiting
 
     async def published(items):
         return None
 
     monkeypatch.setattr(delta_writer, "publish_many", published)
-    assert (await asyncio.wait_for(writer.write("c3", "r3", 1, "c"), 2))[0]["text"] == "c"
+    third = _run(writer, "c3", "r3", failures)
+    third.add("c")
+    await asyncio.wait_for(third.committed(), 2)
+    assert failures == []
     await writer.stop()

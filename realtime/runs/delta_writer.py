@@ -1,136 +1,246 @@
-"""Group commit of agent deltas: every run of a node hands its coalesced text to one writer,
-which commits whatever is pending for all runs in one transaction, then the next batch.
+"""Group commit of agent deltas on a node-wide beat: every run of a node hands its text to its
+`RunText`, and one writer commits whatever the node's runs have pending in one statement, then
+publishes it in one round trip, at most once per coalescing window.
 
-Per-delta costs (a transaction, several statements, a thread hop) were the node's limit at
-~120 events/s; batched, the cost is shared by every run in the batch, and while a batch is
-being written each run's next text keeps coalescing, so the write rate adapts to load
-instead of queueing behind it.
+History, because each step was measured (docs/benchmarks.md):
+- one transaction per delta, several statements and a thread hop each: the node's limit at
+  ~120 events/s;
+- a group commit fed by one coalescing timer per run (each run's pump awaited its own write):
+  batches of a few writes, so per-batch costs (the thread hop, the pipelined publish) and the
+  per-token wake-ups of every run's pump were paid per event (issue 22's profile: pump, writer,
+  database hop and publish were 60% of the node's CPU per event at 100 streams);
+- now one beat for the node: a run's text waits at most one window, as before, but every run's
+  text of a window goes into one batch. Adding text is a list append; nothing wakes per token.
+
+Rules:
+- An event is published only after its commit (the log first, always).
+- A run has at most one write in flight, and its writes commit in the order it added the text,
+  so its `index` and the log's order follow the agent.
+- A write refused for one run (LeaseLost, RunCancelled) fails that run only; a batch that fails
+  as a whole (the database unreachable) fails every run in it, and they are taken up again later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from realtime.core import metrics
 from realtime.fanout.publish import publish_many
-from realtime.infra.db import db
+from realtime.infra.db import commit_executor, db
 from realtime.infra.transient import warn_failed
 from sessions_app import services
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
-# How often stop() repeats the cancellation of a lane that has not ended yet.
+# How often stop() repeats the cancellation of the beat that has not ended yet.
 STOP_RECANCEL_SECONDS = 0.1
 
 
+class RunText:
+    """One run's text on its way to the log. The run adds text (`add`, no wait) and waits only
+    where it must (`committed`: before a tool call, before its end)."""
+
+    def __init__(self, writer: DeltaWriter, claim: services.ClaimedRun, on_failure: Callable[[BaseException], None]):
+        self.writer = writer
+        self.conversation_id = claim.conversation_id
+        self.run_id = claim.run_id
+        self.fencing_token = claim.fencing_token
+        # Told once when a write of this run is refused or fails (the run's pump stops on it).
+        self.on_failure = on_failure
+        self.pending: list[str] = []
+        self.added = 0  # pieces of text added so far
+        self.committed_upto = 0  # of those, how many are committed
+        self.in_flight = False
+        self.failure: BaseException | None = None
+        self.committed_at = 0.0  # loop time of the last commit: it renewed the lease
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+
+    def add(self, text: str) -> None:
+        if self.failure is not None or not text:
+            return
+        self.pending.append(text)
+        self.added += 1
+        self.writer.due(self)
+
+    async def committed(self) -> None:
+        """Returns once every text added so far is committed; raises the run's failure."""
+        if self.failure is not None:
+            raise self.failure
+        if self.committed_upto >= self.added:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((self.added, future))
+        await future
+
+    def close(self) -> None:
+        """The run ended: nothing of it is written any more; whoever waits is cancelled."""
+        self.writer.forget(self)
+        self.pending.clear()
+        for _, future in self._waiters:
+            future.cancel()
+        self._waiters.clear()
+
+    # --- the writer's side ------------------------------------------------------------------
+
+    def take(self) -> services.DeltaWrite:
+        text = "".join(self.pending)
+        self.pending.clear()
+        self.in_flight = True
+        return services.DeltaWrite(self.conversation_id, self.run_id, self.fencing_token, text)
+
+    def written(self, upto: int, now: float) -> None:
+        self.in_flight = False
+        self.committed_upto = upto
+        self.committed_at = now
+        still = []
+        for target, future in self._waiters:
+            if target <= upto:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((target, future))
+        self._waiters = still
+
+    def failed(self, exc: BaseException) -> None:
+        self.in_flight = False
+        if self.failure is not None:
+            return
+        self.failure = exc
+        self.pending.clear()
+        for _, future in self._waiters:
+            if not future.done():
+                future.set_exception(exc)
+        self._waiters.clear()
+        self.on_failure(exc)
+
+
 class DeltaWriter:
-    def __init__(self, lease_seconds: float, lanes: int = 2):
+    def __init__(self, lease_seconds: float, coalesce: float = 0.05, coalesce_max: float = 0.15):
         self.lease_seconds = lease_seconds
-        # Two batches may be in flight: while one commits, the next one is already being
-        # written, so a delta never waits for a whole batch it is not part of. A run has at
-        # most one write in flight, so concurrent batches never touch the same run; they
-        # lock conversations in key order, so they cannot deadlock.
-        self.lanes = lanes
-        self._pending: list[tuple[services.DeltaWrite, asyncio.Future]] = []
+        self.coalesce = coalesce
+        self.coalesce_max = max(coalesce, coalesce_max)
+        # Runs with text waiting (insertion order: the oldest first when a batch is full).
+        self._due: dict[str, RunText] = {}
         self._wake: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task] = []
-        # Set by stop(): the lanes return at their next check instead of waiting for more work.
-        # Cancelling alone was not enough: we found a drained node hanging in stop() because
-        # a lane's cancellation was swallowed inside redis-py (Python 3.11's asyncio.wait_for
-        # returns the result when the inner call finishes in the iteration it is cancelled),
-        # and the lane went back to waiting for deltas that would never come.
-        self._stopping = False
+        self._task: asyncio.Task | None = None
+        self._next_at = 0.0  # loop time before which the next batch waits (one per window)
         self.batches = 0
         self.writes = 0
         self.busy_seconds = 0.0
-        # How long a batch takes lately (moving average, seconds): the node's load, as the runs'
+        # How long a batch takes lately (moving average, seconds): the node's load, as the
         # coalescing window sees it.
         self.recent_batch_seconds = 0.0
 
-    async def write(self, conversation_id: str, run_id: str, fencing_token: int, text: str) -> list[dict]:
-        """Commits and publishes one delta of a run (at most one in flight per run); returns its
-        frames or raises LeaseLost / RunCancelled like services.append_run_delta."""
-        loop = asyncio.get_running_loop()
-        if not self._tasks or any(t.done() for t in self._tasks):
-            for task in self._tasks:
-                task.cancel()
-            self._stopping = False
+    def window(self) -> float:
+        """Seconds between two batches: the base window, growing to twice the recent duration
+        of a batch when the node is loaded, up to the maximum. Every token still arrives, in
+        fewer, larger events: under load a node's cost follows its events, not its tokens."""
+        return min(self.coalesce_max, max(self.coalesce, 2 * self.recent_batch_seconds))
+
+    def open(self, claim: services.ClaimedRun, on_failure: Callable[[BaseException], None]) -> RunText:
+        return RunText(self, claim, on_failure)
+
+    def due(self, run: RunText) -> None:
+        self._due[run.run_id] = run
+        if self._task is None or self._task.done():
             self._wake = asyncio.Event()
-            self._tasks = [loop.create_task(self._run(), name=f"delta-writer-{i}") for i in range(self.lanes)]
-        future = loop.create_future()
-        self._pending.append((services.DeltaWrite(conversation_id, run_id, fencing_token, text), future))
+            self._task = asyncio.get_running_loop().create_task(self._beat(), name="delta-writer")
         self._wake.set()
-        return await future
 
-    async def _run(self) -> None:
-        assert self._wake is not None
-        while not self._stopping:
-            await self._wake.wait()
+    def forget(self, run: RunText) -> None:
+        if self._due.get(run.run_id) is run:
+            del self._due[run.run_id]
+
+    async def _beat(self) -> None:
+        wake = self._wake
+        assert wake is not None
+        loop = asyncio.get_running_loop()
+        # A beat runs while it is the writer's beat: stop() (or a newer beat) ends it at its
+        # next check. Cancelling alone was not enough: we found a drained node hanging in stop()
+        # because a cancellation was swallowed inside redis-py (Python 3.11's asyncio.wait_for
+        # returns the result when the inner call finishes in the iteration it is cancelled),
+        # and the writer went back to waiting for deltas that would never come.
+        me = asyncio.current_task()
+        while self._task is me:
+            await wake.wait()
+            if self._task is not me:
+                return
+            wake.clear()
             self._wake.clear()
-            while self._pending and not self._stopping:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                await self._commit(batch)
+            # At most one batch per window, measured from a batch's start: a node with one quiet
+            # stream writes its text at once, a busy node gathers a window's worth of every run.
+            wait = self._next_at - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            ready = [run for run in self._due.values() if not run.in_flight][:MAX_BATCH]
+            if not ready:
+                continue
+            for run in ready:
+                del self._due[run.run_id]
+            self._next_at = loop.time() + self.window()
+            await self._commit(ready)
+            if self._due:
+                wake.set()
 
-    async def _commit(self, batch: list[tuple[services.DeltaWrite, asyncio.Future]]) -> None:
-        live = [(w, f) for w, f in batch if not f.done()]  # a run cancelled while waiting
-        if not live:
-            return
-        started = asyncio.get_running_loop().time()
+    async def _commit(self, runs: list[RunText]) -> None:
+        loop = asyncio.get_running_loop()
+        upto = {run.run_id: run.added for run in runs}
+        writes = [run.take() for run in runs]
+        started = loop.time()
         try:
-            outcomes = await db(services.append_run_deltas)([w for w, _ in live], self.lease_seconds)
+            outcomes = await db(services.append_run_deltas, executor=commit_executor())(writes, self.lease_seconds)
         except asyncio.CancelledError:
-            for _, future in live:
-                if not future.done():
-                    future.cancel()
+            for run in runs:  # the node stops: its runs are cancelled too
+                run.in_flight = False
+                run.close()
             raise
-        except Exception as exc:  # noqa: BLE001 - every waiting run sees the failure; warn_failed logs a bug's traceback
+        except Exception as exc:  # noqa: BLE001 - every run of the batch sees the failure; warn_failed logs a bug's traceback
             warn_failed(log, "a batch of deltas failed; its runs stop and are taken up again later", exc=exc)
-            for _, future in live:
-                if not future.done():
-                    future.set_exception(exc)
+            for run in runs:
+                run.failed(exc)
             return
+        now = loop.time()
+        took = now - started
         self.batches += 1
-        self.writes += len(live)
-        took = asyncio.get_running_loop().time() - started
+        self.writes += len(runs)
         self.busy_seconds += took
         self.recent_batch_seconds = 0.8 * self.recent_batch_seconds + 0.2 * took
-        metrics.delta_batch(len(live), took)
+        metrics.delta_batch(len(runs), took)
         if took > 0.1:
-            log.debug("slow delta batch: %d writes in %.0f ms", len(live), took * 1000)
+            log.debug("slow delta batch: %d writes in %.0f ms", len(runs), took * 1000)
         if self.batches % 200 == 0:
             log.info("delta writer: %d batches, %.1f writes/batch, %.1f ms/batch", self.batches,
                      self.writes / self.batches, 1000 * self.busy_seconds / self.batches)
-        # Published before the runs hear back, so a run's next delta cannot be announced
-        # ahead of this one; one pipelined round trip for every conversation of the batch.
-        committed = [(w.conversation_id, outcomes[w.run_id]) for w, _ in live]
-        await publish_many([(cid, events) for cid, events in committed if not isinstance(events, Exception)])
-        for write, future in live:
-            if future.done():
-                continue
-            outcome = outcomes[write.run_id]
+        # Published before the runs hear back, so a run's next delta cannot be announced ahead
+        # of this one; one round trip for every conversation of the batch.
+        await publish_many([(w.conversation_id, outcomes[w.run_id]) for w in writes
+                            if not isinstance(outcomes[w.run_id], Exception)])
+        for run in runs:
+            outcome = outcomes[run.run_id]
             if isinstance(outcome, Exception):
-                future.set_exception(outcome)
+                run.failed(outcome)
             else:
-                future.set_result(outcome)
+                run.written(upto[run.run_id], now)
+                if run.pending and run.failure is None:
+                    self._due.setdefault(run.run_id, run)
 
     async def stop(self) -> None:
-        """Ends the lanes and cancels every delta still waiting; returns once no lane runs."""
-        self._stopping = True
+        """Ends the beat and drops every text still waiting; returns once the beat has ended."""
+        task, self._task = self._task, None
         if self._wake is not None:
             self._wake.set()
-        pending = set(self._tasks)
-        for task in pending:
+        if task is not None:
             task.cancel()
-        while pending:
-            # A lane whose cancellation a library swallowed sees _stopping at its next check;
-            # one that is still inside a call is cancelled again.
-            _, pending = await asyncio.wait(pending, timeout=STOP_RECANCEL_SECONDS)
-            for task in pending:
-                task.cancel()
-        self._tasks = []
-        for _, future in self._pending:
-            if not future.done():
-                future.cancel()
-        self._pending.clear()
+            pending = {task}
+            while pending:
+                # A cancellation a library swallowed is seen at the beat's next check;
+                # a beat still inside a call is cancelled again.
+                _, pending = await asyncio.wait(pending, timeout=STOP_RECANCEL_SECONDS)
+                for still in pending:
+                    still.cancel()
+        for run in list(self._due.values()):
+            run.close()
+        self._due.clear()

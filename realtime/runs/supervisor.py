@@ -24,7 +24,7 @@ from realtime.infra import logcontext
 from realtime.infra.db import db
 from realtime.infra.transient import TRANSIENT_ERRORS, warn_failed
 from realtime.runs.acting import Acting, AgentDiverged, RunSuspended
-from realtime.runs.delta_writer import DeltaWriter
+from realtime.runs.delta_writer import DeltaWriter, RunText
 from realtime.tools import registry as tool_registry
 from sessions_app import services
 
@@ -83,10 +83,7 @@ class RunSupervisor:
         self._sweeper: asyncio.Task | None = None
         self._sweep_wake = asyncio.Event()
         self.stopping = False
-        self.writer = DeltaWriter(self.lease_seconds)
-        # Every committed delta renews its run's lease (and would notice a cancel or a lost
-        # lease), so the renewer only has to speak while the agent is silent.
-        self._renewed_at: dict[str, float] = {}
+        self.writer = DeltaWriter(self.lease_seconds, self.coalesce, self.coalesce_max)
 
     # --- control ----------------------------------------------------------------------------
 
@@ -214,7 +211,9 @@ class RunSupervisor:
         self.executing[run_id] = queue
         self._claims[run_id] = claim
         producer: asyncio.Task | None = None
-        renewer = loop.create_task(self._renew(claim, queue))
+        # A refused or failed write of the run's text stops the pump, whatever it waits for.
+        text = self.writer.open(claim, queue.put_nowait)
+        renewer = loop.create_task(self._renew(claim, queue, text))
         try:
             context = await db(services.load_run_context)(run_id)
             if context.cancel_requested:
@@ -229,9 +228,9 @@ class RunSupervisor:
                 tools=tool_registry.specs(),
                 run_id=run_id,
             )
-            producer = loop.create_task(self._produce(claim, agent_context, queue))
+            producer = loop.create_task(self._produce(claim, agent_context, queue, text))
             async with asyncio.timeout_at(deadline):
-                suspended = await self._pump(claim, queue)
+                suspended = await self._pump(queue, text)
             if suspended:
                 ended = "waiting"
                 log.info("run %s waits for an approval", run_id)
@@ -252,7 +251,7 @@ class RunSupervisor:
             log.info("run ended: %s", ended, extra={"status": ended})
             self.executing.pop(run_id, None)
             self._claims.pop(run_id, None)
-            self._renewed_at.pop(run_id, None)
+            text.close()
             renewer.cancel()
             if producer is not None:
                 producer.cancel()
@@ -268,16 +267,16 @@ class RunSupervisor:
             return "lease_lost"
         return "cancelled" if cancelled else "failed"
 
-    async def _produce(self, claim: services.ClaimedRun, context: AgentContext, queue: asyncio.Queue) -> None:
-        """Runs the agent; what it says goes to the queue, which the pump commits."""
+    async def _produce(self, claim: services.ClaimedRun, context: AgentContext, queue: asyncio.Queue,
+                       text: RunText) -> None:
+        """Runs the agent; its text goes to the writer, how it ended to the queue (the pump)."""
         try:
             agent = self.agent_factory()
             if is_acting(agent):
-                await self._act(claim, agent, context, queue)
+                await self._act(claim, agent, context, text)
             else:
                 async for delta in agent.stream(context):
-                    if delta:
-                        queue.put_nowait(delta)
+                    text.add(delta)
         except asyncio.CancelledError:
             raise
         except RunSuspended:
@@ -297,19 +296,11 @@ class RunSupervisor:
             return
         queue.put_nowait(_DONE)
 
-    async def _act(self, claim: services.ClaimedRun, agent: Agent, context: AgentContext,
-                   queue: asyncio.Queue) -> None:
+    async def _act(self, claim: services.ClaimedRun, agent: Agent, context: AgentContext, text: RunText) -> None:
         """Drives an acting agent (realtime/agents/base.py) against its journal: from the start,
         each step answered from the journal when it was done before (realtime/runs/acting.py)."""
-        loop = asyncio.get_running_loop()
-
-        async def flush() -> None:
-            done = loop.create_future()
-            queue.put_nowait(done)  # the pump commits what came before, then resolves it
-            await done
-
         journal = await db(services.load_journal)(claim.run_id)
-        acting = Acting(claim, journal, lease_seconds=self.lease_seconds, emit=queue.put_nowait, flush=flush)
+        acting = Acting(claim, journal, lease_seconds=self.lease_seconds, emit=text.add, flush=text.committed)
         steps = agent.run(context)
         answer = None
         try:
@@ -332,72 +323,37 @@ class RunSupervisor:
         finally:
             await steps.aclose()
 
-    async def _pump(self, claim: services.ClaimedRun, queue: asyncio.Queue) -> bool:
-        """Moves deltas from the agent to the log; True when the run stopped to wait for an
-        approval, False when the agent is done. At most one event per coalescing window:
-        a delta is written at once if the previous write is a window old, otherwise it waits
-        for the window to end together with whatever else arrives meanwhile, so per-event
-        costs do not grow with the token rate and a slow stream pays no added delay."""
-        loop = asyncio.get_running_loop()
-        pending: list[str] = []
-        next_flush_at = 0.0
+    async def _pump(self, queue: asyncio.Queue, text: RunText) -> bool:
+        """Waits for the run's end; True when it stopped to wait for an approval, False when the
+        agent is done. Whatever the agent said before its end is committed first (a failed
+        run's text too: the log keeps what the client saw). The text itself does not pass here:
+        the agent adds it to the node's group commit (realtime/runs/delta_writer.py), which
+        writes every run's text at most once per coalescing window."""
         while True:
-            try:
-                if pending:
-                    item = await asyncio.wait_for(queue.get(), max(0.0, next_flush_at - loop.time()))
-                else:
-                    item = await queue.get()
-            except TimeoutError:
-                next_flush_at = loop.time() + self.coalescing_window()
-                await self._flush(claim, pending)
-                continue
-            if isinstance(item, str):
-                pending.append(item)
-                # Whatever queued up while the last write ran goes into the next one.
-                while not queue.empty() and isinstance(queue._queue[0], str):  # noqa: SLF001
-                    pending.append(queue.get_nowait())
-                # The window is measured from a write's start; from its end, every write's
-                # duration would add to the delay of the next delta.
-                if loop.time() >= next_flush_at:
-                    next_flush_at = loop.time() + self.coalescing_window()
-                    await self._flush(claim, pending)
-                continue
-            await self._flush(claim, pending)
-            if isinstance(item, asyncio.Future):  # the producer waits for its text to be committed
-                if not item.done():
-                    item.set_result(None)
-                continue
+            item = await queue.get()
+            await text.committed()  # raises the write's failure when it was refused
             if item is _DONE:
                 return False
             if item is _SUSPENDED:
                 return True
             if item is _CANCEL:
                 raise services.RunCancelled("cancelled")
-            raise item  # AgentFailure or LeaseLost
+            raise item  # AgentFailure, LeaseLost, or a failed write's error
 
     def coalescing_window(self) -> float:
-        """Seconds between two deltas of a run: REALTIME_DELTA_COALESCE_MS, growing to twice the
-        recent duration of a group commit when the node is loaded, up to
-        REALTIME_DELTA_COALESCE_MAX_MS. Every token still arrives, in fewer, larger events: under
-        load a node's cost follows its events, not its tokens, so the window keeps it ahead of
-        its streams instead of letting every stream's delay grow."""
-        return min(self.coalesce_max, max(self.coalesce, 2 * self.writer.recent_batch_seconds))
+        """Seconds between two deltas of a run (and two group commits of the node):
+        REALTIME_DELTA_COALESCE_MS, growing to twice the recent duration of a group commit when
+        the node is loaded, up to REALTIME_DELTA_COALESCE_MAX_MS."""
+        return self.writer.window()
 
-    async def _flush(self, claim: services.ClaimedRun, pending: list[str]) -> None:
-        if not pending:
-            return
-        text = "".join(pending)
-        pending.clear()
-        # The writer commits and publishes (with every other run's delta of the same batch).
-        await self.writer.write(claim.conversation_id, claim.run_id, claim.fencing_token, text)
-        self._renewed_at[claim.run_id] = asyncio.get_running_loop().time()
-
-    async def _renew(self, claim: services.ClaimedRun, queue: asyncio.Queue) -> None:
-        """Keeps the lease while the agent thinks between deltas; reports loss or cancel."""
+    async def _renew(self, claim: services.ClaimedRun, queue: asyncio.Queue, text: RunText) -> None:
+        """Keeps the lease while the agent thinks between deltas; reports loss or cancel. Every
+        committed delta renews its run's lease (and would notice a cancel or a lost lease), so
+        the renewer only speaks while the agent is silent."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            if loop.time() - self._renewed_at.get(claim.run_id, 0.0) < self.lease_seconds / 3:
+            if loop.time() - text.committed_at < self.lease_seconds / 3:
                 continue
             try:
                 state = await db(services.renew_run_lease)(claim.run_id, claim.fencing_token, self.lease_seconds)

@@ -1,0 +1,116 @@
+"""The node's group commit runs on one beat (realtime/runs/delta_writer.py, issue 22): every
+run's text that became due while a batch was being written goes into the next batch, one batch
+per coalescing window, and a run's own writes never overlap and keep their order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from realtime.runs import delta_writer
+from realtime.runs.delta_writer import DeltaWriter
+from sessions_app import services
+from sessions_app.services import ClaimedRun
+
+pytestmark = pytest.mark.pure
+
+
+class FakeLog:
+    """Stands in for services.append_run_deltas: records each batch; a batch can be held at a
+    gate until the test releases it."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[services.DeltaWrite]] = []
+        self.started_at: list[float] = []
+        self.entered = asyncio.Event()
+        self.hold: asyncio.Event | None = None
+        self.refuse: set[str] = set()
+
+    def db(self, fn, **options):
+        async def call(writes, lease_seconds):
+            self.batches.append(list(writes))
+            self.started_at.append(asyncio.get_running_loop().time())
+            self.entered.set()
+            if self.hold is not None:
+                await self.hold.wait()
+            return {w.run_id: services.LeaseLost("lost") if w.run_id in self.refuse
+                    else [{"type": "agent.delta", "run_id": w.run_id, "text": w.text}] for w in writes}
+        return call
+
+
+@pytest.fixture
+def fake_log(monkeypatch) -> FakeLog:
+    log = FakeLog()
+    published: list = []
+
+    async def publish_many(items):
+        published.extend(items)
+
+    monkeypatch.setattr(delta_writer, "db", log.db)
+    monkeypatch.setattr(delta_writer, "publish_many", publish_many)
+    log.published = published
+    return log
+
+
+def _open(writer: DeltaWriter, n: int, failures: list | None = None):
+    claim = ClaimedRun(run_id=f"r{n}", conversation_id=f"c{n}", fencing_token=1, takeover=False, events=[])
+    return writer.open(claim, (failures if failures is not None else []).append)
+
+
+async def test_text_that_became_due_during_a_batch_goes_into_one_next_batch(fake_log):
+    writer = DeltaWriter(lease_seconds=5, coalesce=0.0, coalesce_max=0.0)
+    fake_log.hold = asyncio.Event()
+    first = _open(writer, 0)
+    first.add("a")
+    await asyncio.wait_for(fake_log.entered.wait(), 2)
+    runs = [_open(writer, n) for n in range(1, 11)]
+    for run in runs:
+        run.add("x")
+        run.add("y")
+    first.add("b")  # its first write is in flight: this waits for the next batch
+    fake_log.hold.set()
+
+    await asyncio.wait_for(asyncio.gather(first.committed(), *(r.committed() for r in runs)), 2)
+
+    assert [[(w.run_id, w.text) for w in batch] for batch in fake_log.batches] == [
+        [("r0", "a")],
+        [*((f"r{n}", "xy") for n in range(1, 11)), ("r0", "b")],
+    ]
+    assert [cid for cid, _ in fake_log.published] == ["c0", *(f"c{n}" for n in range(1, 11)), "c0"]
+    await writer.stop()
+
+
+async def test_batches_are_at_least_one_window_apart_and_the_first_goes_at_once(fake_log):
+    writer = DeltaWriter(lease_seconds=5, coalesce=0.2, coalesce_max=0.2)
+    run = _open(writer, 0)
+    loop = asyncio.get_running_loop()
+    added_at = loop.time()
+    run.add("a")
+    await asyncio.wait_for(run.committed(), 2)
+    run.add("b")
+    await asyncio.wait_for(run.committed(), 2)
+
+    first, second = fake_log.started_at
+    assert first - added_at < 0.1  # an idle node writes at once
+    assert second - first >= 0.2
+    await writer.stop()
+
+
+async def test_a_refused_write_fails_its_run_only_and_stops_its_text(fake_log):
+    writer = DeltaWriter(lease_seconds=5, coalesce=0.0, coalesce_max=0.0)
+    failures: list = []
+    good, lost = _open(writer, 1, failures), _open(writer, 2, failures)
+    fake_log.refuse = {"r2"}
+    good.add("a")
+    lost.add("b")
+
+    await asyncio.wait_for(good.committed(), 2)
+    with pytest.raises(services.LeaseLost):
+        await asyncio.wait_for(lost.committed(), 2)
+    assert [type(f) for f in failures] == [services.LeaseLost]
+    lost.add("c")  # ignored: the run is over
+    good.add("d")
+    await asyncio.wait_for(good.committed(), 2)
+    assert [[w.run_id for w in batch] for batch in fake_log.batches] == [["r1", "r2"], ["r1"]]
+    await writer.stop()
