@@ -18,20 +18,11 @@ pytestmark = pytest.mark.pure
 EVENTS = [{"type": "note", "seq": 1, "i": 1}]
 
 
-class FailingPipeline:
+class FailingScript:
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
-    def publish(self, channel: str, message: str) -> None:
-        pass  # queued; the round trip is `execute`
-
-    async def __aenter__(self) -> FailingPipeline:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def execute(self) -> list:
+    async def __call__(self, keys: list, args: list) -> int:
         raise self.exc
 
 
@@ -42,8 +33,8 @@ class FailingRedis:
     async def publish(self, channel: str, message: str) -> int:
         raise self.exc
 
-    def pipeline(self, transaction: bool = False) -> FailingPipeline:
-        return FailingPipeline(self.exc)
+    def register_script(self, script: str) -> FailingScript:
+        return FailingScript(self.exc)
 
 
 CALLS = {

@@ -4,7 +4,7 @@ subscription (issue 12).
 Before: every join sent its own SUBSCRIBE while holding the hub's lock, one waiter per loop
 iteration; a burst of 500 connects on a node that was already streaming timed joins out
 (`bench/stream_bench.py --streams 500`: "live feed unavailable"). The hub here talks to a
-recording stand-in for redis-py's PubSub, so the commands and the order of the confirmations
+recording stand-in for its Redis subscription, so the commands and the order of the confirmations
 are the test's to choose."""
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ class RecordingPubSub:
     async def unsubscribe(self, *channels: str) -> None:
         self.commands.append(("unsubscribe", channels))
 
-    async def get_message(self, timeout: float) -> None:
+    async def get_messages(self, timeout: float) -> list:
         await asyncio.sleep(timeout)  # the test delivers what the reader would have read
+        return []
 
 
 class Listener:

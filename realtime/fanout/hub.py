@@ -21,12 +21,12 @@ import logging
 from typing import Any, Protocol
 
 import redis
-import redis.asyncio as aioredis
 from django.conf import settings
 
 from realtime.core import metrics
 from realtime.core.wake import Wake
 from realtime.fanout.publish import channel_for
+from realtime.fanout.subscription import Subscription
 from realtime.infra.redis_client import key
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT = 5.0
 # The reader's longest wait for a message between two checks of how long Redis has been silent.
 READ_POLL = 1.0
-# The payload of the reader's own PINGs. Not redis-py's health check: its replies are swallowed
-# before the reader sees them, and the reader must see every reply to know Redis still answers.
+# The payload of the reader's own PINGs: the reader must see every reply to know Redis still
+# answers.
 PING_PAYLOAD = "tether-fanout-ping"
 
 
@@ -84,8 +84,7 @@ class FanoutHub:
         # last one's confirmation means "live now" (an older one may precede an UNSUBSCRIBE).
         self._unconfirmed: dict[str, int] = {}
         self._lock: asyncio.Lock | None = None
-        self._client: aioredis.Redis | None = None
-        self._pubsub: Any = None
+        self._pubsub: Any = None  # realtime.fanout.subscription.Subscription
         self._reader: asyncio.Task | None = None
         self._syncer: asyncio.Task | None = None
         self._sync_wake = Wake()  # joins and leaves changed `_confirmed`: the syncer catches up
@@ -203,24 +202,17 @@ class FanoutHub:
     async def _connect(self) -> None:
         """A new subscription connection as `_pubsub`, or an error within twice the reply
         timeout (a Redis that accepts the TCP connection but never answers cannot hold it)."""
-        if self._client is None:
-            self._client = aioredis.Redis.from_url(
-                settings.REDIS_URL,
-                # The reader idles for as long as the conversations are quiet: no socket timeout
-                # (redis-py 8 defaults to 5 s); the reader's own pings find a silent connection.
-                socket_timeout=None,
-                socket_connect_timeout=settings.REALTIME_REDIS_TIMEOUT,
-                health_check_interval=0,
-            )
-        pubsub = self._client.pubsub()
+        # The reader idles for as long as the conversations are quiet: no socket timeout; the
+        # reader's own pings find a silent connection.
+        pubsub = Subscription(settings.REDIS_URL, connect_timeout=settings.REALTIME_REDIS_TIMEOUT,
+                              client_name=f"{settings.REDIS_KEY_PREFIX}-fanout")
         try:
             async with asyncio.timeout(2 * self.reply_timeout):
                 await pubsub.connect()
-                # Always subscribed to something: redis-py checks the health of a connection
-                # subscribed to nothing when it subscribes, reading a PING's reply while our
-                # reader reads the same connection ("read() called while another coroutine is
-                # already waiting"). Nobody publishes on this channel; the reader ignores its
-                # confirmation.
+                # Always subscribed to something (from redis-py's PubSub, which checked the
+                # health of a connection subscribed to nothing while our reader read it; kept:
+                # a connection in subscribed mode from its first moment). Nobody publishes on
+                # this channel; the reader ignores its confirmation.
                 await pubsub.subscribe(key("fanout", "keepalive"))
         except BaseException:
             await self._discard(pubsub)
@@ -256,22 +248,22 @@ class FanoutHub:
         while True:
             due = heard + self.health_check_interval if pinged_at is None else pinged_at + self.reply_timeout
             wait = min(READ_POLL, max(0.01, due - loop.time()))
-            # Bounded as a whole: a read that redis-py turns into a reconnect would otherwise
-            # wait for a silent Redis with no timeout at all.
-            async with asyncio.timeout(wait + self.reply_timeout):
-                message = await self._pubsub.get_message(timeout=wait)
-                now = loop.time()
-                if message is None:
-                    if pinged_at is not None and now - pinged_at >= self.reply_timeout:
-                        raise SubscriptionSilent(f"no reply from Redis for {now - heard:.1f} s")
-                    if pinged_at is None and now - heard >= self.health_check_interval:
-                        await self._pubsub.ping(PING_PAYLOAD)
-                        pinged_at = loop.time()
-                    continue
+            # Every message that arrived since the last read, in one call (one wake-up per read
+            # from the socket, not per message: realtime/fanout/subscription.py).
+            messages = await self._pubsub.get_messages(timeout=wait)
+            now = loop.time()
+            if not messages:
+                if pinged_at is not None and now - pinged_at >= self.reply_timeout:
+                    raise SubscriptionSilent(f"no reply from Redis for {now - heard:.1f} s")
+                if pinged_at is None and now - heard >= self.health_check_interval:
+                    await self._pubsub.ping(PING_PAYLOAD)
+                    pinged_at = loop.time()
+                continue
             heard, pinged_at = now, None
             if self._down_since is not None:
                 self._back(now)
-            self._dispatch(message)
+            for message in messages:
+                self._dispatch(message)
 
     def _lost(self, exc: Exception) -> None:
         """Logs the start of an outage once (a connection lost again before Redis answered on
@@ -314,8 +306,10 @@ class FanoutHub:
                     for listener in list(self.members.get(cid, ())):
                         listener.lost_live_feed()
             elif confirmed is not None and confirmed.done():
-                # redis-py reconnected by itself and resubscribed: whatever was published in
-                # between is lost to this node, so its sockets catch up from the log.
+                # A confirmation nobody waits for: the subscription was made again behind our
+                # back (never by realtime/fanout/subscription.py, which does not reconnect by
+                # itself). Whatever was published in between may be lost to this node, so its
+                # sockets catch up from the log.
                 self.reconnects += 1
                 for listener in list(self.members.get(cid, ())):
                     listener.lost_live_feed()
@@ -377,10 +371,6 @@ class FanoutHub:
             with contextlib.suppress(Exception):  # shutting down
                 await self._pubsub.aclose()
             self._pubsub = None
-        if self._client is not None:
-            with contextlib.suppress(Exception):  # shutting down
-                await self._client.aclose()
-            self._client = None
         self.members.clear()
         self._confirmed.clear()
         self._subscribed.clear()
