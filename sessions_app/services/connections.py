@@ -190,7 +190,24 @@ def record_ack(connection_id: Any, conversation_id: Any, seq: int) -> None:
     Only the connection row is written: updating the conversation here would wait for its
     row lock behind every streaming write (measured: a fifth of the node's database time at
     100 streams). The conversation's acked_seq follows when the connection closes and before
-    retention runs (`reconcile_acks`)."""
+    retention runs (`reconcile_acks`). One plain statement on PostgreSQL (the ORM's took
+    0.4 ms of the node's CPU per ack, issue 22); the ORM expression is the reference."""
+    store = record_ack_sql if db_connection.vendor == "postgresql" else record_ack_orm
+    store(connection_id, conversation_id, seq)
+
+
+def record_ack_sql(connection_id: Any, conversation_id: Any, seq: int) -> None:
+    with db_connection.cursor() as cursor:
+        # GREATEST and LEAST skip NULLs, as the ORM expression's do: a deleted conversation
+        # caps nothing.
+        cursor.execute(
+            "UPDATE sessions_app_connection SET acked_seq = GREATEST(acked_seq, LEAST(%s, "
+            "(SELECT last_seq FROM sessions_app_conversation WHERE id = %s))), last_seen_at = %s WHERE id = %s",
+            [seq, str(conversation_id), timezone.now(), str(connection_id)],
+        )
+
+
+def record_ack_orm(connection_id: Any, conversation_id: Any, seq: int) -> None:
     last_seq = Conversation.objects.filter(pk=conversation_id).values("last_seq")
     Connection.objects.filter(pk=connection_id).update(
         acked_seq=Greatest(F("acked_seq"), Least(seq, Subquery(last_seq))), last_seen_at=timezone.now()

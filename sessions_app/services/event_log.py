@@ -22,6 +22,7 @@ from realtime.core import metrics
 from realtime.core.wire import WireFrame, encode_frame
 from sessions_app.models import AgentRun, Conversation, Event, Message
 from sessions_app.services.conversations import lock_conversation, title_from
+from sessions_app.services.errors import ConversationNotFound
 
 
 def first_kept_seq(conversation_id: Any, last_seq: int) -> int:
@@ -136,10 +137,42 @@ def post_user_message(conversation_id: Any, client_msg_id: Any, text: str) -> Po
     """Idempotent on (conversation, client_msg_id): a resend returns the original seq.
 
     The message, its `message.created` event and its queued run are created in one
-    transaction, so a message never exists without exactly one run.
+    transaction, so a message never exists without exactly one run. On PostgreSQL one round
+    trip (`tether_post_message`, migration 0010); the ORM implementation below is the
+    reference and runs on SQLite.
     """
     client_msg_id = uuid.UUID(str(client_msg_id))
     conversation_id = str(conversation_id)
+    post = post_user_message_in_one_trip if db_connection.vendor == "postgresql" else post_user_message_orm
+    return post(conversation_id, client_msg_id, text)
+
+
+def post_user_message_in_one_trip(conversation_id: str, client_msg_id: uuid.UUID, text: str) -> PostedMessage:
+    message_id, run_id = uuid.uuid4(), uuid.uuid4()
+    with db_connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM tether_post_message(%s, %s, %s, %s, %s, %s)",
+                       [conversation_id, client_msg_id, text, message_id, run_id, title_from(text)])
+        state, seq, stored_message, stored_run = cursor.fetchone()
+    if state == "missing":
+        raise ConversationNotFound("this conversation no longer exists")
+    duplicate = state == "duplicate"
+    events: list[dict] = []
+    if not duplicate:
+        payload = {"message": {"id": str(message_id), "role": Message.Role.USER.value, "text": text,
+                               "client_msg_id": str(client_msg_id)}}
+        metrics.events_appended([("message.created", payload, None)])
+        events = [{"type": "message.created", "seq": seq, **payload}]
+    return PostedMessage(
+        conversation_id=conversation_id,
+        seq=seq,
+        duplicate=duplicate,
+        message_id=str(stored_message),
+        run_id=str(stored_run) if stored_run else None,
+        events=events,
+    )
+
+
+def post_user_message_orm(conversation_id: str, client_msg_id: uuid.UUID, text: str) -> PostedMessage:
     existing = _existing_message(conversation_id, client_msg_id)
     if existing is not None:
         return existing
