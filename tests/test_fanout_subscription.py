@@ -125,3 +125,23 @@ async def test_against_redis_subscribe_publish_ping_unsubscribe():
     finally:
         await subscription.aclose()
         await publisher.aclose()
+
+
+@pytest.mark.pure
+async def test_a_redis_without_client_setname_still_subscribes():
+    subscription = Subscription("redis://127.0.0.1:1/0", connect_timeout=1, client_name="tether-fanout")
+    transport = FakeTransport()
+
+    async def connected(factory, *args, **kwargs):
+        factory().connection_made(transport)
+        subscription.data_received(b"-ERR unknown command 'CLIENT'\r\n")
+        return transport, subscription
+
+    loop = asyncio.get_running_loop()
+    original, loop.create_connection = loop.create_connection, connected
+    try:
+        await subscription.connect()
+    finally:
+        loop.create_connection = original
+    await subscription.subscribe("a")
+    assert transport.written[-1] == b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n"

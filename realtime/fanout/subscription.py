@@ -16,6 +16,7 @@ meanwhile without anybody knowing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from typing import Any
 
@@ -89,7 +90,10 @@ class Subscription(asyncio.Protocol):
                     options["password"],)
                 await self._command_answered("AUTH", *auth)
             if self.client_name:
-                await self._command_answered("CLIENT", "SETNAME", self.client_name)
+                # A Redis that renamed or disabled CLIENT still serves: the name only shows in
+                # `CLIENT LIST`.
+                with contextlib.suppress(redis.ResponseError):
+                    await self._command_answered("CLIENT", "SETNAME", self.client_name)
 
     async def _command_answered(self, *args: str) -> None:
         """A command sent before any subscription, and its reply (errors raised)."""

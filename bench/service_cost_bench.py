@@ -1,0 +1,109 @@
+"""The CPU a node spends in the services of one answer (issue 22): for each step of a run's life,
+the calling thread's CPU time (`time.thread_time()`: Python, the driver, libpq; not PostgreSQL's
+own work, which the box figures of bench/stream_bench.py count) through the one-round-trip path
+the node takes on PostgreSQL and through the ORM reference beside it, in one sitting.
+
+    .venv/bin/python bench/service_cost_bench.py --answers 300
+
+Each answer: a conversation, a user message, its claim, the agent's context, three one-delta
+group commits, a stored ack, the completion. The first --warmup answers are not counted.
+Reported per step: median and p90 µs of CPU, for both paths, and their ratio. Needs PostgreSQL
+(a scratch database `tether_bench_services` is recreated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._support import DEFAULT_PG, machine_line  # noqa: E402
+from bench.stream_bench import prepare_database  # noqa: E402
+
+
+def measure(answers: int, warmup: int, orm: bool) -> dict[str, list[float]]:
+    from django.contrib.auth import get_user_model
+
+    from sessions_app import services
+    from sessions_app.models import Connection
+    from sessions_app.services import connections, event_log, runs
+
+    post = event_log.post_user_message_orm if orm else event_log.post_user_message_in_one_trip
+    claim_run = runs.claim_next_run_orm if orm else runs.claim_next_run_in_one_trip
+    load = runs.load_run_context_orm if orm else runs.load_run_context_raw
+    complete = runs.complete_run_orm if orm else runs.complete_run_in_one_trip
+    store_ack = connections.record_ack_orm if orm else connections.record_ack_sql
+    user, _ = get_user_model().objects.get_or_create(username="bench-services")
+    costs: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Callable, *args: object) -> object:
+        started = time.thread_time()
+        result = fn(*args)
+        costs.setdefault(name, []).append(time.thread_time() - started)
+        return result
+
+    for _ in range(answers + warmup):
+        conversation = services.create_conversation(user.pk)
+        cid = str(conversation.pk)
+        row = Connection.objects.create(user=user, conversation=conversation, client_id="bench", channel_name="ws.b",
+                                        node="bench")
+        timed("post_user_message", post, cid, uuid.uuid4(), "hello")
+        claim = timed("claim_next_run", claim_run, cid, "bench", 30.0)
+        timed("load_run_context", load, claim.run_id)
+        for _ in range(3):
+            services.append_run_deltas([services.DeltaWrite(cid, claim.run_id, claim.fencing_token, "tok ")], 30)
+        timed("record_ack", store_ack, row.pk, cid, 3)
+        timed("complete_run", complete, cid, claim.run_id, claim.fencing_token, None)
+    return {name: values[warmup:] for name, values in costs.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--answers", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--pg", default=DEFAULT_PG)
+    args = parser.parse_args()
+    os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+    os.environ["DATABASE_URL"] = prepare_database(args.pg, "tether_bench_services")
+    import django
+
+    django.setup()
+    # Both paths in one sitting, on the same database, one after the other.
+    results = {path: measure(args.answers, args.warmup, orm=path == "orm") for path in ("orm", "sql")}
+    from bench.machine_probe import probe
+
+    machine = probe(args.pg, os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    summary = {
+        step: {path: {"median_us": 1e6 * statistics.median(results[path][step]),
+                      "p90_us": 1e6 * sorted(results[path][step])[int(0.9 * len(results[path][step]))]}
+               for path in results}
+        for step in results["sql"]
+    }
+    print(json.dumps({"args": vars(args), "summary": summary, "machine": machine}, indent=2))
+    print("\n| step | ORM µs CPU (median / p90) | one round trip µs CPU (median / p90) | ORM ÷ one trip |")
+    print("| --- | --- | --- | --- |")
+    total = {"orm": 0.0, "sql": 0.0}
+    for step, paths in summary.items():
+        orm, sql = paths["orm"], paths["sql"]
+        total["orm"] += orm["median_us"]
+        total["sql"] += sql["median_us"]
+        print(f"| {step} | {orm['median_us']:.0f} / {orm['p90_us']:.0f} | {sql['median_us']:.0f} / {sql['p90_us']:.0f} "
+              f"| {orm['median_us'] / sql['median_us']:.1f} |")
+    ratio = total["orm"] / total["sql"]
+    print(f"| one answer (sum of medians) | {total['orm']:.0f} | {total['sql']:.0f} | {ratio:.1f} |")
+    print(f"\n{machine_line(machine)}")
+
+
+if __name__ == "__main__":
+    main()
