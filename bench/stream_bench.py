@@ -227,7 +227,9 @@ async def one_stream(url: str, token: str, durable: bool, expected: int, line: S
             ready = json.loads(await ws.recv())
             assert ready["type"] == "ready", ready
         await line.ready()
-        await ws.send(json.dumps({"type": "message", "client_msg_id": str(uuid.uuid4()), "text": "go"}))
+        message = json.dumps({"type": "message", "client_msg_id": (msg_id := str(uuid.uuid4())), "text": "go"})
+        await ws.send(message)
+        resent = 0
         next_index = 0
         last_ack = time.monotonic()
         history: list[tuple] = []
@@ -259,10 +261,17 @@ async def one_stream(url: str, token: str, durable: bool, expected: int, line: S
                 if durable:
                     assert frame["message"]["text"] == "".join(assembled), "completed text != deltas"
                 break
+            elif kind == "error" and frame.get("ref") == msg_id and frame["code"] in ("unavailable", "rate_limited"):
+                # Not stored: sent again after retry_after_ms, as the protocol asks of a client
+                # (the same client_msg_id: stored at most once). Before this, a node that refused
+                # messages in the start burst left its streams waiting until the phase timed out.
+                resent += 1
+                await asyncio.sleep(frame.get("retry_after_ms", 1000) / 1000)
+                await ws.send(message)
             elif kind == "agent.failed":
                 raise RuntimeError(frame)
         line.finished()
-    return {"tokens": tokens, "events": events, "delays": delays, "lost": expected - tokens}
+    return {"tokens": tokens, "events": events, "delays": delays, "lost": expected - tokens, "resent": resent}
 
 
 async def run_phase(url: str, tokens: list[str], durable: bool, rate: float, seconds: float,
@@ -286,6 +295,7 @@ async def run_phase(url: str, tokens: list[str], durable: bool, rate: float, sec
         "p99_ms": q[98] * 1000,
         "max_ms": delays[-1] * 1000,
         "lost_tokens": sum(r["lost"] for r in results),
+        "messages_resent": sum(r.get("resent", 0) for r in results),
         "elapsed_s": elapsed,
         "tokens": sum(r["tokens"] for r in results),
         "events": sum(r["events"] for r in results),
@@ -483,7 +493,8 @@ def main() -> None:
                 r = paths[name]
                 print(f"run {repeat} N={count} {name}: " + (r["error"] if "error" in r else
                       f"{r['tokens_per_s']:.0f} tokens/s, p99 {r['p99_ms']:.1f} ms, lost {r['lost_tokens']}, "
-                      f"node {r['node_us_per_event']:.0f} µs/event, box {r['box_us_per_event']:.0f} µs/event"),
+                      f"node {r['node_us_per_event']:.0f} µs/event, box {r['box_us_per_event']:.0f} µs/event, "
+                      f"messages sent again {r.get('messages_resent', 0)}"),
                       file=sys.stderr)
             runs.append({"repeat": repeat, "streams": count, "paths": paths, "ratios": ratios(paths)})
     from bench.machine_probe import probe

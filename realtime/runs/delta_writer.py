@@ -169,7 +169,6 @@ class DeltaWriter:
             if self._task is not me:
                 return
             wake.clear()
-            self._wake.clear()
             # At most one batch per window, measured from a batch's start: a node with one quiet
             # stream writes its text at once, a busy node gathers a window's worth of every run.
             wait = self._next_at - loop.time()
