@@ -75,24 +75,30 @@ async def test_a_lost_connection_is_raised_after_what_arrived_before_it():
         await subscription.subscribe("b")  # nothing is sent on a lost connection
 
 
-@pytest.mark.pure
-async def test_a_refused_password_is_an_authentication_error():
-    subscription = Subscription("redis://:wrong@127.0.0.1:1/0", connect_timeout=1)
+async def _connect_answered(subscription: Subscription, reply: bytes) -> FakeTransport:
+    """`connect()` against a stand-in Redis that answers the first command with `reply`."""
     transport = FakeTransport()
 
     async def connected(factory, *args, **kwargs):
         factory().connection_made(transport)
-        subscription.data_received(b"-WRONGPASS invalid username-password pair\r\n")
+        subscription.data_received(reply)
         return transport, subscription
 
     loop = asyncio.get_running_loop()
     original, loop.create_connection = loop.create_connection, connected
     try:
-        with pytest.raises(redis.AuthenticationError, match="WRONGPASS"):
-            await subscription.connect()
+        await subscription.connect()
     finally:
         loop.create_connection = original
-    assert transport.written == [b"*2\r\n$4\r\nAUTH\r\n$5\r\nwrong\r\n"]
+    return transport
+
+
+@pytest.mark.pure
+async def test_a_refused_password_is_an_authentication_error():
+    subscription = Subscription("redis://:wrong@127.0.0.1:1/0", connect_timeout=1)
+    with pytest.raises(redis.AuthenticationError, match="WRONGPASS"):
+        await _connect_answered(subscription, b"-WRONGPASS invalid username-password pair\r\n")
+    assert subscription._transport.written == [b"*2\r\n$4\r\nAUTH\r\n$5\r\nwrong\r\n"]  # noqa: SLF001
 
 
 @pytest.mark.django_db(transaction=True)
@@ -130,18 +136,6 @@ async def test_against_redis_subscribe_publish_ping_unsubscribe():
 @pytest.mark.pure
 async def test_a_redis_without_client_setname_still_subscribes():
     subscription = Subscription("redis://127.0.0.1:1/0", connect_timeout=1, client_name="tether-fanout")
-    transport = FakeTransport()
-
-    async def connected(factory, *args, **kwargs):
-        factory().connection_made(transport)
-        subscription.data_received(b"-ERR unknown command 'CLIENT'\r\n")
-        return transport, subscription
-
-    loop = asyncio.get_running_loop()
-    original, loop.create_connection = loop.create_connection, connected
-    try:
-        await subscription.connect()
-    finally:
-        loop.create_connection = original
+    transport = await _connect_answered(subscription, b"-ERR unknown command 'CLIENT'\r\n")
     await subscription.subscribe("a")
     assert transport.written[-1] == b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n"
