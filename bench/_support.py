@@ -93,7 +93,43 @@ def raise_nofile(wanted: int) -> int:
     return target
 
 
-class Node:
+class ProcessReadings:
+    """What a benchmark reads off a server process it started (Tether's node, the floor's
+    daphne): its address and its RSS, threads and CPU from /proc. Needs `port` and `proc`."""
+
+    port: int
+    proc: subprocess.Popen | None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/v1/"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def _status(self, key: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+        raise RuntimeError(f"no {key} in /proc/{self.pid}/status")
+
+    def rss_kb(self) -> int:
+        return self._status("VmRSS:")
+
+    def threads(self) -> int:
+        return self._status("Threads:")
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the process (all its threads), in seconds."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Node(ProcessReadings):
     """One daphne node (`python -m realtime.serve`) as a child process of the benchmark."""
 
     def __init__(self, run: BenchRun, name: str, env: dict[str, str], port: int | None = None):
@@ -104,15 +140,6 @@ class Node:
         self.proc: subprocess.Popen | None = None
         self.generation = 0
         self.log_path = run.log_dir / f"{name}.log"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/v1/"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -159,25 +186,6 @@ class Node:
             return exc.code
         except OSError:
             return None
-
-    def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-    def threads(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-        return 0
-
-    def cpu_seconds(self) -> float:
-        """utime + stime of the node process (all its threads), in seconds."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
     def sigterm(self) -> None:
         if self.alive():

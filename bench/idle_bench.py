@@ -63,11 +63,11 @@ from websockets.exceptions import ConnectionClosed
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._support import (
-    CLK_TCK,
     DEFAULT_PG,
     ROOT,
     BenchRun,
     Node,
+    ProcessReadings,
     free_port,
     make_users,
     print_report,
@@ -205,7 +205,7 @@ def database_writes() -> tuple[int, int]:
     return int(updated), int(written)
 
 
-class FloorNode:
+class FloorNode(ProcessReadings):
     """The floor app under plain daphne, with the same reading methods as bench._support.Node
     (ws_url, rss_kb, cpu_seconds, threads), so `scenario` measures both the same way."""
 
@@ -247,33 +247,6 @@ class FloorNode:
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/v1/"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def _status(self, key: str) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(key):
-                return int(line.split()[1])
-        return 0
-
-    def rss_kb(self) -> int:
-        return self._status("VmRSS:")
-
-    def threads(self) -> int:
-        return self._status("Threads:")
-
-    def cpu_seconds(self) -> float:
-        """utime + stime of the floor process (all its threads), in seconds."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 async def scenario(node: Node | FloorNode, tokens: list[str], args: argparse.Namespace) -> dict:
