@@ -169,8 +169,8 @@ class FanoutHub:
                 wanted = set(self._confirmed)
                 gone, new = self._subscribed - wanted, wanted - self._subscribed
                 try:
-                    # Bounded: a command on a connection redis-py has to reopen waits for Redis,
-                    # and a silent one must not hold the lock the reader needs to rebuild it.
+                    # Bounded: the commands only write to the socket, but a silent connection
+                    # must never hold the lock the reader needs to rebuild it.
                     async with asyncio.timeout(self.reply_timeout):
                         if gone:
                             self._subscribed -= gone

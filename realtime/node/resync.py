@@ -6,8 +6,8 @@ whether its user was deactivated or its refresh token revoked, catch events the 
 fan-out dropped, and renew its connection slot. Done per socket that was a few database and
 Redis round trips each, which at 5,000 idle sockets kept a node's core busy (measured: 96% CPU
 at idle, sockets timing out). Batched, it is two reads, at most one write and one Redis
-pipeline per thousand sockets; an idle socket's row is not written at all (issue 22,
-services.touch_connections).
+command (the slots' renewal, one Lua call) per thousand sockets; an idle socket's row is not
+written at all (issue 22, services.touch_connections).
 """
 
 from __future__ import annotations
