@@ -26,6 +26,7 @@ class FakeLog:
         self.entered = asyncio.Event()
         self.hold: asyncio.Event | None = None
         self.refuse: set[str] = set()
+        self.fail: Exception | None = None  # the whole batch fails (the database unreachable)
 
     def db(self, fn, **options):
         async def call(writes, lease_seconds):
@@ -34,6 +35,8 @@ class FakeLog:
             self.entered.set()
             if self.hold is not None:
                 await self.hold.wait()
+            if self.fail is not None:
+                raise self.fail
             return {w.run_id: services.LeaseLost("lost") if w.run_id in self.refuse
                     else [{"type": "agent.delta", "run_id": w.run_id, "text": w.text}] for w in writes}
         return call
@@ -113,4 +116,26 @@ async def test_a_refused_write_fails_its_run_only_and_stops_its_text(fake_log):
     good.add("d")
     await asyncio.wait_for(good.committed(), 2)
     assert [[w.run_id for w in batch] for batch in fake_log.batches] == [["r1", "r2"], ["r1"]]
+    await writer.stop()
+
+
+async def test_a_run_whose_batch_failed_is_not_written_again_with_text_added_meanwhile(fake_log):
+    """The batch fails as a whole while its run adds more text: the run is over (taken up again
+    later from its committed text) and nothing of it reaches a later batch, not even empty."""
+    writer = DeltaWriter(lease_seconds=5, coalesce=0.0, coalesce_max=0.0)
+    failures: list = []
+    failed, other = _open(writer, 1, failures), _open(writer, 2)
+    fake_log.hold, fake_log.fail = asyncio.Event(), OSError("database unreachable")
+    failed.add("a")
+    await asyncio.wait_for(fake_log.entered.wait(), 2)
+    failed.add("b")  # during the failing commit
+    fake_log.hold.set()
+    with pytest.raises(OSError):
+        await asyncio.wait_for(failed.committed(), 2)
+    fake_log.fail = None
+    other.add("c")
+    await asyncio.wait_for(other.committed(), 2)
+
+    assert [[(w.run_id, w.text) for w in batch] for batch in fake_log.batches] == [[("r1", "a")], [("r2", "c")]]
+    assert [type(f) for f in failures] == [OSError]
     await writer.stop()

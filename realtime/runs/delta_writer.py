@@ -53,7 +53,6 @@ class RunText:
         self.pending: list[str] = []
         self.added = 0  # pieces of text added so far
         self.committed_upto = 0  # of those, how many are committed
-        self.in_flight = False
         self.failure: BaseException | None = None
         self.committed_at = 0.0  # loop time of the last commit: it renewed the lease
         self._waiters: list[tuple[int, asyncio.Future]] = []
@@ -88,11 +87,9 @@ class RunText:
     def take(self) -> services.DeltaWrite:
         text = "".join(self.pending)
         self.pending.clear()
-        self.in_flight = True
         return services.DeltaWrite(self.conversation_id, self.run_id, self.fencing_token, text)
 
     def written(self, upto: int, now: float) -> None:
-        self.in_flight = False
         self.committed_upto = upto
         self.committed_at = now
         still = []
@@ -105,10 +102,13 @@ class RunText:
         self._waiters = still
 
     def failed(self, exc: BaseException) -> None:
-        self.in_flight = False
         if self.failure is not None:
             return
         self.failure = exc
+        # Text added while its batch was being written is dropped with the run (it goes on
+        # from its committed text when it is taken up again), and never written as an empty
+        # delta by a later batch.
+        self.writer.forget(self)
         self.pending.clear()
         for _, future in self._waiters:
             if not future.done():
@@ -174,7 +174,8 @@ class DeltaWriter:
             wait = self._next_at - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            ready = [run for run in self._due.values() if not run.in_flight][:MAX_BATCH]
+            # No run of it is in flight: the beat awaits each batch before it takes the next.
+            ready = list(self._due.values())[:MAX_BATCH]
             if not ready:
                 continue
             for run in ready:
@@ -193,7 +194,6 @@ class DeltaWriter:
             outcomes = await db(services.append_run_deltas, executor=commit_executor())(writes, self.lease_seconds)
         except asyncio.CancelledError:
             for run in runs:  # the node stops: its runs are cancelled too
-                run.in_flight = False
                 run.close()
             raise
         except Exception as exc:  # noqa: BLE001 - every run of the batch sees the failure; warn_failed logs a bug's traceback
@@ -222,9 +222,7 @@ class DeltaWriter:
             if isinstance(outcome, Exception):
                 run.failed(outcome)
             else:
-                run.written(upto[run.run_id], now)
-                if run.pending and run.failure is None:
-                    self._due.setdefault(run.run_id, run)
+                run.written(upto[run.run_id], now)  # text added meanwhile made it due again (`add`)
 
     async def stop(self) -> None:
         """Ends the beat and drops every text still waiting; returns once the beat has ended."""
