@@ -102,6 +102,13 @@ def append_locked(conversation: Conversation, entries: list[tuple[str, dict, Any
     return events
 
 
+def appended_frame(kind: str, seq: int, payload: dict, run_id: Any = None) -> dict:
+    """The frame of one event a one-round-trip write appended in the database (migrations 0007,
+    0010), counted as `append_locked` counts its own: the same frame `Event.as_frame` gives."""
+    metrics.events_appended([(kind, payload, run_id)])
+    return {"type": kind, "seq": seq, **payload}
+
+
 def append_event(conversation_id: Any, kind: str, payload: dict, run_id: Any = None) -> Event:
     """Appends one server-side event (for operators, tests and integrations)."""
     with transaction.atomic():
@@ -160,8 +167,7 @@ def post_user_message_in_one_trip(conversation_id: str, client_msg_id: uuid.UUID
     if not duplicate:
         payload = {"message": {"id": str(message_id), "role": Message.Role.USER.value, "text": text,
                                "client_msg_id": str(client_msg_id)}}
-        metrics.events_appended([("message.created", payload, None)])
-        events = [{"type": "message.created", "seq": seq, **payload}]
+        events = [appended_frame("message.created", seq, payload)]
     return PostedMessage(
         conversation_id=conversation_id,
         seq=seq,

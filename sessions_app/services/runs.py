@@ -20,7 +20,7 @@ from sessions_app.models import AgentRun, Conversation, Event, Message
 from sessions_app.services import journal
 from sessions_app.services.conversations import lock_conversation
 from sessions_app.services.errors import ConversationNotFound, LeaseLost, RunCancelled, ServiceError
-from sessions_app.services.event_log import Committed, append_locked, log_stamp, message_payload
+from sessions_app.services.event_log import Committed, append_locked, appended_frame, log_stamp, message_payload
 from sessions_app.services.sql import update_by_pk
 
 
@@ -72,9 +72,8 @@ def claim_next_run_in_one_trip(conversation_id: str, node: str, lease_seconds: f
         return None
     events: list[dict] = []
     if seq is not None:
-        payload = {"run_id": str(run_id), "in_reply_to": str(message_id)}
-        metrics.events_appended([("agent.started", payload, run_id)])
-        events = [{"type": "agent.started", "seq": seq, **payload}]
+        events = [appended_frame("agent.started", seq, {"run_id": str(run_id), "in_reply_to": str(message_id)},
+                                 run_id)]
     return ClaimedRun(run_id=str(run_id), conversation_id=conversation_id, fencing_token=token, takeover=takeover,
                       events=events, elapsed_seconds=elapsed)
 
@@ -388,8 +387,7 @@ def complete_run_in_one_trip(conversation_id: Any, run_id: Any, fencing_token: i
         raise LeaseLost(f"run {run_id} is no longer held with token {fencing_token}")
     payload = {"run_id": str(run_id),
                "message": {"id": str(message_id), "role": Message.Role.ASSISTANT.value, "text": text}}
-    metrics.events_appended([("agent.completed", payload, run_id)])
-    return Committed(str(conversation_id), [{"type": "agent.completed", "seq": seq, **payload}])
+    return Committed(str(conversation_id), [appended_frame("agent.completed", seq, payload, run_id)])
 
 
 def complete_run_orm(conversation_id: Any, run_id: Any, fencing_token: int, memory: dict | None) -> Committed:
