@@ -201,10 +201,13 @@ CHANNEL_LAYERS = {
     }
 }
 
-# Connections of the project's own Redis client per process (rate limits, slots, publishing,
-# the node registry); callers wait for a free one rather than opening more.
+# Connections of redis-py's pool per process (the node registry, liveness, the reaper's batch
+# releases); callers wait for a free one rather than opening more. Publishing, the rate limits
+# and slots do not use it: they share one pipelined connection (realtime/infra/resp.py).
 REALTIME_REDIS_POOL_SIZE = env_int("REALTIME_REDIS_POOL_SIZE", 32)
-# The project's own Redis calls (rate limits, node registry) fail after this many seconds.
+# The project's own Redis calls (publishing, rate limits, slots, node registry) fail after this
+# many seconds without a reply; a pipelined connection whose oldest command waits that long is
+# dropped (a silent Redis) and the next command connects again.
 REALTIME_REDIS_TIMEOUT = env_float("REALTIME_REDIS_TIMEOUT", 2.0)
 # A node's fan-out subscription pings Redis after this many seconds without a message, and
 # rebuilds itself when no reply follows within REALTIME_REDIS_TIMEOUT: a partitioned Redis

@@ -12,6 +12,7 @@ from django.conf import settings as django_settings
 
 from realtime.core import buckets
 from realtime.infra import ratelimit
+from realtime.infra.resp import Pipeline
 from sessions_app import services
 from tests.support.ws import WSClient
 
@@ -52,13 +53,13 @@ async def test_a_resume_connect_makes_one_limit_round_trip(node_app, user, token
     client = WSClient(node_app)
     await client.open()  # the per-IP limit is checked here, at the handshake
     evals: list[int] = []
-    original = aioredis.Redis.eval
+    original = Pipeline.eval
 
-    async def counted(self, script, numkeys, *args):
-        evals.append(numkeys)
-        return await original(self, script, numkeys, *args)
+    async def counted(self, script, keys, args):
+        evals.append(len(keys))
+        return await original(self, script, keys, args)
 
-    monkeypatch.setattr(aioredis.Redis, "eval", counted)
+    monkeypatch.setattr(Pipeline, "eval", counted)
     await client.send({"type": "connect", "token": token, "conversation_id": str(conversation.pk),
                        "last_seq": 0, "client_id": "tab-1"})
     ready = await client.recv()

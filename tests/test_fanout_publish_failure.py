@@ -18,23 +18,17 @@ pytestmark = pytest.mark.pure
 EVENTS = [{"type": "note", "seq": 1, "i": 1}]
 
 
-class FailingScript:
+class FailingPipeline:
+    """The node's pipelined Redis connection (realtime/infra/resp.py), failing every command."""
+
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
-    async def __call__(self, keys: list, args: list) -> int:
+    async def call(self, *args: object) -> int:
         raise self.exc
 
-
-class FailingRedis:
-    def __init__(self, exc: Exception) -> None:
-        self.exc = exc
-
-    async def publish(self, channel: str, message: str) -> int:
+    async def eval(self, script: object, keys: list, args: list) -> int:
         raise self.exc
-
-    def register_script(self, script: str) -> FailingScript:
-        return FailingScript(self.exc)
 
 
 CALLS = {
@@ -46,7 +40,7 @@ CALLS = {
 
 @pytest.mark.parametrize("call", sorted(CALLS))
 async def test_a_publish_to_an_unavailable_redis_logs_one_line(call, monkeypatch, caplog):
-    monkeypatch.setattr(fanout, "get_redis", lambda: FailingRedis(redis.ConnectionError("No connection available.")))
+    monkeypatch.setattr(fanout, "get_pipeline", lambda: FailingPipeline(redis.ConnectionError("Redis lost")))
     with caplog.at_level(logging.WARNING, logger="realtime.fanout.publish"):
         await CALLS[call]()  # best effort: it does not raise
     [record] = caplog.records
@@ -56,7 +50,7 @@ async def test_a_publish_to_an_unavailable_redis_logs_one_line(call, monkeypatch
 
 @pytest.mark.parametrize("call", sorted(CALLS))
 async def test_a_bug_in_a_publish_keeps_its_traceback(call, monkeypatch, caplog):
-    monkeypatch.setattr(fanout, "get_redis", lambda: FailingRedis(TypeError("bug")))
+    monkeypatch.setattr(fanout, "get_pipeline", lambda: FailingPipeline(TypeError("bug")))
     with caplog.at_level(logging.WARNING, logger="realtime.fanout.publish"):
         await CALLS[call]()
     [record] = caplog.records

@@ -15,16 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
-
 from realtime.core.wire import encode_frame
 from realtime.infra.db import db
-from realtime.infra.redis_client import get_redis, key
+from realtime.infra.redis_client import get_pipeline, key
+from realtime.infra.resp import Script
 from realtime.infra.transient import warn_failed
 
 log = logging.getLogger(__name__)
@@ -81,7 +78,7 @@ async def publish(conversation_id: str, events: list[dict]) -> None:
     try:
         # `ts`: when it was published, for the receiving nodes' fan-out lag metric.
         message = {**layer_message(events), "ts": time.time()}
-        await get_redis().publish(channel_for(conversation_id), json.dumps(message))
+        await get_pipeline().call("PUBLISH", channel_for(conversation_id), json.dumps(message))
     # Redis down must not fail a committed write; warn_failed logs a bug's traceback.
     except Exception as exc:  # noqa: BLE001 - see above
         warn_failed(log, "fan-out of %s events for %s failed", len(events), conversation_id, exc=exc)
@@ -107,7 +104,7 @@ async def tell(conversation_id: str, action: str, addresses: list[str]) -> None:
     if not addresses:
         return
     try:
-        await get_redis().publish(channel_for(conversation_id), control_message(action, addresses))
+        await get_pipeline().call("PUBLISH", channel_for(conversation_id), control_message(action, addresses))
     # Redis down: the resync ends the sockets; warn_failed logs a bug's traceback.
     except Exception as exc:  # noqa: BLE001 - see above
         warn_failed(log, "telling %s sockets of %s to end (%s) failed", len(addresses), conversation_id, action,
@@ -119,21 +116,12 @@ async def tell(conversation_id: str, action: str, addresses: list[str]) -> None:
 # node's CPU per event at 100 streams, the client's packing and parsing of a reply per
 # command); a script is one command and one reply. Channels are passed as KEYS, as Redis asks
 # of anything a script touches.
-PUBLISH_EACH = """
+PUBLISH_EACH = Script("""
 for i = 1, #KEYS do
     redis.call('PUBLISH', KEYS[i], ARGV[i])
 end
 return #KEYS
-"""
-_scripts: weakref.WeakKeyDictionary[aioredis.Redis, AsyncScript] = weakref.WeakKeyDictionary()
-
-
-def _publish_each(client: aioredis.Redis) -> AsyncScript:
-    script = _scripts.get(client)
-    if script is None:
-        # Loaded by redis-py on first use (and again after a Redis restart emptied its cache).
-        script = _scripts[client] = client.register_script(PUBLISH_EACH)
-    return script
+""")
 
 
 async def publish_many(batches: list[tuple[str, list[dict]]]) -> None:
@@ -144,10 +132,10 @@ async def publish_many(batches: list[tuple[str, list[dict]]]) -> None:
         return
     try:
         now = time.time()
-        client = get_redis()
-        await _publish_each(client)(
-            keys=[channel_for(conversation_id) for conversation_id, _ in batches],
-            args=[json.dumps({**layer_message(events), "ts": now}) for _, events in batches],
+        await get_pipeline().eval(
+            PUBLISH_EACH,
+            [channel_for(conversation_id) for conversation_id, _ in batches],
+            [json.dumps({**layer_message(events), "ts": now}) for _, events in batches],
         )
     # Redis down must not fail committed writes; warn_failed logs a bug's traceback.
     except Exception as exc:  # noqa: BLE001 - see above

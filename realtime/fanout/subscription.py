@@ -16,22 +16,13 @@ meanwhile without anybody knowing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 from typing import Any
 
 import hiredis
 import redis
 from redis.connection import parse_url
 
-
-def pack(*args: str | bytes) -> bytes:
-    """One command in RESP."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else arg
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+from realtime.infra.resp import handshake, handshake_failed, open_transport, pack
 
 
 class Subscription(asyncio.Protocol):
@@ -71,38 +62,14 @@ class Subscription(asyncio.Protocol):
     # --- the hub's side -----------------------------------------------------------------------
 
     async def connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        options = self.options
         async with asyncio.timeout(self.connect_timeout):
-            if "path" in options:
-                await loop.create_unix_connection(lambda: self, options["path"])
-            else:
-                context = None
-                if options.get("connection_class") is redis.connection.SSLConnection:
-                    context = ssl.create_default_context()
-                    if options.get("ssl_cert_reqs") == "none":
-                        context.check_hostname = False
-                        context.verify_mode = ssl.CERT_NONE
-                await loop.create_connection(lambda: self, options.get("host", "localhost"),
-                                             options.get("port", 6379), ssl=context)
-            if options.get("password"):
-                auth = (options["username"], options["password"]) if options.get("username") else (
-                    options["password"],)
-                await self._command_answered("AUTH", *auth)
-            if self.client_name:
-                # A Redis that renamed or disabled CLIENT still serves: the name only shows in
-                # `CLIENT LIST`.
-                with contextlib.suppress(redis.ResponseError):
-                    await self._command_answered("CLIENT", "SETNAME", self.client_name)
-
-    async def _command_answered(self, *args: str) -> None:
-        """A command sent before any subscription, and its reply (errors raised)."""
-        self._send(*args)
-        while not self._replies:
-            await self._wait()
-        reply = self._replies.pop(0)
-        if isinstance(reply, hiredis.ReplyError):
-            raise redis.AuthenticationError(str(reply)) if args[0] == "AUTH" else redis.ResponseError(str(reply))
+            await open_transport(self, self.options)
+            for command in handshake(self.options, self.client_name):
+                self._send(*command)
+                while not self._replies:
+                    await self._wait()
+                if (failure := handshake_failed(command, self._replies.pop(0))) is not None:
+                    raise failure
 
     async def subscribe(self, *channels: str) -> None:
         self._send("SUBSCRIBE", *channels)

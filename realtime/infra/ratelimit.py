@@ -7,7 +7,8 @@ from __future__ import annotations
 from django.conf import settings
 
 from realtime.core.buckets import LocalBuckets, Rule, Verdict, share_of, share_of_count
-from realtime.infra.redis_client import get_redis, key
+from realtime.infra.redis_client import get_pipeline, get_redis, key
+from realtime.infra.resp import Script
 
 # The scripts below are put together from these pieces (one round trip each, evaluated
 # atomically). Redis' own clock, so nodes with skewed clocks still agree.
@@ -78,10 +79,10 @@ end
 """
 
 # KEYS: the buckets; ARGV: capacity and refill per second of each bucket in turn, then the cost.
-_BUCKETS_LUA = _NOW + _TAKE_BUCKETS + """
+_BUCKETS_LUA = Script(_NOW + _TAKE_BUCKETS + """
 local allowed, retry, which = take_buckets(KEYS, ARGV, tonumber(ARGV[2 * #KEYS + 1]))
 return {allowed, retry, which}
-"""
+""")
 
 # A connect's limits in one round trip. KEYS: slot zset, slot owners, the user's connect
 # bucket and (a connect that creates a conversation) its new-conversation bucket; ARGV:
@@ -89,7 +90,7 @@ return {allowed, retry, which}
 # slot is taken only if the rates allow; a slot refusal still spends the tokens, as separate
 # calls did. Returns allowed (0/1), retry_after_ms and which refused (0 the connect rate, 1 the
 # slot, 2 the new-conversation rate, -1 none).
-_CONNECT_LUA = _NOW + _TAKE_BUCKETS + _TAKE_SLOT + """
+_CONNECT_LUA = Script(_NOW + _TAKE_BUCKETS + _TAKE_SLOT + """
 local buckets = {}
 local rates = {}
 for i = 3, #KEYS do
@@ -105,23 +106,23 @@ end
 allowed, retry = take_slot(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
 if allowed == 0 then return {0, retry, 1} end
 return {1, 0, -1}
-"""
+""")
 
 # KEYS[1] slot zset, KEYS[2] owners; ARGV: identity, owner. A socket that was replaced no
 # longer owns the identity it shares with its successor, so its release is a no-op. A slot with
 # no owner recorded (taken before owners were) is released.
-_RELEASE_SLOT_LUA = """
+_RELEASE_SLOT_LUA = Script("""
 local owner = redis.call('HGET', KEYS[2], ARGV[1])
 if owner and owner ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
-"""
+""")
 
 # KEYS[1] slot zset, KEYS[2] owners; ARGV: old identity, new identity, owner. The slot keeps its
 # lease. Added before the old one goes: removing a zset's last member deletes the key, and the
 # ZADD would then create it again without its expiry.
-_RENAME_SLOT_LUA = """
+_RENAME_SLOT_LUA = Script("""
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score == false or redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[3] then return 0 end
 redis.call('ZADD', KEYS[1], score, ARGV[2])
@@ -129,7 +130,7 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
-"""
+""")
 
 
 def rule(setting: str) -> Rule:
@@ -147,8 +148,8 @@ async def hit_all(buckets: list[tuple[str, Rule]], cost: float = 1.0) -> Verdict
     args: list[float] = []
     for _, limit in buckets:
         args += [limit.capacity, limit.per_second]
-    allowed, retry, which = await get_redis().eval(
-        _BUCKETS_LUA, len(buckets), *(key("rl", b) for b, _ in buckets), *args, cost
+    allowed, retry, which = await get_pipeline().eval(
+        _BUCKETS_LUA, [key("rl", b) for b, _ in buckets], [*args, cost]
     )
     return Verdict(bool(int(allowed)), int(retry), int(which) if not int(allowed) else None)
 
@@ -168,9 +169,8 @@ async def take_connect(scope: str, limit: Rule, member: str, slots: int, lease_s
     if new_conversation is not None:
         buckets.append(key("rl", f"{scope}:new-conversations"))
         rates += [new_conversation.capacity, new_conversation.per_second]
-    allowed, retry, which = await get_redis().eval(
-        _CONNECT_LUA, 2 + len(buckets), *_slot_keys(scope), *buckets,
-        member, slots, int(lease_seconds * 1000), owner, *rates,
+    allowed, retry, which = await get_pipeline().eval(
+        _CONNECT_LUA, [*_slot_keys(scope), *buckets], [member, slots, int(lease_seconds * 1000), owner, *rates],
     )
     return Verdict(bool(int(allowed)), int(retry), int(which) if not int(allowed) else None)
 
@@ -221,7 +221,7 @@ def _slot_keys(scope: str) -> tuple[str, str]:
 # the number of its members and the members. One command for a whole resync batch: a pipeline
 # of three commands per socket (ZADD, two PEXPIREs) was half of an idle node's CPU, redis-py
 # reading each reply under a timeout of its own (issue 22: py-spy at 2,000 idle sockets).
-_RENEW_SLOTS_LUA = _NOW + """
+_RENEW_SLOTS_LUA = Script(_NOW + """
 local lease = tonumber(ARGV[1])
 local expires = now + lease
 local a = 2
@@ -235,7 +235,7 @@ for i = 1, #KEYS, 2 do
   redis.call('PEXPIRE', KEYS[i + 1], lease + 1000)
 end
 return 1
-"""
+""")
 
 
 async def renew_slots(slots: list[tuple[str, str]], lease_seconds: float) -> None:
@@ -253,7 +253,7 @@ async def renew_slots(slots: list[tuple[str, str]], lease_seconds: float) -> Non
         keys.extend(_slot_keys(scope))
         args.append(len(members))
         args.extend(members)
-    await get_redis().eval(_RENEW_SLOTS_LUA, len(keys), *keys, *args)
+    await get_pipeline().eval(_RENEW_SLOTS_LUA, keys, args)
 
 
 def slot_member(client_id: str, conversation_id: str) -> str:
@@ -269,7 +269,7 @@ def pending_slot_member(channel_name: str) -> str:
 
 
 async def rename_slot(scope: str, old: str, new: str, owner: str) -> bool:
-    return bool(int(await get_redis().eval(_RENAME_SLOT_LUA, 2, *_slot_keys(scope), old, new, owner)))
+    return bool(int(await get_pipeline().eval(_RENAME_SLOT_LUA, _slot_keys(scope), [old, new, owner])))
 
 
 async def release_slot(scope: str, member: str, owner: str | None = None) -> bool:
@@ -277,7 +277,7 @@ async def release_slot(scope: str, member: str, owner: str | None = None) -> boo
     if owner is None:
         await release_slots([(scope, member)])
         return True
-    return bool(int(await get_redis().eval(_RELEASE_SLOT_LUA, 2, *_slot_keys(scope), member, owner)))
+    return bool(int(await get_pipeline().eval(_RELEASE_SLOT_LUA, _slot_keys(scope), [member, owner])))
 
 
 async def release_slots(slots: list[tuple[str, str]]) -> None:

@@ -1,5 +1,10 @@
-"""The project's own Redis client (rate limits, node registry), separate from the channel
-layer's pools. One client per event loop: redis.asyncio connections are loop-bound."""
+"""The project's own Redis clients, separate from the channel layer's pools, one of each per
+event loop (connections are loop-bound):
+
+- `get_pipeline()`: one pipelined connection (realtime/infra/resp.py) for the commands on the
+  paths of every answer and socket: publishing, the rate limits and connection slots;
+- `get_redis()`: redis-py, with a bounded pool, for the rest (the node registry, liveness,
+  the reaper's batch releases), where its API is worth more than its cost per command."""
 
 from __future__ import annotations
 
@@ -9,7 +14,22 @@ import weakref
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from realtime.infra.resp import Pipeline
+
 _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_pipelines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def get_pipeline() -> Pipeline:
+    loop = asyncio.get_running_loop()
+    pipeline = _pipelines.get(loop)
+    if pipeline is None:
+        pipeline = _pipelines[loop] = Pipeline(
+            settings.REDIS_URL, timeout=settings.REALTIME_REDIS_TIMEOUT,
+            # Named like the pool's connections: `CLIENT LIST` shows whose they are.
+            client_name=f"{settings.REDIS_KEY_PREFIX}-calls",
+        )
+    return pipeline
 
 
 def get_redis() -> aioredis.Redis:
