@@ -224,8 +224,9 @@ def db(fn: Callable[..., Any], *, executor: ThreadPoolExecutor | None = None) ->
     Why not `database_sync_to_async` (which this used until issue 22): asgiref's wrapper around
     the executor (a shield, a task context, an exception context, the context's copy carried
     back) cost 105-116 µs of CPU per call beyond the bare `run_in_executor` (150-180 µs on that
-    slow machine), this one 41-96 µs, measured in one sitting. Nothing here needs what it adds: the caller's context variables (log fields) reach the thread by a copy, and no
-    database function runs async code. As with it, a cancelled caller stops waiting at once
+    slow machine), this one 41-96 µs, measured in one sitting. Nothing here needs what it adds:
+    the caller's context variables (log fields) reach the thread by a copy, and no database
+    function runs async code. As with it, a cancelled caller stops waiting at once
     while its call runs to its end in the thread."""
 
     async def run(*args: Any, **kwargs: Any) -> Any:
