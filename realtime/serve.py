@@ -51,7 +51,26 @@ def close_handshake_timeout() -> float:
     return env_float("DAPHNE_CLOSE_HANDSHAKE_TIMEOUT", 5.0)
 
 
+EVENT_LOOPS = ("asyncio", "uvloop")
+
+
+def install_event_loop(name: str) -> None:
+    """REALTIME_EVENT_LOOP: the asyncio loop under Twisted's asyncio reactor (and every
+    coroutine of the node): `asyncio`, the standard library's, or `uvloop`. Must run before
+    daphne.server is imported (by Django's setup, too): it creates its loop then."""
+    if name not in EVENT_LOOPS:
+        raise SystemExit(f"REALTIME_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}, not {name!r}")
+    if name == "uvloop":
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def main(argv: list[str] | None = None) -> None:
+    # Before Django's setup: the `daphne` app imports daphne.server, which creates its loop.
+    install_event_loop(env_str("REALTIME_EVENT_LOOP", "asyncio"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     import django
 

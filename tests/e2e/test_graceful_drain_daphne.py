@@ -31,9 +31,14 @@ def _readyz(port: int) -> int:
         return exc.code
 
 
-async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, user, tmp_path):
+# On both event loops a node can run on (REALTIME_EVENT_LOOP, realtime/serve.py): uvloop under
+# Twisted's asyncio reactor holds up through a drain, signals and all.
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, user, tmp_path, event_loop):
     gate = AgentGate(tmp_path)
-    a = daphne_cluster("drain-a", **FAST_NODE_ENV, **gate.env)
+    # The test nodes log warnings only; the line naming the loop is info.
+    loop_env = {"REALTIME_EVENT_LOOP": event_loop, "LOG_LEVELS": "realtime.node.runtime=INFO"}
+    a = daphne_cluster("drain-a", **FAST_NODE_ENV, **gate.env, **loop_env)
     token = await database_sync_to_async(access_for)(user)
     client = E2EClient(token)
     await client.connect(a.ws_url)
@@ -42,8 +47,10 @@ async def test_sigterm_drains_to_the_other_node_without_loss(daphne_cluster, use
     await client.until(lambda f: f["type"] == "agent.delta")
     # B starts once A holds the run: B's sweep could otherwise claim it first, and the drain
     # would have nothing to hand over.
-    b = daphne_cluster("drain-b", **FAST_NODE_ENV, **gate.env)
+    b = daphne_cluster("drain-b", **FAST_NODE_ENV, **gate.env, **loop_env)
     assert await database_sync_to_async(_readyz)(a.port) == 200
+    expected = "uvloop.Loop" if event_loop == "uvloop" else "asyncio.unix_events._UnixSelectorEventLoop"
+    assert f"node drain-a started on {expected}" in a.tail(400), a.tail()
 
     a.proc.terminate()  # SIGTERM
     signalled = time.monotonic()
