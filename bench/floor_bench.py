@@ -56,8 +56,8 @@ from bench.stream_bench import cpu_seconds, free_port, run_phase, wait_port  # n
 APP = "bench.floor_asgi:application"
 # `python -m daphne` on the event loop Tether's node runs on (REALTIME_EVENT_LOOP, installed as
 # realtime/serve.py installs it): the floor is the same server, loop included.
-DAPHNE = ("import sys; from project.env import env_str; from realtime.serve import install_event_loop; "
-          "install_event_loop(env_str('REALTIME_EVENT_LOOP', 'asyncio')); "
+DAPHNE = ("import sys; from project.env import env_str; from realtime.serve import DEFAULT_EVENT_LOOP, "
+          "install_event_loop; install_event_loop(env_str('REALTIME_EVENT_LOOP', DEFAULT_EVENT_LOOP)); "
           "from daphne.cli import CommandLineInterface; CommandLineInterface.entrypoint()")
 
 

@@ -52,6 +52,9 @@ def close_handshake_timeout() -> float:
 
 
 EVENT_LOOPS = ("asyncio", "uvloop")
+# uvloop since issue 22: daphne's and Tether's CPU per event 28-31% lower on it (500 streams,
+# docs/benchmarks.md), and the whole suite's nodes ran on it green before it became the default.
+DEFAULT_EVENT_LOOP = "uvloop"
 
 
 def install_event_loop(name: str) -> None:
@@ -70,7 +73,7 @@ def install_event_loop(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     # Before Django's setup: the `daphne` app imports daphne.server, which creates its loop.
-    install_event_loop(env_str("REALTIME_EVENT_LOOP", "asyncio"))
+    install_event_loop(env_str("REALTIME_EVENT_LOOP", DEFAULT_EVENT_LOOP))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     import django
 
