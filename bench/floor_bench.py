@@ -54,17 +54,12 @@ from bench.resume_bench import connect  # noqa: E402
 from bench.stream_bench import cpu_seconds, free_port, run_phase, wait_port  # noqa: E402
 
 APP = "bench.floor_asgi:application"
-# `python -m daphne` on the event loop Tether's node runs on (REALTIME_EVENT_LOOP, installed as
-# realtime/serve.py installs it): the floor is the same server, loop included.
-DAPHNE = ("import sys; from project.env import env_str; from realtime.serve import DEFAULT_EVENT_LOOP, "
-          "install_event_loop; install_event_loop(env_str('REALTIME_EVENT_LOOP', DEFAULT_EVENT_LOOP)); "
-          "from daphne.cli import CommandLineInterface; CommandLineInterface.entrypoint()")
 
 
 def start_floor(port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen:
     """The floor app under plain daphne, as stream_bench.start_node starts a non-Tether app."""
     with open(log_path, "w") as log:
-        return subprocess.Popen([sys.executable, "-c", DAPHNE, "-b", "127.0.0.1", "-p", str(port), APP],
+        return subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), APP],
                                 cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
                                 stdout=log, stderr=subprocess.STDOUT)
 

@@ -75,7 +75,7 @@ from bench._support import (
     wait_port,
 )
 from bench.floor_bench import APP as FLOOR_APP
-from bench.floor_bench import DAPHNE, log_problems, stop
+from bench.floor_bench import log_problems, stop
 
 
 class Conn:
@@ -234,7 +234,7 @@ class FloorNode(ProcessReadings):
     def start(self) -> FloorNode:
         self.argv = self.daphne_argv()
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-c", DAPHNE, *self.argv], cwd=ROOT,
+            self.proc = subprocess.Popen([sys.executable, "-m", "daphne", *self.argv], cwd=ROOT,
                                          env={**os.environ, "PYTHONPATH": str(ROOT)},
                                          stdout=log, stderr=subprocess.STDOUT)
         try:

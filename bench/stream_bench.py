@@ -171,10 +171,8 @@ def start_agent_worker(index: int, env: dict) -> subprocess.Popen:
 
 def start_node(asgi: str, port: int, env: dict) -> subprocess.Popen:
     log = open(ROOT / f"bench-node-{port}.log", "w")  # noqa: SIM115 - lives as long as the node
-    from bench.floor_bench import DAPHNE
-
     cmd = [sys.executable, "-m", "realtime.serve"] if asgi == "project.asgi:application" else [
-        sys.executable, "-c", DAPHNE, "-b", "127.0.0.1", "-p", str(port), asgi]
+        sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), asgi]
     return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env, "PORT": str(port), "BIND": "127.0.0.1"},
                             stdout=log, stderr=subprocess.STDOUT)
 

@@ -51,29 +51,7 @@ def close_handshake_timeout() -> float:
     return env_float("DAPHNE_CLOSE_HANDSHAKE_TIMEOUT", 5.0)
 
 
-EVENT_LOOPS = ("asyncio", "uvloop")
-# uvloop since issue 22: daphne's and Tether's CPU per event 28-31% lower on it (500 streams,
-# docs/benchmarks.md), and the whole suite's nodes ran on it green before it became the default.
-DEFAULT_EVENT_LOOP = "uvloop"
-
-
-def install_event_loop(name: str) -> None:
-    """REALTIME_EVENT_LOOP: the asyncio loop under Twisted's asyncio reactor (and every
-    coroutine of the node): `asyncio`, the standard library's, or `uvloop`. Must run before
-    daphne.server is imported (by Django's setup, too): it creates its loop then."""
-    if name not in EVENT_LOOPS:
-        raise SystemExit(f"REALTIME_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}, not {name!r}")
-    if name == "uvloop":
-        import asyncio
-
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 def main(argv: list[str] | None = None) -> None:
-    # Before Django's setup: the `daphne` app imports daphne.server, which creates its loop.
-    install_event_loop(env_str("REALTIME_EVENT_LOOP", DEFAULT_EVENT_LOOP))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     import django
 

@@ -2,7 +2,6 @@
 
 import pytest
 
-from realtime import serve
 from realtime.serve import daphne_args, listen_endpoint
 
 pytestmark = pytest.mark.pure
@@ -31,20 +30,3 @@ def test_close_handshake_timeout_from_environment(monkeypatch):
     assert close_handshake_timeout() == 5.0
     monkeypatch.setenv("DAPHNE_CLOSE_HANDSHAKE_TIMEOUT", "1.5")
     assert close_handshake_timeout() == 1.5
-
-
-def test_an_unknown_event_loop_is_refused_with_the_choices():
-    with pytest.raises(SystemExit, match="REALTIME_EVENT_LOOP must be one of asyncio, uvloop, not 'trio'"):
-        serve.install_event_loop("trio")
-
-
-def test_uvloop_is_installed_as_the_policy_daphne_creates_its_loop_from(monkeypatch):
-    import asyncio
-
-    import uvloop
-
-    policies: list = []
-    monkeypatch.setattr(asyncio, "set_event_loop_policy", policies.append)
-    serve.install_event_loop("uvloop")
-    serve.install_event_loop("asyncio")  # the standard loop: nothing to install
-    assert [type(p) for p in policies] == [uvloop.EventLoopPolicy]

@@ -94,8 +94,6 @@ class NodeRuntime:
         if self._loop is loop:
             return
         self._loop = loop
-        # Which loop (REALTIME_EVENT_LOOP, realtime/serve.py): an operator sees it took effect.
-        log.info("node %s started on %s.%s", self.node_id, type(loop).__module__, type(loop).__name__)
         if self.supervisor is not None:
             self.supervisor.start()
         if self.register:
