@@ -5,6 +5,6 @@ call within a deadline), transient failures and their throttled logging, outages
 database or Redis (logged once each way), structured-log context, client addresses behind
 proxies, the metrics exporter.
 
-May import: `realtime.core`, Django settings, redis and hiredis, Channels' database bridge. Never
+May import: `realtime.core`, Django settings and database connections, redis and hiredis. Never
 `sessions_app` or the realtime packages above it.
 """
