@@ -201,3 +201,20 @@ async def test_a_refused_password_is_an_authentication_error():
         with pytest.raises(redis.AuthenticationError, match="WRONGPASS"):
             await pipeline.call("PING")
 
+
+
+async def test_a_connection_lost_before_it_was_handed_over_is_not_kept():
+    # The window between the handshake's last reply and the attempt's done callback: the
+    # connection's loss then finds nothing to forget, and kept, it failed every later command.
+    def answer(command: list[str]) -> bytes | None:
+        return b"+OK\r\n" if command[0] == "CLIENT" else b"+PONG\r\n"
+
+    async with StandIn(answer) as url:
+        pipeline = Pipeline(url, timeout=2, client_name="t")
+        lost = await pipeline._open()  # noqa: SLF001 - the attempt, before it is handed over
+        lost.connection_lost(ConnectionResetError("reset"))
+        attempt = asyncio.get_running_loop().create_future()
+        attempt.set_result(lost)
+        pipeline._connected(attempt)  # noqa: SLF001
+        assert await asyncio.wait_for(pipeline.call("PING"), 2) == "PONG"  # on a new connection
+        await pipeline.aclose()

@@ -175,7 +175,7 @@ class Pipeline:
 
     async def call(self, *args: Any) -> Any:
         connection = self._connection
-        if connection is None:
+        if connection is None or connection.failure is not None:
             connection = await self._connect()
         loop = asyncio.get_running_loop()
         future = connection.send(args, loop.time())
@@ -210,7 +210,11 @@ class Pipeline:
 
     def _connected(self, attempt: asyncio.Future) -> None:
         self._connecting = None
-        if not attempt.cancelled() and attempt.exception() is None:
+        if attempt.cancelled() or attempt.exception() is not None:
+            return
+        # Lost between its handshake and now (its `_forget` came before it was kept): not kept,
+        # or every later command would fail on it.
+        if attempt.result().failure is None:
             self._connection = attempt.result()
 
     async def _open(self) -> _Connection:
