@@ -63,6 +63,8 @@ async def _named_connections(name: str) -> int:
 @pytest.mark.pure
 def test_numbers_are_packed_as_redis_reads_them():
     assert pack("EVALSHA", "abc", 2, 0.5) == b"*4\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n2\r\n$3\r\n0.5\r\n"
+    # A rate of one per minute keeps every digit: the Lua side computes with what it reads.
+    assert pack(1 / 60, "é") == b"*2\r\n$20\r\n0.016666666666666666\r\n$2\r\n\xc3\xa9\r\n"
 
 
 async def test_many_callers_share_one_connection_and_each_gets_its_own_reply():
@@ -200,7 +202,6 @@ async def test_a_refused_password_is_an_authentication_error():
         pipeline = Pipeline(url.replace("redis://", "redis://:secret@"), timeout=2)
         with pytest.raises(redis.AuthenticationError, match="WRONGPASS"):
             await pipeline.call("PING")
-
 
 
 async def test_a_connection_lost_before_it_was_handed_over_is_not_kept():
