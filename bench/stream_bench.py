@@ -230,6 +230,7 @@ async def one_stream(url: str, token: str, durable: bool, expected: int, line: S
         message = json.dumps({"type": "message", "client_msg_id": (msg_id := str(uuid.uuid4())), "text": "go"})
         await ws.send(message)
         resent = 0
+        first_at = float("nan")
         next_index = 0
         last_ack = time.monotonic()
         history: list[tuple] = []
@@ -249,6 +250,8 @@ async def one_stream(url: str, token: str, durable: bool, expected: int, line: S
                     # what it skipped shows up as lost tokens.
                     assert frame["index"] == next_index, (frame["index"], next_index, history[-6:])
                 next_index = frame["index"] + 1
+                if events == 0:
+                    first_at = time.monotonic()
                 events += 1
                 for tok in frame["text"].split():
                     delays.append(now - float(tok[1:]))
@@ -271,7 +274,9 @@ async def one_stream(url: str, token: str, durable: bool, expected: int, line: S
             elif kind == "agent.failed":
                 raise RuntimeError(frame)
         line.finished()
-    return {"tokens": tokens, "events": events, "delays": delays, "lost": expected - tokens, "resent": resent}
+    # From the start line: when the stream's first delta arrived, and when its answer ended.
+    return {"tokens": tokens, "events": events, "delays": delays, "lost": expected - tokens, "resent": resent,
+            "first_s": first_at - line.started_at, "end_s": time.monotonic() - line.started_at}
 
 
 async def run_phase(url: str, tokens: list[str], durable: bool, rate: float, seconds: float,
@@ -297,11 +302,20 @@ async def run_phase(url: str, tokens: list[str], durable: bool, rate: float, sec
         "lost_tokens": sum(r["lost"] for r in results),
         "messages_resent": sum(r.get("resent", 0) for r in results),
         "elapsed_s": elapsed,
+        # The start of the answers (message sent at the start line -> first delta), and their
+        # ends: what makes the window longer than --seconds.
+        "first_delta_s": _spread_of([r["first_s"] for r in results]),
+        "end_s": _spread_of([r["end_s"] for r in results]),
         "tokens": sum(r["tokens"] for r in results),
         "events": sum(r["events"] for r in results),
         # From the phase's start to the last socket ready: the connect burst, outside the window.
         "connect_s": line.all_open_at - t0,
     }
+
+
+def _spread_of(values: list[float]) -> dict:
+    values = sorted(values)
+    return {"p50": values[len(values) // 2], "p90": values[int(len(values) * 0.9)], "max": values[-1]}
 
 
 def measure(url: str, pid: int, tokens: list[str], durable: bool, args: argparse.Namespace) -> dict:
@@ -494,7 +508,9 @@ def main() -> None:
                 print(f"run {repeat} N={count} {name}: " + (r["error"] if "error" in r else
                       f"{r['tokens_per_s']:.0f} tokens/s, p99 {r['p99_ms']:.1f} ms, lost {r['lost_tokens']}, "
                       f"node {r['node_us_per_event']:.0f} µs/event, box {r['box_us_per_event']:.0f} µs/event, "
-                      f"messages sent again {r.get('messages_resent', 0)}"),
+                      f"messages sent again {r.get('messages_resent', 0)}, first delta p50/p90/max "
+                      + "/".join(f"{r['first_delta_s'][k]:.2f}" for k in ("p50", "p90", "max")) + " s, end p50/max "
+                      + "/".join(f"{r['end_s'][k]:.2f}" for k in ("p50", "max")) + " s"),
                       file=sys.stderr)
             runs.append({"repeat": repeat, "streams": count, "paths": paths, "ratios": ratios(paths)})
     from bench.machine_probe import probe

@@ -158,7 +158,7 @@ async def test_stop_releases_a_run_whose_claim_was_under_way(cluster, user, monk
     node, _ = cluster("node-a", register=False, lease_seconds=60, sweep_interval=60)
     node.ensure_started()
     started, finished = threading.Event(), threading.Event()
-    real_claim = services.claim_next_run
+    real_claim = services.claim_runs
 
     def slow_claim(*args, **kwargs):
         started.set()
@@ -168,7 +168,7 @@ async def test_stop_releases_a_run_whose_claim_was_under_way(cluster, user, monk
         finally:
             finished.set()
 
-    monkeypatch.setattr(services, "claim_next_run", slow_claim)
+    monkeypatch.setattr(services, "claim_runs", slow_claim)
 
     def post():
         conversation = services.create_conversation(user.pk)

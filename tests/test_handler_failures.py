@@ -53,7 +53,7 @@ async def test_message_failure_is_an_error_frame_and_the_resend_works(settings, 
     settings.REALTIME_DEMO_AGENT_DELAY_MS = 0
     client = WSClient(node_app)
     ready = await client.connect(token)
-    Blip(monkeypatch, services, "post_user_message", error)
+    Blip(monkeypatch, services, "post_user_messages", error)
     msg = await client.message("hello")
     failed = (await client.recv_until(lambda f: f["type"] == "error"))[-1]
     assert failed == {"type": "error", "code": code, "detail": failed["detail"], "ref": msg, "retry_after_ms": 1000}

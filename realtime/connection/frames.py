@@ -10,7 +10,7 @@ from realtime.connection.base import check_limit
 from realtime.connection.session import Session, Socket
 from realtime.core import metrics
 from realtime.core import protocol as p
-from realtime.fanout.publish import commit_and_publish
+from realtime.fanout.publish import commit_and_publish, publish_committed
 from realtime.infra import ratelimit
 from realtime.infra.db import db
 from realtime.infra.transient import TRANSIENT_ERRORS, warn_failed
@@ -45,12 +45,13 @@ class Frames:
             await socket.perform(socket.state.message_limited(frame.client_msg_id, verdict.retry_after_ms, per_user))
             return
         try:
-            posted = await commit_and_publish(
-                services.post_user_message, session.conversation_id, frame.client_msg_id, frame.text
-            )
+            # Stored with the other messages that reach the node meanwhile (`NodeRuntime.posts`).
+            posted = await socket.node.posts(
+                services.NewMessage(session.conversation_id, frame.client_msg_id, frame.text))
         except services.ConversationNotFound:
             await socket.perform(socket.state.conversation_gone())
             return
+        await publish_committed(posted)
         await socket.perform(socket.state.message_posted(frame.client_msg_id, posted.seq, posted.duplicate))
         if not posted.duplicate:
             socket.node.kick(session.conversation_id)

@@ -38,6 +38,7 @@ from sessions_app.services.errors import (
 )
 from sessions_app.services.event_log import (
     Committed,
+    NewMessage,
     PostedMessage,
     WireFrame,
     append_event,
@@ -48,6 +49,7 @@ from sessions_app.services.event_log import (
     frames_after,
     message_payload,
     post_user_message,
+    post_user_messages,
 )
 from sessions_app.services.nodes import NodeRelease, open_connection_nodes_not_in, release_node
 from sessions_app.services.retention import (
@@ -64,6 +66,7 @@ from sessions_app.services.runs import (
     append_run_delta,
     append_run_deltas,
     claim_next_run,
+    claim_runs,
     claimable_conversations,
     complete_run,
     fail_run,
@@ -100,13 +103,16 @@ __all__ = [
     "load_journal", "record_demo_effect", "record_model_call", "resolve_approval", "run_local_call", "start_call",
     "AuthPruneResult", "CancelRequested", "ClaimedRun", "Committed", "ConversationForbidden", "ConversationNotFound",
     "DeltaWrite",
-    "LeaseLost", "NodeRelease", "OpenedSession", "PostedMessage", "PruneResult", "RunCancelled", "RunContext",
+    "LeaseLost", "NewMessage", "NodeRelease", "OpenedSession", "PostedMessage", "PruneResult", "RunCancelled",
+    "RunContext",
     "ServiceError", "Unauthenticated", "WireFrame", "append_event", "append_run_delta", "append_run_deltas",
-    "claim_next_run", "claimable_conversations", "close_connection", "complete_run", "conversation_last_seq",
+    "claim_next_run", "claim_runs", "claimable_conversations", "close_connection", "complete_run",
+    "conversation_last_seq",
     "create_conversation", "disconnect_connections", "encode_frame", "events_after", "fail_run", "first_kept_seq",
     "frames_after",
     "get_owned_conversation", "load_run_context", "message_payload", "open_connection_nodes_not_in",
-    "open_session", "post_user_message", "prune_connections_and_tokens", "prune_events", "reconcile_acks",
+    "open_session", "post_user_message", "post_user_messages", "prune_connections_and_tokens", "prune_events",
+    "reconcile_acks",
     "record_ack", "record_auth_refresh",
     "release_node", "release_run", "renew_run_lease", "request_cancel", "revoke_sign_in", "revoke_user_sessions",
     "touch_connections",

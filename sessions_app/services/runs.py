@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,8 @@ class ClaimedRun:
     # Seconds since the run's first claim (`started_at`) when this claim was made: the run
     # timeout counts across claims, so a run taken over again and again still ends.
     elapsed_seconds: float = 0.0
+    # What its agent starts with, read right after the claim, when claimed by `claim_runs`.
+    context: RunContext | None = None
 
 
 def claimable_conversations(now: datetime | None = None, limit: int = 100) -> list[str]:
@@ -65,7 +67,13 @@ def claim_next_run_in_one_trip(conversation_id: str, node: str, lease_seconds: f
     """`claim_next_run` on PostgreSQL: one round trip (`tether_claim_run`, migration 0010)."""
     with db_connection.cursor() as cursor:
         cursor.execute("SELECT * FROM tether_claim_run(%s, %s, %s)", [conversation_id, node, float(lease_seconds)])
-        state, run_id, token, takeover, elapsed, seq, message_id = cursor.fetchone()
+        row = cursor.fetchone()
+    return _claimed_from_row(conversation_id, row)
+
+
+def _claimed_from_row(conversation_id: str, row: Any) -> ClaimedRun | None:
+    """What `tether_claim_run` returned, as the ORM reference returns it."""
+    state, run_id, token, takeover, elapsed, seq, message_id = row
     if state == "missing":
         raise ConversationNotFound("this conversation no longer exists")
     if state == "none":
@@ -76,6 +84,72 @@ def claim_next_run_in_one_trip(conversation_id: str, node: str, lease_seconds: f
                                  run_id)]
     return ClaimedRun(run_id=str(run_id), conversation_id=conversation_id, fencing_token=token, takeover=takeover,
                       events=events, elapsed_seconds=elapsed)
+
+
+def claim_runs(conversation_ids: list[str], node: str,
+               lease_seconds: float | None = None) -> list[ClaimedRun | None | Exception]:
+    """`claim_next_run` for each conversation, each claim with its run's context
+    (`load_run_context`, read after the claim committed): one outcome per conversation, in
+    order; a conversation gone is its own `ConversationNotFound`, not the others'.
+
+    What a node's supervisor does when many runs become claimable at once (a burst of
+    messages). Every claim keeps the rules of `claim_next_run`; on PostgreSQL the claims are
+    one statement and the contexts another, whatever their number (one call of
+    `realtime.infra.group_call.GroupCall`): 500 answers starting together made 1,000 database
+    calls before (issue 22). A conversation listed twice is claimed once: its second place
+    gets None, as a second claim of a live lease would."""
+    lease_seconds = settings.REALTIME_RUN_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    ids = [str(c) for c in conversation_ids]
+    if not ids:
+        return []
+    if db_connection.vendor == "postgresql":
+        claimed = claim_runs_in_two_trips(sorted(set(ids)), node, lease_seconds)
+    else:
+        claimed = {cid: _claim_with_context_orm(cid, node, lease_seconds) for cid in sorted(set(ids))}
+    outcomes: list[ClaimedRun | None | Exception] = []
+    seen: set[str] = set()
+    for cid in ids:
+        outcomes.append(None if cid in seen else claimed[cid])
+        seen.add(cid)
+    return outcomes
+
+
+# One statement for every claim: `tether_claim_run` for each id in the order given (sorted by
+# the caller: the rows are locked in key order, the order every multi-row writer uses, so two
+# nodes' batches cannot deadlock), all in one transaction.
+_CLAIM_RUNS_SQL = """
+SELECT c.id, t.* FROM unnest(%s::uuid[]) WITH ORDINALITY AS c(id, ord)
+CROSS JOIN LATERAL tether_claim_run(c.id, %s, %s) AS t ORDER BY c.ord
+"""
+
+
+def claim_runs_in_two_trips(conversation_ids: list[str], node: str,
+                            lease_seconds: float) -> dict[str, ClaimedRun | None | Exception]:
+    with db_connection.cursor() as cursor:
+        cursor.execute(_CLAIM_RUNS_SQL, [conversation_ids, node, float(lease_seconds)])
+        rows = cursor.fetchall()
+    claimed: dict[str, ClaimedRun | None | Exception] = {}
+    for conversation_id, *row in rows:
+        conversation_id = str(conversation_id)
+        try:
+            claimed[conversation_id] = _claimed_from_row(conversation_id, row)
+        except ConversationNotFound as exc:
+            claimed[conversation_id] = exc
+    runs = [c for c in claimed.values() if isinstance(c, ClaimedRun)]
+    contexts = {c.run_id: c for c in load_run_contexts_raw([c.run_id for c in runs])}
+    for claim in runs:
+        context = contexts.get(claim.run_id)
+        claimed[claim.conversation_id] = (replace(claim, context=context) if context is not None else
+                                          AgentRun.DoesNotExist(f"no run {claim.run_id}"))
+    return claimed
+
+
+def _claim_with_context_orm(conversation_id: str, node: str, lease_seconds: float) -> ClaimedRun | None | Exception:
+    try:
+        claim = claim_next_run_orm(conversation_id, node, lease_seconds)
+        return claim and replace(claim, context=load_run_context_orm(claim.run_id))
+    except (ServiceError, AgentRun.DoesNotExist) as exc:
+        return exc
 
 
 def claim_next_run_orm(conversation_id: str, node: str, lease_seconds: float) -> ClaimedRun | None:
@@ -136,40 +210,51 @@ def load_run_context(run_id: Any) -> RunContext:
     return load_run_context_orm(run_id)
 
 
-# Two plain statements: through the ORM (a join with select_related, then the history) the
-# same reads cost the node about 1 ms of CPU per run (issue 22).
-_RUN_CONTEXT_SQL = """
-SELECT r.id, r.conversation_id, m.seq, c.agent_memory, r.text, r.next_index, r.cancel_requested
+# One plain statement (the history by a lateral subquery): through the ORM (a join with
+# select_related, then the history) the same reads cost the node about 1 ms of CPU per run
+# (issue 22); `claim_runs` reads every claimed run's context with it at once.
+_RUN_CONTEXTS_SQL = """
+SELECT r.id, r.conversation_id, c.agent_memory, r.text, r.next_index, r.cancel_requested, h.roles, h.texts
 FROM sessions_app_agentrun r
 JOIN sessions_app_message m ON m.id = r.message_id
 JOIN sessions_app_conversation c ON c.id = r.conversation_id
-WHERE r.id = %s
-"""
-_HISTORY_SQL = """
-SELECT role, text FROM sessions_app_message WHERE conversation_id = %s AND seq <= %s ORDER BY seq DESC LIMIT %s
+CROSS JOIN LATERAL (
+    SELECT array_agg(x.role ORDER BY x.seq) AS roles, array_agg(x.text ORDER BY x.seq) AS texts
+    FROM (SELECT role, text, seq FROM sessions_app_message
+          WHERE conversation_id = r.conversation_id AND seq <= m.seq ORDER BY seq DESC LIMIT %s) x
+) h
+WHERE r.id = ANY(%s::uuid[])
 """
 
 
 def load_run_context_raw(run_id: Any) -> RunContext:
+    contexts = load_run_contexts_raw([str(run_id)])
+    if not contexts:
+        raise AgentRun.DoesNotExist(f"no run {run_id}")
+    return contexts[0]
+
+
+def load_run_contexts_raw(run_ids: list[str]) -> list[RunContext]:
+    """The contexts of the runs that exist among `run_ids` (in no particular order)."""
+    if not run_ids:
+        return []
     with db_connection.cursor() as cursor:
-        cursor.execute(_RUN_CONTEXT_SQL, [str(run_id)])
-        row = cursor.fetchone()
-        if row is None:
-            raise AgentRun.DoesNotExist(f"no run {run_id}")
-        run, conversation_id, seq, memory, text, next_index, cancel_requested = row
-        cursor.execute(_HISTORY_SQL, [conversation_id, seq, max(1, settings.REALTIME_AGENT_HISTORY_MESSAGES)])
-        recent = cursor.fetchall()
-    if isinstance(memory, str):  # Django has psycopg hand jsonb over as text, for JSONField to decode
-        memory = json.loads(memory)
-    return RunContext(
-        run_id=str(run),
-        conversation_id=str(conversation_id),
-        history=[{"role": role, "text": body} for role, body in reversed(recent)],
-        memory=dict(memory or {}),
-        partial_text=text,
-        next_index=next_index,
-        cancel_requested=cancel_requested,
-    )
+        cursor.execute(_RUN_CONTEXTS_SQL, [max(1, settings.REALTIME_AGENT_HISTORY_MESSAGES), run_ids])
+        rows = cursor.fetchall()
+    contexts = []
+    for run, conversation_id, memory, text, next_index, cancel_requested, roles, texts in rows:
+        if isinstance(memory, str):  # Django has psycopg hand jsonb over as text, for JSONField to decode
+            memory = json.loads(memory)
+        contexts.append(RunContext(
+            run_id=str(run),
+            conversation_id=str(conversation_id),
+            history=[{"role": role, "text": body} for role, body in zip(roles, texts, strict=True)],
+            memory=dict(memory or {}),
+            partial_text=text,
+            next_index=next_index,
+            cancel_requested=cancel_requested,
+        ))
+    return contexts
 
 
 def load_run_context_orm(run_id: Any) -> RunContext:

@@ -1,0 +1,122 @@
+"""`GroupCall` (realtime/infra/group_call.py): callers that arrive while a call is in flight share
+the next one; a caller alone is not kept waiting; each caller gets its own item's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from realtime.infra.group_call import GroupCall
+
+
+class Recorder:
+    """A database function that records its batches; `gate` holds the first call until set."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.batches: list[list] = []
+        self.gate = gate
+        self.entered = threading.Event()
+
+    def __call__(self, items: list) -> list:
+        self.batches.append(list(items))
+        self.entered.set()
+        if self.gate is not None and len(self.batches) == 1:
+            assert self.gate.wait(5), "the test never opened the gate"
+        return [ValueError(f"bad {item}") if item < 0 else item * 10 for item in items]
+
+
+async def _entered(recorder: Recorder) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, recorder.entered.wait, 5)
+
+
+async def test_a_caller_alone_is_sent_at_once_in_a_call_of_its_own():
+    recorder = Recorder()
+    group = GroupCall(recorder)
+    assert await group(3) == 30
+    assert await group(4) == 40
+    assert recorder.batches == [[3], [4]]
+
+
+async def test_callers_arriving_while_a_call_is_in_flight_share_the_next_call():
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    group = GroupCall(recorder)
+    first = asyncio.ensure_future(group(1))
+    await _entered(recorder)  # the first call is in its thread, held by the gate
+    later = [asyncio.ensure_future(group(n)) for n in range(2, 12)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == 10
+    assert await asyncio.gather(*later) == [n * 10 for n in range(2, 12)]
+    assert recorder.batches == [[1], list(range(2, 12))]
+    assert group.calls == 2
+
+
+async def test_a_batch_holds_at_most_max_batch_items_and_the_rest_go_next():
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    group = GroupCall(recorder, max_batch=4)
+    first = asyncio.ensure_future(group(0))
+    await _entered(recorder)
+    later = [asyncio.ensure_future(group(n)) for n in range(1, 10)]
+    gate.set()
+    await asyncio.gather(first, *later)
+    assert recorder.batches == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9]]
+
+
+async def test_an_items_own_failure_is_raised_in_its_caller_only():
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    group = GroupCall(recorder)
+    first = asyncio.ensure_future(group(1))
+    await _entered(recorder)
+    good, bad = asyncio.ensure_future(group(2)), asyncio.ensure_future(group(-2))
+    gate.set()
+    assert await first == 10
+    assert await good == 20
+    with pytest.raises(ValueError, match="bad -2"):
+        await bad
+
+
+async def test_a_call_that_fails_as_a_whole_fails_each_of_its_callers_and_the_next_call_is_made():
+    calls = []
+
+    def broken(items: list) -> list:
+        calls.append(list(items))
+        if len(calls) == 1:
+            raise ConnectionError("database gone")
+        return items
+
+    group = GroupCall(broken)
+    with pytest.raises(ConnectionError, match="database gone"):
+        await group(1)
+    assert await group(2) == 2
+    assert calls == [[1], [2]]
+
+
+async def test_a_function_that_returns_the_wrong_number_of_outcomes_fails_its_callers():
+    group = GroupCall(lambda items: items[:-1])
+    with pytest.raises(RuntimeError, match="returned 0 outcomes for 1 items"):
+        await group(1)
+
+
+async def test_a_caller_cancelled_before_its_turn_is_not_sent_and_the_others_are():
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    group = GroupCall(recorder)
+    first = asyncio.ensure_future(group(1))
+    await _entered(recorder)
+    gone, kept = asyncio.ensure_future(group(2)), asyncio.ensure_future(group(3))
+    await asyncio.sleep(0)
+    gone.cancel()
+    gate.set()
+    assert await first == 10
+    assert await kept == 30
+    assert recorder.batches == [[1], [3]]
+
+
+def test_a_batch_size_below_one_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="max_batch must be at least 1"):
+        GroupCall(lambda items: items, max_batch=0)
