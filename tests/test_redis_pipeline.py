@@ -81,6 +81,29 @@ async def test_many_callers_share_one_connection_and_each_gets_its_own_reply():
         await pipeline.aclose()
 
 
+async def test_the_commands_of_one_pass_of_the_loop_go_out_in_one_write():
+    """One write (one send()) per pass of the loop, not one per command: 500 PUBLISH in a row
+    were a quarter of the loop's time when 500 answers started together."""
+    pipeline = Pipeline(settings.REDIS_URL, timeout=2)
+    try:
+        assert await pipeline.call("ECHO", "connected") == "connected"
+        transport = pipeline._connection._transport  # noqa: SLF001 - counting its writes is the point
+        writes: list[bytes] = []
+        real_write = transport.write
+
+        def counted(data: bytes) -> None:
+            writes.append(data)
+            real_write(data)
+
+        transport.write = counted
+        replies = await asyncio.gather(*(pipeline.call("ECHO", f"reply {i}") for i in range(200)))
+        assert replies == [f"reply {i}" for i in range(200)]
+        assert len(writes) == 1
+        assert writes[0] == b"".join(pack("ECHO", f"reply {i}") for i in range(200))
+    finally:
+        await pipeline.aclose()
+
+
 async def test_a_script_redis_forgot_is_sent_again_then_run_by_its_sha():
     pipeline = Pipeline(settings.REDIS_URL, timeout=2)
     script = Script("return {KEYS[1], ARGV[1], 'pipeline-test'}")

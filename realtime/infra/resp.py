@@ -101,6 +101,10 @@ class _Connection(asyncio.Protocol):
         # The timer watching the oldest command (Pipeline._check), armed while commands wait.
         self.watch: asyncio.TimerHandle | None = None
         self._lost = lost
+        # Commands packed but not yet written: every command of one pass of the loop goes out in
+        # one write. One write per command was a quarter of the loop's time when 500 answers
+        # started together (500 PUBLISH in a row, a send() each; issue 22).
+        self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -122,10 +126,18 @@ class _Connection(asyncio.Protocol):
     def send(self, args: Sequence[Any], now: float) -> asyncio.Future:
         if self.failure is not None:
             raise self.failure
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.waiting.append((future, now))
-        self._transport.write(pack(*args))  # type: ignore[union-attr]
+        if not self._out:
+            loop.call_soon(self._flush)
+        self._out.append(pack(*args))
         return future
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self._transport is not None and self.failure is None:
+            self._transport.write(b"".join(out))
 
     def fail(self, failure: Exception) -> None:
         """Every command still waiting fails with `failure`, and so does every later one."""
@@ -135,6 +147,7 @@ class _Connection(asyncio.Protocol):
         if self.watch is not None:
             self.watch.cancel()
             self.watch = None
+        self._out.clear()
         if self._transport is not None:
             self._transport.abort()
             self._transport = None

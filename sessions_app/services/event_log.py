@@ -23,6 +23,7 @@ from realtime.core.wire import WireFrame, encode_frame
 from sessions_app.models import AgentRun, Conversation, Event, Message
 from sessions_app.services.conversations import lock_conversation, title_from
 from sessions_app.services.errors import ConversationNotFound
+from sessions_app.services.sql import outcome_of
 
 
 def first_kept_seq(conversation_id: Any, last_seq: int) -> int:
@@ -175,18 +176,11 @@ def post_user_messages(messages: list[NewMessage]) -> list[PostedMessage | Excep
     if not messages:
         return []
     if db_connection.vendor != "postgresql":
-        return [_outcome(post_user_message, m.conversation_id, m.client_msg_id, m.text) for m in messages]
+        return [outcome_of(post_user_message, m.conversation_id, m.client_msg_id, m.text) for m in messages]
     try:
         return post_user_messages_in_one_trip(messages)
     except (DataError, IntegrityError):
-        return [_outcome(post_user_message, m.conversation_id, m.client_msg_id, m.text) for m in messages]
-
-
-def _outcome(fn: Any, *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except Exception as exc:  # noqa: BLE001 - that message's caller raises it
-        return exc
+        return [outcome_of(post_user_message, m.conversation_id, m.client_msg_id, m.text) for m in messages]
 
 
 # Every message through `tether_post_message`, in one transaction. Sorted by conversation (a

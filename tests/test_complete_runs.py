@@ -1,0 +1,130 @@
+"""Runs that end together are completed together: `services.complete_runs` completes many runs
+in one statement on PostgreSQL, each as `complete_run` would (the ORM reference agrees; a lost
+lease fails only its own run), and the supervisor sends the completions that arrive while one is
+under way in one call, on the group commit's thread (issue 22)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+
+from realtime.infra.db import commit_executor
+from sessions_app import services
+from sessions_app.models import AgentRun, Conversation, Event, Message
+from sessions_app.services import runs
+from tests.support.waiting import eventually
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
+
+
+@pytest.fixture(params=["sql", "orm"])
+def implementation(request, monkeypatch):
+    if request.param == "orm":
+        monkeypatch.setattr(runs.db_connection, "vendor", "sqlite")  # the reference path, on this database
+    return request.param
+
+
+def _claimed(user, text: str, answer: str) -> services.ClaimedRun:
+    cid = str(services.create_conversation(user.pk).pk)
+    services.post_user_message(cid, uuid.uuid4(), text)
+    claim = services.claim_next_run(cid, "node-a", 30)
+    services.append_run_deltas([services.DeltaWrite(cid, claim.run_id, claim.fencing_token, answer)], 30)
+    return claim
+
+
+def _facts(outcome) -> list:
+    if isinstance(outcome, Exception):
+        return [type(outcome).__name__]
+    return [(e["type"], e["seq"], e["message"]["text"]) for e in outcome.events]
+
+
+def test_each_run_is_completed_as_if_alone_and_a_lost_lease_fails_only_its_run(user, implementation):
+    one, two, lost, gone = (_claimed(user, f"q{i}", f"answer {i}") for i in range(4))
+    Conversation.objects.filter(pk=gone.conversation_id).delete()
+
+    outcomes = services.complete_runs([
+        services.Completion(one.conversation_id, one.run_id, one.fencing_token, {"k": 1}),
+        services.Completion(lost.conversation_id, lost.run_id, lost.fencing_token + 1, None),
+        services.Completion(gone.conversation_id, gone.run_id, gone.fencing_token, None),
+        services.Completion(two.conversation_id, two.run_id, two.fencing_token, None),
+    ])
+
+    assert [_facts(o) for o in outcomes] == [
+        [("agent.completed", 4, "answer 0")], ["LeaseLost"], ["ConversationNotFound"],
+        [("agent.completed", 4, "answer 1")]]
+    assert [AgentRun.objects.get(pk=c.run_id).status for c in (one, two, lost)] == ["completed", "completed",
+                                                                                     "running"]
+    assert Conversation.objects.get(pk=one.conversation_id).agent_memory == {"k": 1}
+    assert list(Message.objects.filter(conversation_id=two.conversation_id).order_by("seq")
+                .values_list("seq", "role", "text")) == [(1, "user", "q1"), (4, "assistant", "answer 1")]
+    assert list(Event.objects.filter(conversation_id=lost.conversation_id).values_list("type", flat=True)
+                .order_by("seq")) == ["message.created", "agent.started", "agent.delta"]
+
+
+def test_any_number_of_completions_is_one_statement(user, django_assert_num_queries):
+    claims = [_claimed(user, "q", f"a{i}") for i in range(8)]
+    with django_assert_num_queries(1):
+        outcomes = services.complete_runs([services.Completion(c.conversation_id, c.run_id, c.fencing_token, None)
+                                           for c in claims])
+    assert [o.events[0]["message"]["text"] for o in outcomes] == [f"a{i}" for i in range(8)]
+    with django_assert_num_queries(0):
+        assert services.complete_runs([]) == []
+
+
+class Silent:
+    """An agent that ends at once without a word: its run goes straight to its completion (a
+    delta would wait for the same thread as the held completion)."""
+
+    async def stream(self, context):
+        return
+        yield
+
+
+async def test_runs_ending_while_one_is_completed_share_the_next_call_on_the_commit_thread(cluster, user,
+                                                                                          monkeypatch):
+    node, _ = cluster("node-a", register=False, agent_factory=Silent, sweep_interval=60)
+    node.ensure_started()
+    gate, entered = threading.Event(), threading.Event()
+    batches: list[int] = []
+    threads: set[str] = set()
+    real = services.complete_runs
+
+    def gated(completions):
+        batches.append(len(completions))
+        threads.add(threading.current_thread().name)
+        entered.set()
+        if len(batches) == 1:
+            assert gate.wait(5), "the test never opened the gate"
+        return real(completions)
+
+    monkeypatch.setattr(services, "complete_runs", gated)
+
+    def conversations(n):
+        ids = [str(services.create_conversation(user.pk).pk) for _ in range(n)]
+        for cid in ids:
+            services.post_user_message(cid, uuid.uuid4(), "hi")
+        return ids
+
+    first, *rest = await database_sync_to_async(conversations)(8)
+    node.supervisor.kick(first)
+    await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
+    for cid in rest:
+        node.supervisor.kick(cid)
+    await eventually(lambda: node.supervisor.completions.waiting == 7, timeout=5,
+                     what="seven runs waiting for their completion")
+    gate.set()
+
+    async def all_completed():
+        statuses = await database_sync_to_async(
+            lambda: list(AgentRun.objects.filter(conversation_id__in=[first, *rest])
+                         .values_list("status", flat=True)))()
+        return statuses == ["completed"] * 8
+
+    await eventually(all_completed, timeout=10, what="every run completed")
+    assert batches == [1, 7]
+    commit_thread = commit_executor()._thread_name_prefix  # noqa: SLF001 - the thread it must run on
+    assert all(name.startswith(commit_thread) for name in threads), threads
