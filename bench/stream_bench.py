@@ -191,7 +191,7 @@ class StartLine:
         self.on_start = on_start
         self.on_end = on_end
         self.go = asyncio.Event()
-        self.all_open_at = self.started_at = self.ended_at = float("nan")
+        self.all_open_at = self.started_at = self.ended_at = self.started_wall = float("nan")
 
     async def ready(self) -> None:
         """Called by each stream once its socket is ready; returns when the streams start."""
@@ -202,6 +202,7 @@ class StartLine:
             self.all_open_at = time.monotonic()
             await asyncio.sleep(max(0.0, self.start_at - self.all_open_at))
             self.started_at = time.monotonic()
+            self.started_wall = time.time()
             if self.on_start is not None:
                 self.on_start()
             self.go.set()
@@ -218,6 +219,7 @@ class StartLine:
 
 async def one_stream(url: str, token: str, durable: bool, expected: int, line: StartLine) -> dict:
     delays: list[float] = []
+    created: list[float] = []  # each token's creation (wall clock), in the order of `delays`
     tokens = events = 0
     assembled: list[str] = []
     async with websockets.connect(url, max_size=None, open_timeout=30, ping_interval=None) as ws:
@@ -255,6 +257,7 @@ async def one_stream(url: str, token: str, durable: bool, expected: int, line: S
                 events += 1
                 for tok in frame["text"].split():
                     delays.append(now - float(tok[1:]))
+                    created.append(float(tok[1:]))
                     tokens += 1
                 assembled.append(frame["text"])
                 if durable and time.monotonic() - last_ack > 1.0:
@@ -276,7 +279,7 @@ async def one_stream(url: str, token: str, durable: bool, expected: int, line: S
         line.finished()
     # From the start line: when the stream's first delta arrived, and when its answer ended.
     return {"tokens": tokens, "events": events, "delays": delays, "lost": expected - tokens, "resent": resent,
-            "first_s": first_at - line.started_at, "end_s": time.monotonic() - line.started_at}
+            "created": created, "first_s": first_at - line.started_at, "end_s": time.monotonic() - line.started_at}
 
 
 async def run_phase(url: str, tokens: list[str], durable: bool, rate: float, seconds: float,
@@ -293,7 +296,15 @@ async def run_phase(url: str, tokens: list[str], durable: bool, rate: float, sec
     elapsed = line.ended_at - line.started_at
     delays = sorted(d for r in results for d in r["delays"])
     q = statistics.quantiles(delays, n=100)
+    # The answers' start is a burst (every message at once): the delay of the tokens made in the
+    # first second apart from the rest's, to tell the burst from the steady streaming.
+    early = sorted(d for r in results for d, c in zip(r["delays"], r["created"], strict=True)
+                   if c < line.started_wall + 1.0)
+    late = sorted(d for r in results for d, c in zip(r["delays"], r["created"], strict=True)
+                  if c >= line.started_wall + 1.0)
     return {
+        "p99_ms_first_second": 1000 * early[int(0.99 * (len(early) - 1))] if early else None,
+        "p99_ms_after_first_second": 1000 * late[int(0.99 * (len(late) - 1))] if late else None,
         "tokens_per_s": sum(r["tokens"] for r in results) / elapsed,
         "events_per_s": sum(r["events"] for r in results) / elapsed,
         "p50_ms": q[49] * 1000,
@@ -510,7 +521,9 @@ def main() -> None:
                       f"node {r['node_us_per_event']:.0f} µs/event, box {r['box_us_per_event']:.0f} µs/event, "
                       f"messages sent again {r.get('messages_resent', 0)}, first delta p50/p90/max "
                       + "/".join(f"{r['first_delta_s'][k]:.2f}" for k in ("p50", "p90", "max")) + " s, end p50/max "
-                      + "/".join(f"{r['end_s'][k]:.2f}" for k in ("p50", "max")) + " s"),
+                      + "/".join(f"{r['end_s'][k]:.2f}" for k in ("p50", "max")) + " s, p99 ms of the tokens made "
+                      + f"in the first second / after it {fmt(r, 'p99_ms_first_second', '.0f')} / "
+                      + f"{fmt(r, 'p99_ms_after_first_second', '.0f')}"),
                       file=sys.stderr)
             runs.append({"repeat": repeat, "streams": count, "paths": paths, "ratios": ratios(paths)})
     from bench.machine_probe import probe

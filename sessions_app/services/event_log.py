@@ -23,7 +23,7 @@ from realtime.core.wire import WireFrame, encode_frame
 from sessions_app.models import AgentRun, Conversation, Event, Message
 from sessions_app.services.conversations import lock_conversation, title_from
 from sessions_app.services.errors import ConversationNotFound
-from sessions_app.services.sql import outcome_of
+from sessions_app.services.sql import bound_cursor, outcome_of
 
 
 def first_kept_seq(conversation_id: Any, last_seq: int) -> int:
@@ -205,7 +205,7 @@ def post_user_messages_in_one_trip(messages: list[NewMessage]) -> list[PostedMes
         rows.append((place, str(m.conversation_id), client_msg_id, m.text, uuid.uuid4(), uuid.uuid4()))
     rows.sort(key=lambda r: r[1])
     if rows:
-        with db_connection.cursor() as cursor:
+        with bound_cursor() as cursor:
             cursor.execute(_POST_MESSAGES_SQL, [[r[column] for r in rows] for column in range(1, 6)]
                            + [[title_from(r[3]) for r in rows]])
             returned = cursor.fetchall()

@@ -21,7 +21,7 @@ from sessions_app.services import journal
 from sessions_app.services.conversations import lock_conversation
 from sessions_app.services.errors import ConversationNotFound, LeaseLost, RunCancelled, ServiceError
 from sessions_app.services.event_log import Committed, append_locked, appended_frame, log_stamp, message_payload
-from sessions_app.services.sql import outcome_of, update_by_pk
+from sessions_app.services.sql import bound_cursor, outcome_of, update_by_pk
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ CROSS JOIN LATERAL tether_claim_run(c.id, %s, %s) AS t ORDER BY c.ord
 
 def claim_runs_in_two_trips(conversation_ids: list[str], node: str,
                             lease_seconds: float) -> dict[str, ClaimedRun | None | Exception]:
-    with db_connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(_CLAIM_RUNS_SQL, [conversation_ids, node, float(lease_seconds)])
         rows = cursor.fetchall()
     claimed: dict[str, ClaimedRun | None | Exception] = {}
@@ -238,7 +238,7 @@ def load_run_contexts_raw(run_ids: list[str]) -> list[RunContext]:
     """The contexts of the runs that exist among `run_ids` (in no particular order)."""
     if not run_ids:
         return []
-    with db_connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(_RUN_CONTEXTS_SQL, [max(1, settings.REALTIME_AGENT_HISTORY_MESSAGES), run_ids])
         rows = cursor.fetchall()
     contexts = []
@@ -333,7 +333,7 @@ def append_run_deltas(writes: list[DeltaWrite], lease_seconds: float | None = No
 
 def append_run_deltas_in_one_trip(writes: list[DeltaWrite], lease_seconds: float) -> DeltaOutcomes:
     # One statement, its own transaction (autocommit): no BEGIN and COMMIT round trips.
-    with db_connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(
             "SELECT * FROM tether_append_deltas(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s)",
             [[w.conversation_id for w in writes], [w.run_id for w in writes], [w.fencing_token for w in writes],
@@ -481,7 +481,7 @@ def complete_runs(completions: list[Completion]) -> list[Committed | Exception]:
                 for c in completions]
     order = sorted(range(len(completions)), key=lambda i: str(completions[i].conversation_id))
     items = [(completions[i], uuid.uuid4()) for i in order]
-    with db_connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(_COMPLETE_RUNS_SQL, [
             [str(c.conversation_id) for c, _ in items], [str(c.run_id) for c, _ in items],
             [c.fencing_token for c, _ in items], [m for _, m in items],

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import connection as db_connection
+from django.db.backends.postgresql.base import ServerBindingCursor
+from django.db.backends.utils import CursorWrapper
 
 
 def update_by_pk(model: Any, assignments: str, rows: list[tuple], where: str = "") -> None:
@@ -29,3 +31,33 @@ def outcome_of(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except Exception as exc:  # noqa: BLE001 - handed to that item's caller, who raises it
         return exc
+
+
+def bound_cursor() -> CursorWrapper:
+    """A cursor whose parameters travel apart from the statement (server-side binding, never
+    prepared), for single statements (`execute`) that pass arrays of hundreds of values.
+
+    Why: Django's PostgreSQL cursor binds on the client: psycopg writes every parameter into the
+    statement's text as a literal, in Python, element by element. For the statements that do
+    500 items at once (a burst of messages, claims, completions, and the group commit of every
+    coalescing window) that quoting held a database thread on the GIL for 8 ms per array of 500
+    ids, against the loop (issue 22). Bound apart, psycopg adapts the arrays in C.
+
+    Never prepared (`prepare=False` on each execute): a named prepared statement does not
+    survive pgbouncer's transaction pooling (deploy/), an unnamed one does. The cursor is
+    Django's wrapper around it, so Django's execute wrappers (the database deadline's statement
+    count, query capture in tests) see its statements as any other."""
+    if db_connection.vendor != "postgresql":
+        return db_connection.cursor()
+    db_connection.close_if_health_check_failed()
+    db_connection.ensure_connection()
+    db_connection.validate_thread_sharing()
+    with db_connection.wrap_database_errors:
+        raw = _UnpreparedBindingCursor(db_connection.connection)
+    return db_connection.make_debug_cursor(raw) if db_connection.queries_logged else db_connection.make_cursor(raw)
+
+
+class _UnpreparedBindingCursor(ServerBindingCursor):
+    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
+                binary: bool | None = None) -> Any:
+        return super().execute(query, params, prepare=False, binary=binary)
