@@ -298,6 +298,10 @@ async def run_phase(url: str, tokens: list[str], durable: bool, rate: float, sec
     q = statistics.quantiles(delays, n=100)
     # The answers' start is a burst (every message at once): the delay of the tokens made in the
     # first second apart from the rest's, to tell the burst from the steady streaming.
+    if os.environ.get("BENCH_DUMP_DELAYS"):  # every token's (creation, delay), to look at the tail in time
+        with open(os.environ["BENCH_DUMP_DELAYS"], "w") as dump:
+            pairs = [(c, d) for r in results for c, d in zip(r["created"], r["delays"], strict=True)]
+            json.dump({"start": line.started_wall, "tokens": pairs}, dump)
     early = sorted(d for r in results for d, c in zip(r["delays"], r["created"], strict=True)
                    if c < line.started_wall + 1.0)
     late = sorted(d for r in results for d, c in zip(r["delays"], r["created"], strict=True)

@@ -4,6 +4,7 @@ WebSocket settings (protocol pings, frame limits, the lingering close of
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -51,6 +52,21 @@ def close_handshake_timeout() -> float:
     return env_float("DAPHNE_CLOSE_HANDSHAKE_TIMEOUT", 5.0)
 
 
+def freeze_startup_heap() -> int:
+    """Moves every object alive now (Django, the apps, the node: what a process loads at its
+    start and keeps) out of the collector's sight; returns how many were frozen.
+
+    Why (issue 22): a full collection walks every tracked object, and nearly all of them are the
+    start's, never garbage. With 500 streams the node's full collections took 44-74 ms each,
+    eight in a 12 s run, each a stall of every stream (measured with a `gc.callbacks` timer);
+    frozen, 12-29 ms. The p99 of a token's delay is made of such stalls: 1% of the tokens is two
+    coalescing windows of 500 streams. A collection first, so that what is frozen is only what
+    is alive (CPython's own advice for `gc.freeze`)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     import django
@@ -73,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
 
     install_on_daphne(node, grace=settings.REALTIME_DRAIN_GRACE)
     cli = TetherCommandLineInterface(close_handshake_timeout=close_handshake_timeout())
+    freeze_startup_heap()
     cli.run(daphne_args(argv if argv is not None else sys.argv[1:]))
 
 
