@@ -1,7 +1,7 @@
 """Runs that end together are completed together: `services.complete_runs` completes many runs
 in one statement on PostgreSQL, each as `complete_run` would (the ORM reference agrees; a lost
-lease fails only its own run), and the supervisor sends the completions that arrive while one is
-under way in one call, on the group commit's thread (issue 22)."""
+lease fails only its own run), and an answer's end rides in the node's group commit, with its
+last text, on the commit thread (issue 22)."""
 
 from __future__ import annotations
 
@@ -75,19 +75,37 @@ def test_any_number_of_completions_is_one_statement(user, django_assert_num_quer
         assert services.complete_runs([]) == []
 
 
+def test_a_group_commit_completes_the_runs_it_ends_after_their_last_text(user, implementation):
+    done, refused, quiet = (_claimed(user, f"q{i}", f"start {i} ") for i in range(3))
+    writes = [services.DeltaWrite(done.conversation_id, done.run_id, done.fencing_token, "end"),
+              services.DeltaWrite(refused.conversation_id, refused.run_id, refused.fencing_token + 1, "never")]
+    completions = [services.Completion(c.conversation_id, c.run_id, c.fencing_token, None)
+                   for c in (done, refused, quiet)]
+
+    outcomes, completed = services.append_and_complete(writes, completions, 30)
+
+    assert type(outcomes[refused.run_id]).__name__ == "LeaseLost"
+    assert set(completed) == {done.run_id, quiet.run_id}  # the refused run is not completed
+    assert [e["message"]["text"] for e in completed[done.run_id].events] == ["start 0 end"]
+    assert [e["seq"] for e in outcomes[done.run_id]] == [4] and completed[done.run_id].events[0]["seq"] == 5
+    assert [e["message"]["text"] for e in completed[quiet.run_id].events] == ["start 2 "]
+    assert [AgentRun.objects.get(pk=c.run_id).status for c in (done, refused, quiet)] == [
+        "completed", "running", "completed"]
+
+
 class Silent:
-    """An agent that ends at once without a word: its run goes straight to its completion (a
-    delta would wait for the same thread as the held completion)."""
+    """An agent that ends at once without a word: its run's end is only its completion."""
 
     async def stream(self, context):
         return
         yield
 
 
-async def test_runs_ending_while_one_is_completed_share_the_next_call_on_the_commit_thread(cluster, user,
-                                                                                          monkeypatch):
+async def test_runs_ending_together_are_completed_in_the_group_commit_on_its_thread(cluster, user, monkeypatch):
+    """An answer's end rides in the node's group commit (`append_and_complete`): the runs that end
+    while a batch is written are completed together in the next, on the commit thread."""
     node, _ = cluster("node-a", register=False, agent_factory=Silent, sweep_interval=60)
-    node.ensure_started()
+    # Not started: its sweeper would find the same runs and claim them beside the kicks.
     gate, entered = threading.Event(), threading.Event()
     batches: list[int] = []
     threads: set[str] = set()
@@ -101,7 +119,7 @@ async def test_runs_ending_while_one_is_completed_share_the_next_call_on_the_com
             assert gate.wait(5), "the test never opened the gate"
         return real(completions)
 
-    monkeypatch.setattr(services, "complete_runs", gated)
+    monkeypatch.setattr(runs, "complete_runs", gated)
 
     def conversations(n):
         ids = [str(services.create_conversation(user.pk).pk) for _ in range(n)]
@@ -114,8 +132,8 @@ async def test_runs_ending_while_one_is_completed_share_the_next_call_on_the_com
     await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
     for cid in rest:
         node.supervisor.kick(cid)
-    await eventually(lambda: node.supervisor.completions.waiting == 7, timeout=5,
-                     what="seven runs waiting for their completion")
+    await eventually(lambda: len(node.supervisor.writer._due) == 7, timeout=5,  # noqa: SLF001 - what waits is the point
+                     what="seven runs waiting for the next group commit")
     gate.set()
 
     async def all_completed():

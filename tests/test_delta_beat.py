@@ -17,8 +17,8 @@ pytestmark = pytest.mark.pure
 
 
 class FakeLog:
-    """Stands in for services.append_run_deltas: records each batch; a batch can be held at a
-    gate until the test releases it."""
+    """Stands in for services.append_and_complete: records each batch's writes; a batch can be
+    held at a gate until the test releases it."""
 
     def __init__(self) -> None:
         self.batches: list[list[services.DeltaWrite]] = []
@@ -27,18 +27,25 @@ class FakeLog:
         self.hold: asyncio.Event | None = None
         self.refuse: set[str] = set()
         self.fail: Exception | None = None  # the whole batch fails (the database unreachable)
+        self.completions: list[list[str]] = []
 
     def db(self, fn, **options):
-        async def call(writes, lease_seconds):
+        async def call(writes, completions, lease_seconds):
             self.batches.append(list(writes))
+            self.completions.append([c.run_id for c in completions])
             self.started_at.append(asyncio.get_running_loop().time())
             self.entered.set()
             if self.hold is not None:
                 await self.hold.wait()
             if self.fail is not None:
                 raise self.fail
-            return {w.run_id: services.LeaseLost("lost") if w.run_id in self.refuse
-                    else [{"type": "agent.delta", "run_id": w.run_id, "text": w.text}] for w in writes}
+            outcomes = {w.run_id: services.LeaseLost("lost") if w.run_id in self.refuse
+                        else [{"type": "agent.delta", "run_id": w.run_id, "text": w.text}] for w in writes}
+            # As append_and_complete: a run whose text was refused is not completed.
+            completed = {c.run_id: services.Committed(c.conversation_id, [{"type": "agent.completed",
+                                                                          "run_id": c.run_id}])
+                         for c in completions if c.run_id not in self.refuse}
+            return outcomes, completed
         return call
 
 
@@ -139,3 +146,43 @@ async def test_a_run_whose_batch_failed_is_not_written_again_with_text_added_mea
     assert [[(w.run_id, w.text) for w in batch] for batch in fake_log.batches] == [[("r1", "a")], [("r2", "c")]]
     assert [type(f) for f in failures] == [OSError]
     await writer.stop()
+
+
+async def test_a_finishing_run_is_completed_in_the_batch_of_its_last_text_and_published_after_it(fake_log):
+    writer = DeltaWriter(lease_seconds=5, coalesce=0.0, coalesce_max=0.0)
+    fake_log.hold = asyncio.Event()
+    other = _open(writer, 0)
+    other.add("busy")
+    await asyncio.wait_for(fake_log.entered.wait(), 2)  # a batch in flight: the next gathers
+    run = _open(writer, 1)
+    run.add("last words")
+    finishing = asyncio.ensure_future(run.finish({"k": 1}))
+    await asyncio.sleep(0)
+    fake_log.hold.set()
+    committed = await asyncio.wait_for(finishing, 2)
+
+    assert committed.events == [{"type": "agent.completed", "run_id": "r1"}]
+    assert [[w.text for w in batch] for batch in fake_log.batches] == [["busy"], ["last words"]]
+    assert fake_log.completions == [[], ["r1"]]  # no call of its own for the completion
+    assert fake_log.published[-1] == ("c1", [{"type": "agent.delta", "run_id": "r1", "text": "last words"},
+                                            {"type": "agent.completed", "run_id": "r1"}])
+
+
+async def test_a_run_whose_last_text_is_refused_is_not_completed_and_hears_why(fake_log):
+    writer = DeltaWriter(lease_seconds=5, coalesce=0.0, coalesce_max=0.0)
+    failures: list = []
+    run = _open(writer, 0, failures)
+    fake_log.refuse.add("r0")
+    run.add("late")
+    with pytest.raises(services.LeaseLost):
+        await asyncio.wait_for(run.finish(None), 2)
+    assert [type(f).__name__ for f in failures] == ["LeaseLost"]
+    assert fake_log.published == []
+
+
+async def test_a_run_with_nothing_left_to_write_is_completed_alone(fake_log):
+    writer = DeltaWriter(lease_seconds=5, coalesce=0.0, coalesce_max=0.0)
+    run = _open(writer, 0)
+    committed = await asyncio.wait_for(run.finish(None), 2)
+    assert committed.events == [{"type": "agent.completed", "run_id": "r0"}]
+    assert fake_log.batches == [[]] and fake_log.completions == [["r0"]]

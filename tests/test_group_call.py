@@ -120,3 +120,35 @@ async def test_a_caller_cancelled_before_its_turn_is_not_sent_and_the_others_are
 def test_a_batch_size_below_one_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="max_batch must be at least 1"):
         GroupCall(lambda items: items, max_batch=0)
+
+
+async def test_a_large_call_is_split_into_parallel_calls_that_share_no_key():
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    group = GroupCall(recorder, parallel=2, key=lambda item: item % 7)
+    first = asyncio.ensure_future(group(0))
+    await _entered(recorder)
+    later = [asyncio.ensure_future(group(n)) for n in range(1, 301)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == 0
+    assert await asyncio.gather(*later) == [n * 10 for n in range(1, 301)]
+    first_call, *split = recorder.batches
+    assert first_call == [0]
+    assert len(split) == 2
+    assert sorted(split[0] + split[1]) == list(range(1, 301))
+    assert not {n % 7 for n in split[0]} & {n % 7 for n in split[1]}  # each key in one call
+    assert all(part == sorted(part) for part in split)  # a key's items in their order
+
+
+async def test_a_call_below_twice_the_split_size_is_not_split():
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    group = GroupCall(recorder, parallel=4)
+    first = asyncio.ensure_future(group(0))
+    await _entered(recorder)
+    later = [asyncio.ensure_future(group(n)) for n in range(1, 100)]
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(first, *later)
+    assert recorder.batches == [[0], list(range(1, 100))]

@@ -84,7 +84,10 @@ class NodeRuntime:
         self.fanout = FanoutHub()
         # The messages its sockets post: those that arrive while others are being stored go in
         # one statement together (a burst of 500 was 500 database calls).
-        self.posts = GroupCall(self._post_messages)
+        # Half the database threads at most for one burst (the other calls keep theirs); one
+        # conversation's messages go in one call, in their order.
+        self.posts = GroupCall(self._post_messages, parallel=max(1, settings.REALTIME_DB_THREADS // 2),
+                               key=lambda message: message.conversation_id)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick_listener: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None

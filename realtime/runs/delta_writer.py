@@ -56,6 +56,9 @@ class RunText:
         self.failure: BaseException | None = None
         self.committed_at = 0.0  # loop time of the last commit: it renewed the lease
         self._waiters: list[tuple[int, asyncio.Future]] = []
+        # Set by `finish`: the run's completion, written in the batch that takes its last text.
+        self.completion: services.Completion | None = None
+        self._completed: asyncio.Future | None = None
 
     def add(self, text: str) -> None:
         if self.failure is not None or not text:
@@ -74,6 +77,21 @@ class RunText:
         self._waiters.append((self.added, future))
         await future
 
+    async def finish(self, memory: dict | None) -> services.Committed:
+        """The agent is done: the run is completed (`complete_runs`) in the same group commit
+        as its last text, and published with it; returns the completion's events. Raises the
+        run's failure (a refused write, a lost lease) instead; nothing is added after this.
+
+        Why in the group commit (issue 22): completed apart, every answer's end waited for its
+        last text's batch, then for a call of its own on the commit thread, behind the next
+        batch of every other run."""
+        if self.failure is not None:
+            raise self.failure
+        self.completion = services.Completion(self.conversation_id, self.run_id, self.fencing_token, memory)
+        self._completed = asyncio.get_running_loop().create_future()
+        self.writer.due(self)
+        return await self._completed
+
     def close(self) -> None:
         """The run ended: nothing of it is written any more; whoever waits is cancelled."""
         self.writer.forget(self)
@@ -81,13 +99,22 @@ class RunText:
         for _, future in self._waiters:
             future.cancel()
         self._waiters.clear()
+        if self._completed is not None:
+            self._completed.cancel()
 
     # --- the writer's side ------------------------------------------------------------------
 
-    def take(self) -> services.DeltaWrite:
+    def take(self) -> services.DeltaWrite | None:
+        """The text pending, as one write (None when only the completion is due)."""
+        if not self.pending:
+            return None
         text = "".join(self.pending)
         self.pending.clear()
         return services.DeltaWrite(self.conversation_id, self.run_id, self.fencing_token, text)
+
+    def completed(self, committed: services.Committed) -> None:
+        if self._completed is not None and not self._completed.done():
+            self._completed.set_result(committed)
 
     def written(self, upto: int, now: float) -> None:
         self.committed_upto = upto
@@ -114,6 +141,8 @@ class RunText:
             if not future.done():
                 future.set_exception(exc)
         self._waiters.clear()
+        if self._completed is not None and not self._completed.done():
+            self._completed.set_exception(exc)
         self.on_failure(exc)
 
 
@@ -188,10 +217,13 @@ class DeltaWriter:
     async def _commit(self, runs: list[RunText]) -> None:
         loop = asyncio.get_running_loop()
         upto = {run.run_id: run.added for run in runs}
-        writes = [run.take() for run in runs]
+        writes = [w for w in (run.take() for run in runs) if w is not None]
+        # A finishing run's text is all in this batch (it adds nothing after `finish`).
+        completions = [run.completion for run in runs if run.completion is not None]
         started = loop.time()
         try:
-            outcomes = await db(services.append_run_deltas, executor=commit_executor())(writes, self.lease_seconds)
+            outcomes, completed = await db(services.append_and_complete, executor=commit_executor())(
+                writes, completions, self.lease_seconds)
         except asyncio.CancelledError:
             for run in runs:  # the node stops: its runs are cancelled too
                 run.close()
@@ -204,25 +236,38 @@ class DeltaWriter:
         now = loop.time()
         took = now - started
         self.batches += 1
-        self.writes += len(runs)
+        self.writes += len(writes)
         self.busy_seconds += took
         self.recent_batch_seconds = 0.8 * self.recent_batch_seconds + 0.2 * took
-        metrics.delta_batch(len(runs), took)
+        metrics.delta_batch(len(writes), took)
         if took > 0.1:
-            log.debug("slow delta batch: %d writes in %.0f ms", len(runs), took * 1000)
+            log.debug("slow delta batch: %d writes in %.0f ms", len(writes), took * 1000)
         if self.batches % 200 == 0:
             log.info("delta writer: %d batches, %.1f writes/batch, %.1f ms/batch", self.batches,
                      self.writes / self.batches, 1000 * self.busy_seconds / self.batches)
         # Published before the runs hear back, so a run's next delta cannot be announced ahead
-        # of this one; one round trip for every conversation of the batch.
-        await publish_many([(w.conversation_id, outcomes[w.run_id]) for w in writes
-                            if not isinstance(outcomes[w.run_id], Exception)])
+        # of this one; one round trip for every conversation of the batch, a run's completion
+        # after its last delta.
+        events: dict[str, list[dict]] = {}
+        for w in writes:
+            if not isinstance(outcomes[w.run_id], Exception):
+                events.setdefault(w.conversation_id, []).extend(outcomes[w.run_id])
+        for outcome in completed.values():
+            if not isinstance(outcome, Exception):
+                events.setdefault(outcome.conversation_id, []).extend(outcome.events)
+        await publish_many(list(events.items()))
         for run in runs:
-            outcome = outcomes[run.run_id]
+            outcome = outcomes.get(run.run_id)
             if isinstance(outcome, Exception):
                 run.failed(outcome)
-            else:
-                run.written(upto[run.run_id], now)  # text added meanwhile made it due again (`add`)
+                continue
+            run.written(upto[run.run_id], now)  # text added meanwhile made it due again (`add`)
+            if run.run_id in completed:
+                done = completed[run.run_id]
+                if isinstance(done, Exception):
+                    run.failed(done)
+                else:
+                    run.completed(done)
 
     async def stop(self) -> None:
         """Ends the beat and drops every text still waiting; returns once the beat has ended."""

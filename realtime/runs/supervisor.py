@@ -21,7 +21,7 @@ from realtime.agents.base import Agent, AgentContext, ModelCall, ToolCall, is_ac
 from realtime.core import metrics
 from realtime.fanout.publish import commit_and_publish, publish_committed
 from realtime.infra import logcontext
-from realtime.infra.db import commit_executor, db
+from realtime.infra.db import db
 from realtime.infra.group_call import GroupCall
 from realtime.infra.transient import TRANSIENT_ERRORS, warn_failed
 from realtime.runs.acting import Acting, AgentDiverged, RunSuspended
@@ -87,11 +87,8 @@ class RunSupervisor:
         self.writer = DeltaWriter(self.lease_seconds, self.coalesce, self.coalesce_max)
         # Claims made while one is under way share the next call, with their contexts (a burst
         # of messages: a few calls instead of two per run).
-        self.claims = GroupCall(self._claim_runs)
-        # Runs that end while others are being completed are completed in one call, on the group
-        # commit's thread: an answer's end is a write of the log, like its deltas, and must not
-        # queue behind the sockets' closes and acks in the shared pool.
-        self.completions = GroupCall(self._complete_runs, executor=commit_executor())
+        self.claims = GroupCall(self._claim_runs, parallel=max(1, settings.REALTIME_DB_THREADS // 2),
+                                key=lambda conversation_id: conversation_id)
 
     # --- control ----------------------------------------------------------------------------
 
@@ -187,10 +184,6 @@ class RunSupervisor:
         finally:
             self.drivers.pop(conversation_id, None)
 
-    @staticmethod
-    def _complete_runs(completions: list[services.Completion]) -> list[services.Committed | Exception]:
-        return services.complete_runs(completions)
-
     def _claim_runs(self, conversation_ids: list[str]) -> list[services.ClaimedRun | None | Exception]:
         return services.claim_runs(conversation_ids, self.node_id, self.lease_seconds)
 
@@ -251,8 +244,8 @@ class RunSupervisor:
                 ended = "waiting"
                 log.info("run %s waits for an approval", run_id)
             else:
-                await publish_committed(await self.completions(
-                    services.Completion(conversation_id, run_id, token, agent_context.memory)))
+                # Completed in the group commit that takes the run's last text, published with it.
+                await text.finish(agent_context.memory)
                 ended = "completed"
         except services.LeaseLost:
             ended = "lease_lost"

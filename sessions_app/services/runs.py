@@ -495,6 +495,17 @@ def complete_runs(completions: list[Completion]) -> list[Committed | Exception]:
     return outcomes
 
 
+def append_and_complete(writes: list[DeltaWrite], completions: list[Completion],
+                        lease_seconds: float | None = None) -> tuple[DeltaOutcomes, dict[str, Committed | Exception]]:
+    """One group commit of a node: every run's text (`append_run_deltas`), then the runs that
+    end with it completed (`complete_runs`), in one call of the commit thread. A run whose text
+    was refused (a lost lease, a cancel) is not completed: its outcome says why. Returns the
+    deltas' outcomes by run and the completions' by run."""
+    outcomes = append_run_deltas(writes, lease_seconds) if writes else {}
+    ready = [c for c in completions if not isinstance(outcomes.get(c.run_id), Exception)]
+    return outcomes, {c.run_id: done for c, done in zip(ready, complete_runs(ready), strict=True)}
+
+
 # Every completion through `tether_complete_run`, in one transaction, sorted by conversation: the
 # rows are locked in key order, as every multi-row writer locks them (no deadlock).
 _COMPLETE_RUNS_SQL = """
