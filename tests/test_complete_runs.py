@@ -146,3 +146,44 @@ async def test_runs_ending_together_are_completed_in_the_group_commit_on_its_thr
     assert batches == [1, 7]
     commit_thread = commit_executor()._thread_name_prefix  # noqa: SLF001 - the thread it must run on
     assert all(name.startswith(commit_thread) for name in threads), threads
+
+
+class TwoWords:
+    """The first word is written at once (the writer is idle); the second waits for the window."""
+
+    async def stream(self, context):
+        yield "first "
+        await asyncio.sleep(0.01)
+        yield "last"
+
+
+async def test_an_answer_is_completed_in_the_same_group_commit_as_its_last_text(cluster, user, monkeypatch):
+    """Not in a commit of its own after it: the run does not wait for its last text's commit
+    before it asks for its completion."""
+    node, _ = cluster("node-a", register=False, agent_factory=TwoWords, sweep_interval=60, coalesce_ms=300)
+    calls: list[tuple[list[str], list[str]]] = []
+    real = services.append_and_complete
+
+    def recorded(writes, completions, lease_seconds):
+        calls.append(([w.text for w in writes], [c.run_id for c in completions]))
+        return real(writes, completions, lease_seconds)
+
+    monkeypatch.setattr(services, "append_and_complete", recorded)
+
+    def conversation():
+        cid = str(services.create_conversation(user.pk).pk)
+        services.post_user_message(cid, uuid.uuid4(), "hi")
+        return cid
+
+    cid = await database_sync_to_async(conversation)()
+    node.supervisor.kick(cid)
+
+    async def completed():
+        return await database_sync_to_async(
+            lambda: AgentRun.objects.filter(conversation_id=cid, status="completed").first())()
+
+    run = await eventually(completed, timeout=10, what="the run completed")
+    assert calls == [(["first "], []), (["last"], [str(run.pk)])]
+    types = await database_sync_to_async(lambda: list(
+        Event.objects.filter(conversation_id=cid).order_by("seq").values_list("type", flat=True)))()
+    assert types == ["message.created", "agent.started", "agent.delta", "agent.delta", "agent.completed"]

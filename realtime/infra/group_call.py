@@ -9,7 +9,8 @@ call without making any caller wait for company:
 - a caller alone is sent at once (nothing waits for a window, unlike the delta group commit);
 - while a call is in flight, later callers gather, and go together in the next call, up to
   `max_batch` of them;
-- at most one call is in flight, so a burst costs a few calls, not one per caller.
+- at most one batch is in flight (split into at most `parallel` calls), so a burst costs a
+  few calls, not one per caller.
 
 What `fn` must do (the contract, as Django's `SessionBase` spells out its own): take the list of
 items, run in a database thread (it is called through `db()`, within the deadline), and return

@@ -341,9 +341,11 @@ class RunSupervisor:
         writes every run's text at most once per coalescing window."""
         while True:
             item = await queue.get()
-            await text.committed()  # raises the write's failure when it was refused
             if item is _DONE:
+                # Its last text is not awaited here: `RunText.finish` completes the run in the
+                # batch that takes it (or after it), and raises a refused write's failure.
                 return False
+            await text.committed()  # raises the write's failure when it was refused
             if item is _SUSPENDED:
                 return True
             if item is _CANCEL:
