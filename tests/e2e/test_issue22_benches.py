@@ -1,7 +1,8 @@
 """Issue 22's instruments run end to end in tiny versions, so that they cannot rot while the code
 they measure changes: bench/stream_bench.py (Tether and the floor per N, the CPU ratios),
-bench/service_cost_bench.py (an answer's services, both paths) and bench/idle_bench.py
---with-floor (idle sockets on Tether and on daphne alone). Each must finish, lose nothing and
+bench/service_cost_bench.py (an answer's services, both paths), bench/burst_cost_bench.py (a
+burst's services by batch size, both bindings) and bench/idle_bench.py --with-floor (idle
+sockets on Tether and on daphne alone). Each must finish, lose nothing and
 print figures that make sense."""
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def test_tiny_stream_bench_measures_tether_and_the_floor_over_the_same_streams()
         assert path["node_us_per_event"] > 0 and path["box_us_per_event"] >= path["node_us_per_event"] * 0.5
     assert level["ratios"]["node_ratio"] == pytest.approx(tether["node_us_per_event"] / floor["node_us_per_event"])
     assert "| N | Tether tokens/s | p99 ms | lost | node µs/event | floor µs/frame | node ratio |" in tables
+    # When the answers started and ended, from the start line: what makes the window longer.
+    assert 0 < tether["first_delta_s"]["p50"] <= tether["first_delta_s"]["max"] < tether["end_s"]["max"]
+    assert tether["end_s"]["max"] == pytest.approx(tether["elapsed_s"], abs=0.05)
 
 
 def test_tiny_service_cost_bench_measures_both_paths_of_every_step():
@@ -48,6 +52,17 @@ def test_tiny_service_cost_bench_measures_both_paths_of_every_step():
         # PostgreSQL's own CPU: every step runs at least one statement on the server.
         assert paths["orm"]["server_median_us"] > 0 and paths["sql"]["server_median_us"] > 0
     assert "| one answer (sum of medians) |" in tables
+
+
+def test_tiny_burst_cost_bench_measures_every_step_by_batch_size_and_binding():
+    report, tables = run("bench/burst_cost_bench.py", "--rounds", "1", "--sizes", "1,20")
+    for binding in ("server", "client"):
+        for size in ("1", "20"):
+            steps = report["summary"][binding][size]
+            assert set(steps) == {"post_user_messages", "claim_runs", "append_run_deltas", "complete_runs"}
+            for thread_us, server_us, wall_ms in steps.values():
+                assert thread_us > 0 and server_us > 0 and wall_ms > 0
+    assert "| complete_runs | 20 |" in tables
 
 
 def test_tiny_idle_bench_holds_sockets_on_tether_and_on_the_floor():
