@@ -46,16 +46,14 @@ class Frames:
             return
         try:
             # Stored with the other messages that reach the node meanwhile (`NodeRuntime.posts`).
-            posted, claim = await socket.node.posts(
+            posted = await socket.node.posts(
                 services.NewMessage(session.conversation_id, frame.client_msg_id, frame.text))
         except services.ConversationNotFound:
             await socket.perform(socket.state.conversation_gone())
             return
         await publish_committed(posted)
         await socket.perform(socket.state.message_posted(frame.client_msg_id, posted.seq, posted.duplicate))
-        if claim is not None:  # claimed in the call that stored it: this node runs it now
-            socket.node.adopt(claim)
-        elif not posted.duplicate:
+        if not posted.duplicate:
             socket.node.kick(session.conversation_id)
 
     async def cancel(self, run_id: str) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -56,12 +56,6 @@ class NodeConnection(Protocol):
         """Drain: `reconnect` then 4012."""
 
 
-class Posted(NamedTuple):
-    """A message stored by `NodeRuntime.posts`, and the run claimed with it, if any."""
-    message: services.PostedMessage
-    claim: services.ClaimedRun | None
-
-
 class NodeRuntime:
     def __init__(
         self,
@@ -101,38 +95,9 @@ class NodeRuntime:
         self._resync: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
 
-    def _post_messages(self, messages: list[services.NewMessage]) -> list[Posted | Exception]:
-        """In a database thread: the messages stored (`post_user_messages`), then, on a node
-        that runs agents, the runs they start claimed right away (`claim_with_post`), each
-        claim with the first new message of its conversation. A failed claim fails no post:
-        its message is kicked as before (and the sweep finds its run anyway)."""
-        posted = services.post_user_messages(messages)
-        supervisor = self.supervisor
-        claims: dict[str, services.ClaimedRun] = {}
-        if supervisor is not None:
-            new = list(dict.fromkeys(p.conversation_id for p in posted
-                                     if isinstance(p, services.PostedMessage) and not p.duplicate))
-            new = new[:supervisor.claims_wanted()]
-            if new:
-                try:
-                    outcomes = supervisor.claim_with_post(new)
-                except Exception as exc:  # noqa: BLE001 - the messages are stored; their kicks claim the runs; warn_failed logs a bug's traceback
-                    warn_failed(log, "claiming runs with their messages failed; they are claimed when kicked", exc=exc)
-                    outcomes = []
-                claims = {cid: c for cid, c in zip(new, outcomes, strict=False)
-                          if isinstance(c, services.ClaimedRun)}
-        results: list[Posted | Exception] = []
-        for outcome in posted:
-            if isinstance(outcome, Exception):
-                results.append(outcome)
-            else:
-                results.append(Posted(outcome, claims.pop(outcome.conversation_id, None)))
-        return results
-
-    def adopt(self, claim: services.ClaimedRun) -> None:
-        """A run claimed with its message's post (`Posted.claim`): this node's supervisor runs it."""
-        assert self.supervisor is not None, "only a node that runs agents claims with a post"
-        self.supervisor.adopt(claim)
+    @staticmethod
+    def _post_messages(messages: list[services.NewMessage]) -> list[services.PostedMessage | Exception]:
+        return services.post_user_messages(messages)
 
     def ensure_started(self) -> None:
         """Starts background work in the running loop; idempotent (daphne has no lifespan)."""

@@ -80,11 +80,7 @@ class RunSupervisor:
         # Claims under way in a database thread: a stop cannot cancel them (the thread runs
         # on), so it waits for them and releases what they won.
         self._claiming: set[asyncio.Future] = set()
-        self._releasing: set[asyncio.Task] = set()
         self._rekick: set[str] = set()
-        # Runs claimed in the database call that stored their message (`claim_with_post`),
-        # waiting for their conversation's driver: claimed, so executed whatever the capacity.
-        self._adopted: dict[str, services.ClaimedRun] = {}
         self._sweeper: asyncio.Task | None = None
         self._sweep_wake = asyncio.Event()
         self.stopping = False
@@ -113,30 +109,6 @@ class RunSupervisor:
             return
         self.drivers[conversation_id] = asyncio.get_running_loop().create_task(self._drive(conversation_id))
 
-    def claims_wanted(self) -> int:
-        """How many runs this node would claim now. Read from a database thread too (a count,
-        as loose as the drivers' own check of the capacity)."""
-        return 0 if self.stopping else max(0, self.max_concurrent - len(self.executing) - len(self._adopted))
-
-    def claim_with_post(self, conversation_ids: list[str]) -> list[services.ClaimedRun | None | Exception]:
-        """Claims, in the database thread that just stored their messages, the runs of these
-        conversations (`claim_runs`); the results go to `adopt`.
-
-        Why (issue 22): a message's run was claimed after the post had come back to the loop,
-        its acknowledgement and event sent, and a driver started: when 500 answers started
-        together the claims waited for the loop to get through 500 posts first."""
-        return services.claim_runs(conversation_ids, self.node_id, self.lease_seconds)
-
-    def adopt(self, claim: services.ClaimedRun) -> None:
-        """A run claimed with its message's post: its conversation's driver executes it next."""
-        if self.stopping:  # too late to run it here: released, another node continues it now
-            task = asyncio.get_running_loop().create_task(self._release([claim]))
-            self._releasing.add(task)
-            task.add_done_callback(self._releasing.discard)
-            return
-        self._adopted[claim.conversation_id] = claim
-        self.kick(claim.conversation_id)
-
     def cancel_local_run(self, run_id: str) -> bool:
         queue = self.executing.get(run_id)
         if queue is None:
@@ -161,18 +133,13 @@ class RunSupervisor:
         late = await asyncio.gather(*self._claiming, return_exceptions=True)
         self._claiming.clear()
         claims += [c for c in late if isinstance(c, services.ClaimedRun)]
-        claims += list(self._adopted.values())  # claimed with their post, never started
-        self._adopted.clear()
         await self.writer.stop()
         if not abandon:
-            await self._release(claims)
-
-    async def _release(self, claims: list[services.ClaimedRun]) -> None:
-        for claim in claims:
-            try:
-                await db(services.release_run)(claim.run_id, claim.fencing_token)
-            except Exception as exc:  # noqa: BLE001 - the lease lapses anyway; warn_failed logs a bug's traceback
-                warn_failed(log, "releasing a run failed; its lease lapses", exc=exc)
+            for claim in claims:
+                try:
+                    await db(services.release_run)(claim.run_id, claim.fencing_token)
+                except Exception as exc:  # noqa: BLE001 - the lease lapses anyway; warn_failed logs a bug's traceback
+                    warn_failed(log, "releasing a run failed; its lease lapses", exc=exc)
 
     # --- claiming ---------------------------------------------------------------------------
 
@@ -197,17 +164,13 @@ class RunSupervisor:
 
     async def _drive(self, conversation_id: str) -> None:
         try:
-            while not self.stopping:
-                claim = self._adopted.pop(conversation_id, None)
+            while not self.stopping and len(self.executing) < self.max_concurrent:
+                self._rekick.discard(conversation_id)
+                claim = await self._claim(conversation_id)
                 if claim is None:
-                    if len(self.executing) >= self.max_concurrent:
-                        break
-                    self._rekick.discard(conversation_id)
-                    claim = await self._claim(conversation_id)
-                    if claim is None:
-                        if conversation_id in self._rekick or conversation_id in self._adopted:
-                            continue
-                        break
+                    if conversation_id in self._rekick:
+                        continue
+                    break
                 await self._execute(claim)
         except asyncio.CancelledError:
             raise
