@@ -19,7 +19,8 @@ raised in that caller). An exception raised by `fn` itself fails every caller of
 
 A cancelled caller stops waiting at once; its item's call runs on (the thread cannot be
 stopped), so whatever it took (a claim) is the caller's to find again: the run supervisor keeps
-its pending claims listed for that (realtime/runs/supervisor.py).
+its pending claims listed for that (realtime/runs/supervisor.py). Used for a burst's posts
+(`NodeRuntime.posts`) and claims (`RunSupervisor.claims`).
 """
 
 from __future__ import annotations

@@ -470,10 +470,10 @@ class Completion:
 
 def complete_runs(completions: list[Completion]) -> list[Committed | Exception]:
     """`complete_run` for each run, one outcome each, in order (a lost lease is that run's
-    `LeaseLost`): the runs of a node that end while others are being completed
-    (`realtime.infra.group_call.GroupCall`, on the group commit's thread). On PostgreSQL one
-    statement for all of them: 500 answers ending together were 500 database calls, queued
-    behind their sockets' closes in the shared pool (issue 22)."""
+    `LeaseLost`): the runs of a node that end with one of its group commits
+    (`append_and_complete`, on the commit thread). On PostgreSQL one statement for all of
+    them: 500 answers ending together were 500 database calls, queued behind their sockets'
+    closes in the shared pool (issue 22)."""
     if not completions:
         return []
     if db_connection.vendor != "postgresql":
