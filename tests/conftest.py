@@ -105,6 +105,17 @@ def fast_agent(settings, agent_delay_ms: int) -> None:
     settings.REALTIME_DEMO_AGENT_DELAY_MS = agent_delay_ms
 
 
+@pytest.fixture(params=["sql", "orm"])
+def sql_or_orm(request, monkeypatch):
+    """Runs a test of a service twice on this PostgreSQL database: through its plain-SQL path,
+    and through its ORM reference (the path SQLite takes), picked by the connection's vendor."""
+    if request.param == "orm":
+        from django.db import connection
+
+        monkeypatch.setattr(connection, "vendor", "sqlite")
+    return request.param
+
+
 @pytest.fixture
 async def cluster():
     """Builds node applications sharing the database and Redis, as separate server

@@ -23,13 +23,6 @@ from tests.support.waiting import eventually
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 
-@pytest.fixture(params=["sql", "orm"])
-def implementation(request, monkeypatch):
-    if request.param == "orm":
-        monkeypatch.setattr(runs.db_connection, "vendor", "sqlite")  # the reference path, on this database
-    return request.param
-
-
 def _conversation(user, *texts: str) -> str:
     cid = str(services.create_conversation(user.pk).pk)
     for text in texts:
@@ -47,7 +40,7 @@ def _facts(outcome) -> list:
             context.history, context.memory, context.partial_text, context.next_index, context.cancel_requested]
 
 
-def test_many_conversations_claimed_at_once_each_as_claim_next_run_would(user, implementation):
+def test_many_conversations_claimed_at_once_each_as_claim_next_run_would(user, sql_or_orm):
     fresh = _conversation(user, "hello")
     busy = _conversation(user, "one")
     services.claim_next_run(busy, "node-b", 30)  # a live lease elsewhere: not claimable

@@ -21,13 +21,6 @@ from tests.support.waiting import eventually
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 
-@pytest.fixture(params=["sql", "orm"])
-def implementation(request, monkeypatch):
-    if request.param == "orm":
-        monkeypatch.setattr(runs.db_connection, "vendor", "sqlite")  # the reference path, on this database
-    return request.param
-
-
 def _claimed(user, text: str, answer: str) -> services.ClaimedRun:
     cid = str(services.create_conversation(user.pk).pk)
     services.post_user_message(cid, uuid.uuid4(), text)
@@ -42,7 +35,7 @@ def _facts(outcome) -> list:
     return [(e["type"], e["seq"], e["message"]["text"]) for e in outcome.events]
 
 
-def test_each_run_is_completed_as_if_alone_and_a_lost_lease_fails_only_its_run(user, implementation):
+def test_each_run_is_completed_as_if_alone_and_a_lost_lease_fails_only_its_run(user, sql_or_orm):
     one, two, lost, gone = (_claimed(user, f"q{i}", f"answer {i}") for i in range(4))
     Conversation.objects.filter(pk=gone.conversation_id).delete()
 
@@ -75,7 +68,7 @@ def test_any_number_of_completions_is_one_statement(user, django_assert_num_quer
         assert services.complete_runs([]) == []
 
 
-def test_a_group_commit_completes_the_runs_it_ends_after_their_last_text(user, implementation):
+def test_a_group_commit_completes_the_runs_it_ends_after_their_last_text(user, sql_or_orm):
     done, refused, quiet = (_claimed(user, f"q{i}", f"start {i} ") for i in range(3))
     writes = [services.DeltaWrite(done.conversation_id, done.run_id, done.fencing_token, "end"),
               services.DeltaWrite(refused.conversation_id, refused.run_id, refused.fencing_token + 1, "never")]

@@ -13,18 +13,10 @@ import pytest
 
 from sessions_app import services
 from sessions_app.models import AgentRun, Conversation, Event, Message
-from sessions_app.services import event_log
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
-
-
-@pytest.fixture(params=["sql", "orm"])
-def implementation(request, monkeypatch):
-    if request.param == "orm":
-        monkeypatch.setattr(event_log.db_connection, "vendor", "sqlite")  # the reference path, on this database
-    return request.param
 
 
 def _facts(outcome) -> list:
@@ -42,7 +34,7 @@ def _stored(cid: str) -> dict:
     }
 
 
-def test_each_message_is_stored_as_if_alone_in_its_conversations_order(user, implementation):
+def test_each_message_is_stored_as_if_alone_in_its_conversations_order(user, sql_or_orm):
     a, b = (str(services.create_conversation(user.pk).pk) for _ in range(2))
     gone = str(services.create_conversation(user.pk).pk)
     Conversation.objects.filter(pk=gone).delete()
