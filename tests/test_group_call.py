@@ -105,6 +105,24 @@ async def test_a_function_that_returns_the_wrong_number_of_outcomes_fails_its_ca
         await group(1)
 
 
+async def test_a_function_that_returns_no_list_fails_its_callers_and_leaves_nobody_waiting():
+    group = GroupCall(lambda items: None)
+    with pytest.raises(TypeError):
+        await asyncio.wait_for(group(1), 5)
+    assert group.waiting == 0
+
+
+async def test_a_key_that_fails_fails_its_batch_and_the_next_batch_is_sent():
+    recorder = Recorder()
+    group = GroupCall(recorder, parallel=2, key=lambda item: 1 // (item - 50))  # item 50: ZeroDivisionError
+    futures = await behind_a_held_call(group, recorder, 0, list(range(1, 120)))
+    recorder.gate.set()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[0] == 0
+    assert all(isinstance(r, ZeroDivisionError) for r in results[1:])
+    assert await asyncio.wait_for(group(7), 5) == 70  # the group still works
+
+
 async def test_a_caller_cancelled_before_its_turn_is_not_sent_and_the_others_are():
     recorder = Recorder()
     group = GroupCall(recorder)

@@ -88,7 +88,11 @@ class GroupCall(Generic[Item, Result]):
             batch = [(item, future) for item, future in batch if not future.done()]
             if not batch:
                 continue
-            parts = self._split(batch)
+            try:
+                parts = self._split(batch)
+            except Exception as exc:  # noqa: BLE001 - a key that fails: its callers hear it, none waits forever
+                self._fail(batch, exc)
+                continue
             try:
                 await asyncio.gather(*(self._send(part) for part in parts))
             except asyncio.CancelledError:
@@ -119,16 +123,10 @@ class GroupCall(Generic[Item, Result]):
         self.calls += 1
         try:
             outcomes = await db(self.fn, executor=self.executor)([item for item, _ in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"{self.fn!r} returned {len(outcomes)} outcomes for {len(batch)} items")
         except Exception as exc:  # noqa: BLE001 - every caller of the call sees it, raised in its own task
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        if len(outcomes) != len(batch):
-            mismatch = RuntimeError(f"{self.fn!r} returned {len(outcomes)} outcomes for {len(batch)} items")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(mismatch)
+            self._fail(batch, exc)
             return
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # its caller was cancelled meanwhile
@@ -137,3 +135,11 @@ class GroupCall(Generic[Item, Result]):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+    @staticmethod
+    def _fail(batch: list[tuple[Item, asyncio.Future]], exc: BaseException) -> None:
+        """Every caller of `batch` still waiting gets `exc`: a call that went wrong in any way
+        leaves nobody waiting."""
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
