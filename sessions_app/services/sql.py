@@ -43,8 +43,10 @@ def bound_cursor() -> CursorWrapper:
     coalescing window) that quoting held a database thread on the GIL for 8 ms per array of 500
     ids, against the loop (issue 22). Bound apart, psycopg adapts the arrays in C.
 
-    Never prepared (`prepare=False` on each execute): a named prepared statement does not
-    survive pgbouncer's transaction pooling (deploy/), an unnamed one does. The cursor is
+    Never prepared (`prepare=False` on each execute): a named prepared statement lives on one
+    server connection, and a transaction pooler (pgbouncer before 1.21) hands each transaction
+    to whichever is free; an unnamed one is sent with its statement
+    (tests/e2e/test_pgbouncer_transaction_pooling.py runs both behind pgbouncer). The cursor is
     Django's wrapper around it, so Django's execute wrappers (the database deadline's statement
     count, query capture in tests) see its statements as any other."""
     if db_connection.vendor != "postgresql":

@@ -1,0 +1,93 @@
+"""Debian's pgbouncer on loopback in transaction pooling, in front of a test's PostgreSQL: the
+pooler that a named prepared statement does not survive (pgbouncer before 1.21 does not track
+them; the machine's is 1.18). It runs as the `postgres` OS user (it refuses to run as root)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.ports import free_port
+
+
+def pgbouncer_or_skip() -> str:
+    """The executable. Outside CI a machine without it skips; under CI=true (where .ci/run
+    installs it) its absence is a failure, never a skip."""
+    found = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
+    if found:
+        return found
+    if os.environ.get("CI") == "true":
+        pytest.fail("pgbouncer is not installed (.ci/run installs it with apt-get)")
+    pytest.skip("pgbouncer is not installed: apt-get install -y pgbouncer")
+
+
+class PgBouncer:
+    """`server_connections` server connections for every client: with one, every client's
+    transactions run on the same server connection, one after the other."""
+
+    def __init__(self, pg_port: int, database: str, server_connections: int = 1) -> None:
+        self.executable = pgbouncer_or_skip()
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="tether-pgbouncer-"))
+        (self.dir / "users.txt").write_text('"postgres" ""\n')
+        (self.dir / "pgbouncer.ini").write_text(f"""[databases]
+{database} = host=127.0.0.1 port={pg_port} dbname={database} user=postgres
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.dir}/users.txt
+pool_mode = transaction
+default_pool_size = {server_connections}
+max_client_conn = 100
+ignore_startup_parameters = extra_float_digits,options
+logfile = {self.dir}/pgbouncer.log
+pidfile = {self.dir}/pgbouncer.pid
+""")
+        if os.geteuid() == 0:
+            for path in (self.dir, *self.dir.iterdir()):
+                shutil.chown(path, "postgres", "postgres")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> PgBouncer:
+        command = [self.executable, str(self.dir / "pgbouncer.ini")]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"pgbouncer did not listen on {self.port}:\n{self.tail()}")
+
+    def url(self, database: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join((self.dir / "pgbouncer.log").read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
