@@ -19,7 +19,7 @@ from sessions_app.models import Connection, Conversation
 from sessions_app.services.conversations import create_conversation, get_owned_conversation
 from sessions_app.services.errors import ConversationForbidden, ConversationNotFound, Unauthenticated
 from sessions_app.services.event_log import WireFrame, frames_after, log_extent
-from sessions_app.services.sql import update_by_pk
+from sessions_app.services.sql import bound_cursor, update_by_pk
 
 
 @dataclass(frozen=True)
@@ -314,7 +314,7 @@ def resync_rows_sql(connection_ids: list[Any]) -> list[tuple]:
     `pk__in` prepared each of a batch's ids in Python: at 2,000 idle sockets that was a third
     of the node's CPU (py-spy, issue 22)."""
     user_table = Connection._meta.get_field("user").related_model._meta.db_table
-    with db_connection.cursor() as cursor:
+    with bound_cursor() as cursor:  # a batch's ids as one array, bound apart
         cursor.execute(
             "SELECT c.id, c.closed_at, u.is_active, v.last_seq, c.close_reason, c.user_id, c.token_sid, "
             "c.token_generation, c.delivered_seq, c.acked_seq FROM sessions_app_connection c "

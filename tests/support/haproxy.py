@@ -5,15 +5,13 @@ for the run (tests/support/tls.py), clients trusting it alone."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
+from tests.support.executables import installed_or_skip
 from tests.support.ports import free_port
 from tests.support.tls import client_context, self_signed
 
@@ -22,14 +20,8 @@ CONFIG = ROOT / "deploy" / "haproxy.cfg"
 
 
 def haproxy_or_skip() -> str:
-    """The haproxy executable. Outside CI a machine without it skips; under CI=true (where
-    .ci/run installs it) its absence is a failure, never a skip."""
-    found = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
-    if found:
-        return found
-    if os.environ.get("CI") == "true":
-        pytest.fail("haproxy is not installed (.ci/run installs it with apt-get)")
-    pytest.skip("haproxy is not installed: apt-get install -y haproxy")
+    """The haproxy executable (tests/support/executables.py: a skip outside CI, a failure under it)."""
+    return installed_or_skip("haproxy")
 
 
 class HAProxy:

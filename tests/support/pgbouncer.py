@@ -12,20 +12,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
+from tests.support.executables import installed_or_skip
 from tests.support.ports import free_port
 
 
 def pgbouncer_or_skip() -> str:
-    """The executable. Outside CI a machine without it skips; under CI=true (where .ci/run
-    installs it) its absence is a failure, never a skip."""
-    found = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
-    if found:
-        return found
-    if os.environ.get("CI") == "true":
-        pytest.fail("pgbouncer is not installed (.ci/run installs it with apt-get)")
-    pytest.skip("pgbouncer is not installed: apt-get install -y pgbouncer")
+    """The pgbouncer executable (tests/support/executables.py: a skip outside CI, a failure under it)."""
+    return installed_or_skip("pgbouncer")
 
 
 class PgBouncer:
