@@ -5,13 +5,11 @@ for the run (tests/support/tls.py), clients trusting it alone."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from tests.support.executables import installed_or_skip
+from tests.support.executables import installed_or_skip, stop_process, wait_listening
 from tests.support.ports import free_port
 from tests.support.tls import client_context, self_signed
 
@@ -66,25 +64,11 @@ class HAProxy:
         assert check.returncode == 0, check.stdout + check.stderr
         self.proc = subprocess.Popen([self.executable, "-db", "-f", str(CONFIG)], env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"haproxy exited:\n{self.tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"haproxy not listening after {timeout}s:\n{self.tail()}")
+        wait_listening(self.proc, self.port, timeout, self.tail)
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def tail(self, lines: int = 40) -> str:
         self.log.flush()

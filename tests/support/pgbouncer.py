@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from tests.support.executables import installed_or_skip
+from tests.support.executables import installed_or_skip, stop_process, wait_listening
 from tests.support.ports import free_port
 
 
@@ -56,27 +54,14 @@ pidfile = {self.dir}/pgbouncer.pid
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"pgbouncer did not listen on {self.port}:\n{self.tail()}")
+        wait_listening(self.proc, self.port, 15, self.tail)
+        return self
 
     def url(self, database: str) -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def tail(self, lines: int = 20) -> str:
