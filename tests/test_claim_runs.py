@@ -129,7 +129,7 @@ async def test_kicks_arriving_while_a_claim_is_under_way_go_in_one_call(cluster,
     await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
     for cid in ids[1:]:
         node.supervisor.kick(cid)
-    await asyncio.sleep(0)  # every driver is waiting for its claim
+    await eventually(lambda: node.supervisor.claims.waiting == 9, timeout=5, what="nine claims waiting")
     gate.set()
 
     async def all_completed():

@@ -157,7 +157,8 @@ async def test_a_finishing_run_is_completed_in_the_batch_of_its_last_text_and_pu
     run = _open(writer, 1)
     run.add("last words")
     finishing = asyncio.ensure_future(run.finish({"k": 1}))
-    await asyncio.sleep(0)
+    while run.completion is None:  # finish() has asked for its completion (one pass of the loop)
+        await asyncio.sleep(0)
     fake_log.hold.set()
     committed = await asyncio.wait_for(finishing, 2)
 
