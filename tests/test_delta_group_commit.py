@@ -57,7 +57,7 @@ def test_batch_commits_each_run_and_refuses_only_the_bad_writes(user):
         assert (first_frame["type"], first_frame["index"], second_frame["index"]) == ("agent.delta", 0, 1)
         assert second_frame["seq"] == first_frame["seq"] + 1
         run = AgentRun.objects.get(pk=claim.run_id)
-        assert (run.text, run.next_index) == (text, 2)
+        assert (services.committed_text(run), run.next_index) == (text, 2)
         assert run.lease_expires_at >= before + timedelta(seconds=29)
         seqs = list(Event.objects.filter(conversation_id=claim.conversation_id).values_list("seq", flat=True))
         assert seqs == list(range(1, len(seqs) + 1))
@@ -65,7 +65,7 @@ def test_batch_commits_each_run_and_refuses_only_the_bad_writes(user):
     # The refused runs got nothing written.
     for claim in (stale, cancelled):
         assert not Event.objects.filter(run_id=claim.run_id, type="agent.delta").exists()
-        assert AgentRun.objects.get(pk=claim.run_id).text == ""
+        assert services.committed_text(AgentRun.objects.get(pk=claim.run_id)) == ""
 
 
 @pytest.mark.postgres
@@ -93,4 +93,5 @@ def test_concurrent_batches_over_the_same_conversations_neither_deadlock_nor_gap
         assert [d.payload["index"] for d in deltas] == list(range(80))
         seqs = list(Event.objects.filter(conversation_id=claim.conversation_id).values_list("seq", flat=True))
         assert seqs == list(range(1, len(seqs) + 1))
-        assert AgentRun.objects.get(pk=claim.run_id).text == "".join(d.payload["text"] for d in deltas)
+        run = AgentRun.objects.get(pk=claim.run_id)
+        assert services.committed_text(run) == "".join(d.payload["text"] for d in deltas)

@@ -40,4 +40,4 @@ async def test_text_is_committed_while_every_shared_database_thread_is_busy(user
         await held
         await writer.stop()
     run = await db(AgentRun.objects.get)(pk=claim.run_id)
-    assert (run.text, run.next_index, failures) == ("Hello", 1, [])
+    assert (await db(services.committed_text)(run), run.next_index, failures) == ("Hello", 1, [])

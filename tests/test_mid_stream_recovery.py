@@ -132,7 +132,8 @@ async def test_a_released_run_refuses_its_old_owners_late_writes(user):
     assert isinstance(outcome[claim.run_id], services.LeaseLost), outcome
     assert await database_sync_to_async(services.renew_run_lease)(claim.run_id, claim.fencing_token) == "lost"
     run = await database_sync_to_async(AgentRun.objects.get)(pk=claim.run_id)
-    assert (run.text, run.next_index, run.status) == ("w1 ", 1, "running")
+    text = await database_sync_to_async(services.committed_text)(run)
+    assert (text, run.next_index, run.status) == ("w1 ", 1, "running")
     assert run.lease_expires_at < timezone.now()
     # The next owner continues from what was committed.
     taken = await database_sync_to_async(services.claim_next_run)(conversation_id, "other-node", 30)

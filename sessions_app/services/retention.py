@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 
-from sessions_app.models import Event
+from sessions_app.models import AgentRun, Event
 from sessions_app.services.connections import reconcile_acks
 
 
@@ -36,7 +36,12 @@ def prune_events(
     acked_cutoff = now - timedelta(days=acked_days)
     unacked_cutoff = now - timedelta(days=unacked_days)
     reconcile_acks()
-    eligible = Q(created_at__lt=unacked_cutoff) | Q(created_at__lt=acked_cutoff, seq__lte=F("conversation__acked_seq"))
+    # An unfinished run's deltas stay whatever their age: its text is read from them until it is
+    # folded in (models.AgentRun.text_upto).
+    unfinished = AgentRun.objects.filter(status__in=AgentRun.UNFINISHED, text_upto__lt=F("next_index")).values("pk")
+    acked_and_old = Q(created_at__lt=acked_cutoff, seq__lte=F("conversation__acked_seq"))
+    old_enough = Q(created_at__lt=unacked_cutoff) | acked_and_old
+    eligible = old_enough & ~Q(type="agent.delta", run_id__in=unfinished)
     bounds = (
         Event.objects.filter(conversation_id__in=Event.objects.filter(eligible).values("conversation_id"))
         .values("conversation_id")

@@ -214,7 +214,8 @@ def load_run_context(run_id: Any) -> RunContext:
 # select_related, then the history) the same reads cost the node about 1 ms of CPU per run
 # (issue 22); `claim_runs` reads every claimed run's context with it at once.
 _RUN_CONTEXTS_SQL = """
-SELECT r.id, r.conversation_id, c.agent_memory, r.text, r.next_index, r.cancel_requested, h.roles, h.texts
+SELECT r.id, r.conversation_id, c.agent_memory, tether_run_text(r.id), r.next_index, r.cancel_requested, h.roles,
+       h.texts
 FROM sessions_app_agentrun r
 JOIN sessions_app_message m ON m.id = r.message_id
 JOIN sessions_app_conversation c ON c.id = r.conversation_id
@@ -274,10 +275,30 @@ def load_run_context_orm(run_id: Any) -> RunContext:
         conversation_id=str(run.conversation_id),
         history=history,
         memory=dict(run.conversation.agent_memory or {}),
-        partial_text=run.text,
+        partial_text=committed_text(run),
         next_index=run.next_index,
         cancel_requested=run.cancel_requested,
     )
+
+
+def committed_text(run: AgentRun) -> str:
+    """The run's committed text: `run.text`, then its agent.delta events from index
+    `run.text_upto` on, in the log's order (the ORM reference of `tether_run_text`, migration
+    0011). The group commit does not rewrite the text (models.AgentRun.text_upto says why)."""
+    if run.text_upto >= run.next_index:
+        return run.text
+    deltas = Event.objects.filter(conversation_id=run.conversation_id, run_id=run.pk, type="agent.delta")
+    return run.text + "".join(p["text"] for p in deltas.order_by("seq").values_list("payload", flat=True)
+                              if p["index"] >= run.text_upto)
+
+
+def fold_text(run: AgentRun) -> list[str]:
+    """Folds the log's part of the run's text into `run.text` (the run stops streaming: it
+    completes, fails or waits for a person); returns the fields to save. After it the run's
+    text no longer needs its deltas, so the log's retention may take them."""
+    run.text = committed_text(run)
+    run.text_upto = run.next_index
+    return ["text", "text_upto"]
 
 
 def owned_run(conversation: Conversation, run_id: Any, fencing_token: int) -> AgentRun:
@@ -354,8 +375,8 @@ def append_run_deltas_in_one_trip(writes: list[DeltaWrite], lease_seconds: float
 
 
 def append_run_deltas_orm(writes: list[DeltaWrite], lease_seconds: float) -> DeltaOutcomes:
-    """The reference implementation of `append_run_deltas`, through the ORM and plain SQL: the
-    run's text grows with `||` instead of being read and rewritten."""
+    """The reference implementation of `append_run_deltas`, through the ORM and plain SQL. The
+    run's text is not touched: it is read from the log (`committed_text`)."""
     outcomes: dict[str, list[dict] | ServiceError] = {}
     with transaction.atomic():
         # Conversations first and in key order, as every other write path locks a conversation
@@ -381,7 +402,7 @@ def append_run_deltas_orm(writes: list[DeltaWrite], lease_seconds: float) -> Del
             .values_list("id", "conversation_id", "fencing_token", "status", "cancel_requested", "next_index")
         }
         events: list[Event] = []
-        run_rows: list[tuple[str, Any]] = []
+        run_rows: list[Any] = []
         for write in writes:
             run = runs.get(write.run_id)
             if (
@@ -405,7 +426,7 @@ def append_run_deltas_orm(writes: list[DeltaWrite], lease_seconds: float) -> Del
                 created_at=stamps[write.conversation_id],
             )
             events.append(event)
-            run_rows.append((write.text, run[0]))
+            run_rows.append(run[0])
             outcomes[write.run_id] = [event.as_frame()]
         if events:
             Event.objects.bulk_create(events)
@@ -415,10 +436,10 @@ def append_run_deltas_orm(writes: list[DeltaWrite], lease_seconds: float) -> Del
     return outcomes
 
 
-def _grow_runs(rows: list[tuple[str, Any]], lease_until: datetime) -> None:
+def _grow_runs(run_ids: list[Any], lease_until: datetime) -> None:
     lease = db_connection.ops.adapt_datetimefield_value(lease_until)
-    update_by_pk(AgentRun, "text = text || %s, next_index = next_index + 1, lease_expires_at = %s",
-                  [(text, lease, run_id) for text, run_id in rows])
+    update_by_pk(AgentRun, "next_index = next_index + 1, lease_expires_at = %s",
+                 [(lease, run_id) for run_id in run_ids])
 
 
 def _set_last_seqs(rows: list[tuple[int, datetime, Any]]) -> None:
@@ -542,6 +563,7 @@ def complete_run_orm(conversation_id: Any, run_id: Any, fencing_token: int, memo
     with transaction.atomic():
         conversation = lock_conversation(conversation_id)
         run = owned_run(conversation, run_id, fencing_token)
+        fold_text(run)  # saved by _finish
         message = Message.objects.create(
             conversation=conversation, role=Message.Role.ASSISTANT, text=run.text, seq=conversation.last_seq + 1
         )
@@ -579,12 +601,13 @@ def _failed_payload(run: AgentRun, error: str, cancelled: bool) -> dict:
 
 
 def _finish(run: AgentRun, status: str, error: str) -> None:
+    fields = fold_text(run)
     run.status = status
     run.error = error[:2000]
     run.finished_at = timezone.now()
     run.lease_expires_at = None
     run.waiting_since = None
-    run.save(update_fields=["status", "error", "finished_at", "lease_expires_at", "waiting_since"])
+    run.save(update_fields=["status", "error", "finished_at", "lease_expires_at", "waiting_since", *fields])
 
 
 @dataclass(frozen=True)

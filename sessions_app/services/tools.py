@@ -34,7 +34,7 @@ from sessions_app.services import journal
 from sessions_app.services.conversations import lock_conversation
 from sessions_app.services.errors import LeaseLost, RunCancelled, ServiceError
 from sessions_app.services.event_log import Committed
-from sessions_app.services.runs import owned_run
+from sessions_app.services.runs import committed_text, fold_text, owned_run
 
 # The namespace of call ids (uuid5): any fixed UUID would do; this one is Tether's.
 CALL_ID_NAMESPACE = uuid.UUID("4d0b7a60-3c55-4f0c-9a4b-2f7a1b9d8e21")
@@ -94,7 +94,7 @@ def _record(call: ToolCall, approval: Approval | None) -> CallRecord:
 
 
 def load_journal(run_id: Any) -> Journal:
-    run = AgentRun.objects.only("text").get(pk=run_id)
+    run = AgentRun.objects.only("conversation_id", "text", "text_upto", "next_index").get(pk=run_id)
     approvals = {a.call_id: a for a in Approval.objects.filter(run_id=run_id)}
     calls: dict[int, list[CallRecord]] = {}
     for call in ToolCall.objects.filter(run_id=run_id).order_by("step", "retry"):
@@ -103,7 +103,7 @@ def load_journal(run_id: Any) -> Journal:
         ModelCallRecord(m.index, m.request_hash, m.response, m.text_offset)
         for m in ModelCall.objects.filter(run_id=run_id).order_by("index")
     ]
-    return Journal(text=run.text, calls=calls, model_calls=models)
+    return Journal(text=committed_text(run), calls=calls, model_calls=models)
 
 
 # --- holding the run ------------------------------------------------------------------------
@@ -138,7 +138,9 @@ def _wait_for_approval(run: AgentRun, call: ToolCall, reason: str) -> Approval:
     run.lease_expires_at = None
     run.fencing_token += 1
     run.waiting_since = timezone.now()
-    run.save(update_fields=["status", "node", "lease_expires_at", "fencing_token", "waiting_since"])
+    # Folded: a wait may outlast the log's retention of the deltas (REALTIME_APPROVAL_TIMEOUT).
+    fields = fold_text(run)
+    run.save(update_fields=["status", "node", "lease_expires_at", "fencing_token", "waiting_since", *fields])
     return approval
 
 

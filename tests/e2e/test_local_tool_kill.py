@@ -14,6 +14,7 @@ Each write exists exactly once, with the call_id the log announced."""
 import pytest
 from channels.db import database_sync_to_async
 
+from sessions_app import services
 from sessions_app.models import AgentRun, DemoEffect
 from tests.conftest import access_for
 from tests.support.gated_agent import AgentGate
@@ -33,7 +34,7 @@ def effects(conversation_id: str) -> list[tuple[int, str]]:
 @database_sync_to_async
 def run_text(conversation_id: str) -> str | None:
     run = AgentRun.objects.filter(conversation_id=conversation_id).first()
-    return run.text if run else None
+    return services.committed_text(run) if run else None
 
 
 async def test_sigkill_around_a_local_write_leaves_it_exactly_once(daphne_cluster, user, tmp_path):

@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 from tether_client import Backoff
 
+from sessions_app import services
 from sessions_app.models import AgentRun, Message
 from tests.support.gated_agent import AgentGate
 from tests.support.sdk_chat import (
@@ -72,7 +73,8 @@ async def test_single_node_restart_resumes_every_client_and_flushes_the_outbox(d
         # the database, part of the text committed, the lease expired.
         runs = await database_sync_to_async(
             lambda: sorted(
-                AgentRun.objects.values_list("status", "claims", "next_index", "lease_expires_at", "text"),
+                ((r.status, r.claims, r.next_index, r.lease_expires_at, services.committed_text(r))
+                 for r in AgentRun.objects.all()),
                 key=lambda r: r[0],
             )
         )()

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from django.db import connection
 
+from sessions_app import services
 from sessions_app.models import AgentRun, Connection, Event, Message
 
 # Chromium as root needs --no-sandbox; the rest keeps a headless run quiet and offline.
@@ -229,7 +230,8 @@ def _server_record(conversation_id: str) -> Shown:
         for e in Event.objects.filter(conversation_id=conversation_id, type="agent.completed")
     }
     answers = [
-        (str(run.id), PAGE_STATUS.get(run.status, "streaming"), completed.get(str(run.id), run.text))
+        (str(run.id), PAGE_STATUS.get(run.status, "streaming"),
+         completed[str(run.id)] if str(run.id) in completed else services.committed_text(run))
         for run in AgentRun.objects.filter(conversation_id=conversation_id).order_by("message__seq")
     ]
     return Shown(users=users, answers=answers, pending=[])
@@ -274,7 +276,7 @@ def run_progress(conversation_id: str) -> int:
 
     def progress() -> int:
         run = AgentRun.objects.filter(conversation_id=conversation_id).order_by("-created_at").first()
-        return len(run.text.split()) if run else 0
+        return len(services.committed_text(run).split()) if run else 0
 
     return orm(progress)
 
