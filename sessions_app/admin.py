@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import Case, Count, F, IntegerField, Max, OuterRef, Subquery, Value, When
 
-from sessions_app import admin_actions
+from sessions_app import admin_actions, services
 from sessions_app.models import AgentRun, Approval, Connection, Conversation, DemoEffect, Event, Message, ToolCall
 
 
@@ -124,6 +124,14 @@ class AgentRunAdmin(admin_actions.OperatorActions, ReadOnlyAdmin):
                     "next_index", "created_at", "started_at", "finished_at"]
     list_filter = ["status", "node"]
     search_fields = ["id", "conversation__id", "node"]
+    # The row holds only the text folded in (models.AgentRun.text_upto); a running run's page
+    # shows what it has committed so far, read from the log as a takeover would.
+    exclude = ["text"]
+    readonly_fields = ["committed_text"]
+
+    @admin.display(description="text committed so far")
+    def committed_text(self, obj: AgentRun) -> str:
+        return services.committed_text(obj)
 
 
 # --- what agents do: the tool journal, approvals, the demo's effects -----------------------

@@ -35,6 +35,17 @@ def test_every_admin_page_renders(admin_client_with_data):
     assert client.get("/admin/sessions_app/connection/?state=open&close_code__isnull=True").status_code == 200
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_running_runs_page_shows_the_text_it_has_committed_so_far(admin_client_with_data):
+    client, conversation, posted = admin_client_with_data
+    claim = services.claim_next_run(conversation.pk, "node-1", lease_seconds=30)
+    for piece in ("so ", "far"):
+        services.append_run_deltas([services.DeltaWrite(claim.conversation_id, claim.run_id, claim.fencing_token,
+                                                        piece)], 30)
+    page = client.get(f"/admin/sessions_app/agentrun/{claim.run_id}/change/").content.decode()
+    assert "<label>Text committed so far:</label>" in page and '<div class="readonly">so far</div>' in page
+
+
 def test_log_rows_cannot_be_added_or_edited(admin_client_with_data):
     client, _, _ = admin_client_with_data
     for name in ["event", "agentrun", "connection", "message"]:

@@ -177,7 +177,7 @@ class RunSupervisor:
         except TRANSIENT_ERRORS as exc:
             # The database or Redis went away mid-run: the run keeps its lease until it lapses,
             # then a sweep (here or elsewhere) claims it again and it goes on from its
-            # committed text (AgentRun.text).
+            # committed text (services.committed_text).
             warn_failed(log, "a run stopped: the database or Redis is unavailable; it is taken up again later", exc=exc)
         except Exception:  # the sweeper retries the conversation
             log.exception("driving runs of %s failed", conversation_id)

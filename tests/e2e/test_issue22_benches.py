@@ -1,7 +1,8 @@
 """Issue 22's instruments run end to end in tiny versions, so that they cannot rot while the code
 they measure changes: bench/stream_bench.py (Tether and the floor per N, the CPU ratios),
 bench/service_cost_bench.py (an answer's services, both paths), bench/burst_cost_bench.py (a
-burst's services by batch size, both bindings) and bench/idle_bench.py --with-floor (idle
+burst's services by batch size, both bindings), bench/commit_growth_bench.py (the group commit over
+an answer's life, both ways) and bench/idle_bench.py --with-floor (idle
 sockets on Tether and on daphne alone). Each must finish, lose nothing and
 print figures that make sense."""
 
@@ -73,3 +74,13 @@ def test_tiny_idle_bench_holds_sockets_on_tether_and_on_the_floor():
     for row in rows:
         assert row.rstrip(" |").endswith("20/20"), row  # every socket still answered its ping
     assert "idle CPU % of one core per 1,000 sockets: Tether" in tables
+
+
+@pytest.mark.parametrize("before", [False, True], ids=["text-from-the-log", "rewrite-text"])
+def test_tiny_commit_growth_bench_measures_every_tenth_and_the_completion(before):
+    report, tables = run("bench/commit_growth_bench.py", "--runs", "3", "--deltas", "10",
+                         *(["--rewrite-text"] if before else []))
+    assert [t["from_delta"] for t in report["tenths"]] == list(range(10))
+    assert all(t["wall_ms"] > 0 and t["server_ms"] > 0 for t in report["tenths"])
+    assert report["completion_ms"] > 0
+    assert ("rewriting the text (before 0011)" in tables) == before
