@@ -5,12 +5,11 @@ of the commits, the median wall time of one commit and PostgreSQL's CPU for it
 (/proc/PID/schedstat of the connection's server process); then the completion's wall time.
 
     .venv/bin/python bench/commit_growth_bench.py --runs 200 --deltas 200
-    .venv/bin/python bench/commit_growth_bench.py --runs 200 --deltas 200 --rewrite-text   # before 0011
+    .venv/bin/python bench/commit_growth_bench.py --runs 200 --deltas 200 --rewrite-text   # before 0012
 
 --rewrite-text puts back, in the scratch database only, the group commit as it was before
-migration 0011 (`tether_append_deltas` rewriting every run's whole text at every delta; it also
-keeps `text_upto` at `next_index`, so the completion reads the text from the row), to compare
-both in one sitting. Needs PostgreSQL on this machine (a scratch database
+migration 0012 (`tether_append_deltas` rewriting every run's whole text at every delta, as 0011
+and the migrations before it did), to compare both in one sitting. Needs PostgreSQL on this machine (a scratch database
 `tether_bench_growth` is recreated)."""
 
 from __future__ import annotations
@@ -45,12 +44,7 @@ def measure(runs: int, deltas: int, rewrite_text: bool) -> dict:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
         if rewrite_text:
-            # The earlier statement, keeping `text_upto` at `next_index` so that today's readers
-            # (the completion here) find the whole text in the row, as they would after a fold.
-            earlier = import_module("sessions_app.migrations.0007_append_deltas_function").CREATE
-            old = "next_index = r.next_index + 1,"
-            assert earlier.count(old) == 1
-            cursor.execute(earlier.replace(old, old + " text_upto = r.next_index + 1,"))
+            cursor.execute(import_module("sessions_app.migrations.0011_run_text_from_log").append_deltas_sql(True))
     ids = [str(services.create_conversation(user.pk).pk) for _ in range(runs)]
     services.post_user_messages([services.NewMessage(c, str(uuid.uuid4()), "go") for c in ids])
     claims = services.claim_runs(ids, "bench", 30.0)
@@ -81,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--deltas", type=int, default=200)
-    parser.add_argument("--rewrite-text", action="store_true", help="the group commit as before migration 0011")
+    parser.add_argument("--rewrite-text", action="store_true", help="the group commit as before migration 0012")
     parser.add_argument("--pg", default=DEFAULT_PG)
     args = parser.parse_args()
     os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
@@ -95,7 +89,7 @@ def main() -> None:
 
     machine = probe(args.pg, os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     print(json.dumps({"args": vars(args), **result, "machine": machine}, indent=2))
-    label = "rewriting the text (before 0011)" if args.rewrite_text else "the text read from the log"
+    label = "rewriting the text (before 0012)" if args.rewrite_text else "the text read from the log"
     print(f"\n{args.runs} runs, {label}\n\n| deltas so far | wall ms per commit | PostgreSQL ms per commit |")
     print("| --- | --- | --- |")
     for tenth in result["tenths"]:

@@ -110,3 +110,25 @@ def test_runs_written_before_the_migration_keep_their_whole_text(user):
         import_module("sessions_app.migrations.0011_run_text_from_log").forward(django_apps, editor)
     assert _row(claim.run_id) == ("one two ", 2, 2)
     assert services.committed_text(AgentRun.objects.get(pk=claim.run_id)) == "one two "
+
+
+@pytest.mark.postgres
+def test_between_the_two_migrations_a_node_of_the_earlier_release_reads_the_whole_text_in_the_row(user):
+    """The rolling deploy's state: 0011 applied, 0012 not yet. An earlier node reads
+    `AgentRun.text` directly (its context, its journal) when it takes a run over; this release
+    reads `committed_text`: both must find the whole text."""
+    expand = import_module("sessions_app.migrations.0011_run_text_from_log")
+    with connection.cursor() as cursor:
+        cursor.execute(expand.append_deltas_sql(rewrite_text=True))
+    try:
+        claim = _claimed(user)
+        _append(claim, "one ", "two ")
+        run = AgentRun.objects.get(pk=claim.run_id)
+        assert (run.text, run.text_upto, run.next_index) == ("one two ", 2, 2)
+        assert services.committed_text(run) == "one two "
+        assert services.load_run_context(claim.run_id).partial_text == "one two "
+        done = services.complete_run(claim.conversation_id, claim.run_id, claim.fencing_token, None)
+        assert done.events[0]["message"]["text"] == "one two "
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(expand.append_deltas_sql(rewrite_text=False))

@@ -83,4 +83,4 @@ def test_tiny_commit_growth_bench_measures_every_tenth_and_the_completion(before
     assert [t["from_delta"] for t in report["tenths"]] == list(range(10))
     assert all(t["wall_ms"] > 0 and t["server_ms"] > 0 for t in report["tenths"])
     assert report["completion_ms"] > 0
-    assert ("rewriting the text (before 0011)" in tables) == before
+    assert ("rewriting the text (before 0012)" in tables) == before
