@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._support import DEFAULT_PG, machine_line  # noqa: E402
 from bench.service_cost_bench import server_cpu  # noqa: E402
-from bench.stream_bench import prepare_database  # noqa: E402
+from bench.stream_bench import django_on_scratch_database  # noqa: E402
 
 STEPS = ("post_user_messages", "claim_runs", "append_run_deltas", "complete_runs")
 
@@ -86,12 +85,7 @@ def main() -> None:
     parser.add_argument("--pg", default=DEFAULT_PG)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
-    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-    os.environ["DATABASE_URL"] = prepare_database(args.pg, "tether_bench_burst")
-    import django
-
-    django.setup()
+    django_on_scratch_database(args.pg, "tether_bench_burst")
     from django.contrib.auth import get_user_model
     from django.db import connection
 

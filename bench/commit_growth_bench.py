@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._support import DEFAULT_PG, machine_line  # noqa: E402
 from bench.service_cost_bench import server_cpu  # noqa: E402
-from bench.stream_bench import prepare_database  # noqa: E402
+from bench.stream_bench import django_on_scratch_database  # noqa: E402
 
 
 def measure(runs: int, deltas: int, rewrite_text: bool) -> dict:
@@ -78,12 +77,7 @@ def main() -> None:
     parser.add_argument("--rewrite-text", action="store_true", help="the group commit as before migration 0012")
     parser.add_argument("--pg", default=DEFAULT_PG)
     args = parser.parse_args()
-    os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
-    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-    os.environ["DATABASE_URL"] = prepare_database(args.pg, "tether_bench_growth")
-    import django
-
-    django.setup()
+    django_on_scratch_database(args.pg, "tether_bench_growth")
     result = measure(args.runs, args.deltas, args.rewrite_text)
     from bench.machine_probe import probe
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._support import DEFAULT_PG, machine_line  # noqa: E402
-from bench.stream_bench import prepare_database  # noqa: E402
+from bench.stream_bench import django_on_scratch_database  # noqa: E402
 
 
 def measure(answers: int, warmup: int, orm: bool) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
@@ -94,12 +93,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--pg", default=DEFAULT_PG)
     args = parser.parse_args()
-    os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
-    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-    os.environ["DATABASE_URL"] = prepare_database(args.pg, "tether_bench_services")
-    import django
-
-    django.setup()
+    django_on_scratch_database(args.pg, "tether_bench_services")
     # Both paths in one sitting, on the same database, one after the other.
     measured = {path: measure(args.answers, args.warmup, orm=path == "orm") for path in ("orm", "sql")}
     results = {path: node for path, (node, _) in measured.items()}

@@ -92,6 +92,17 @@ def prepare_database(admin_url: str, name: str) -> str:
     return url
 
 
+def django_on_scratch_database(admin_url: str, name: str) -> None:
+    """Django set up in this process on the scratch database `name`, recreated and migrated
+    (`prepare_database`): what a benchmark that calls the services directly needs first."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+    os.environ["DATABASE_URL"] = prepare_database(admin_url, name)
+    import django
+
+    django.setup()
+
+
 def make_tokens(count: int) -> list[str]:
     import django
 
