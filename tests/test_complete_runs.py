@@ -1,12 +1,13 @@
 """Runs that end together are completed together: `services.complete_runs` completes many runs
 in one statement on PostgreSQL, each as `complete_run` would (the ORM reference agrees; a lost
-lease fails only its own run), and an answer's end rides in the node's group commit, with its
-last text, on the commit thread (issue 22)."""
+lease fails only its own run), and a node completes an answer right after the group commit of
+its last text, beside the commit thread, with the runs that end meanwhile (issue 22)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 
 import pytest
@@ -15,7 +16,6 @@ from channels.db import database_sync_to_async
 from realtime.infra.db import commit_executor
 from sessions_app import services
 from sessions_app.models import AgentRun, Conversation, Event, Message
-from sessions_app.services import runs
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
@@ -68,24 +68,6 @@ def test_any_number_of_completions_is_one_statement(user, django_assert_num_quer
         assert services.complete_runs([]) == []
 
 
-def test_a_group_commit_completes_the_runs_it_ends_after_their_last_text(user, sql_or_orm):
-    done, refused, quiet = (_claimed(user, f"q{i}", f"start {i} ") for i in range(3))
-    writes = [services.DeltaWrite(done.conversation_id, done.run_id, done.fencing_token, "end"),
-              services.DeltaWrite(refused.conversation_id, refused.run_id, refused.fencing_token + 1, "never")]
-    completions = [services.Completion(c.conversation_id, c.run_id, c.fencing_token, None)
-                   for c in (done, refused, quiet)]
-
-    outcomes, completed = services.append_and_complete(writes, completions, 30)
-
-    assert type(outcomes[refused.run_id]).__name__ == "LeaseLost"
-    assert set(completed) == {done.run_id, quiet.run_id}  # the refused run is not completed
-    assert [e["message"]["text"] for e in completed[done.run_id].events] == ["start 0 end"]
-    assert [e["seq"] for e in outcomes[done.run_id]] == [4] and completed[done.run_id].events[0]["seq"] == 5
-    assert [e["message"]["text"] for e in completed[quiet.run_id].events] == ["start 2 "]
-    assert [AgentRun.objects.get(pk=c.run_id).status for c in (done, refused, quiet)] == [
-        "completed", "running", "completed"]
-
-
 class Silent:
     """An agent that ends at once without a word: its run's end is only its completion."""
 
@@ -94,9 +76,9 @@ class Silent:
         yield
 
 
-async def test_runs_ending_together_are_completed_in_the_group_commit_on_its_thread(cluster, user, monkeypatch):
-    """An answer's end rides in the node's group commit (`append_and_complete`): the runs that end
-    while a batch is written are completed together in the next, on the commit thread."""
+async def test_runs_ending_together_are_completed_together_beside_the_commit_thread(cluster, user, monkeypatch):
+    """The runs that end while a completion call is in flight are completed together in the
+    next one, in the shared database pool: the commit thread goes on with the streams' text."""
     node, _ = cluster("node-a", register=False, agent_factory=Silent, sweep_interval=60)
     # Not started: its sweeper would find the same runs and claim them beside the kicks.
     gate, entered = threading.Event(), threading.Event()
@@ -112,7 +94,7 @@ async def test_runs_ending_together_are_completed_in_the_group_commit_on_its_thr
             assert gate.wait(5), "the test never opened the gate"
         return real(completions)
 
-    monkeypatch.setattr(runs, "complete_runs", gated)
+    monkeypatch.setattr(services, "complete_runs", gated)
 
     def conversations(n):
         ids = [str(services.create_conversation(user.pk).pk) for _ in range(n)]
@@ -125,8 +107,8 @@ async def test_runs_ending_together_are_completed_in_the_group_commit_on_its_thr
     await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
     for cid in rest:
         node.supervisor.kick(cid)
-    await eventually(lambda: len(node.supervisor.writer._due) == 7, timeout=5,  # noqa: SLF001 - what waits is the point
-                     what="seven runs waiting for the next group commit")
+    await eventually(lambda: len(node.supervisor.writer._to_complete) == 7, timeout=5,  # noqa: SLF001 - what waits is the point
+                     what="seven runs waiting for the next completion call")
     gate.set()
 
     async def all_completed():
@@ -137,8 +119,8 @@ async def test_runs_ending_together_are_completed_in_the_group_commit_on_its_thr
 
     await eventually(all_completed, timeout=10, what="every run completed")
     assert batches == [1, 7]
-    commit_thread = commit_executor()._thread_name_prefix  # noqa: SLF001 - the thread it must run on
-    assert all(name.startswith(commit_thread) for name in threads), threads
+    commit_thread = commit_executor()._thread_name_prefix  # noqa: SLF001 - the thread it must not hold
+    assert not any(name.startswith(commit_thread) for name in threads), threads
 
 
 class TwoWords:
@@ -150,18 +132,23 @@ class TwoWords:
         yield "last"
 
 
-async def test_an_answer_is_completed_in_the_same_group_commit_as_its_last_text(cluster, user, monkeypatch):
-    """Not in a commit of its own after it: the run does not wait for its last text's commit
-    before it asks for its completion."""
-    node, _ = cluster("node-a", register=False, agent_factory=TwoWords, sweep_interval=60, coalesce_ms=300)
-    calls: list[tuple[list[str], list[str]]] = []
-    real = services.append_and_complete
+async def test_an_answer_is_completed_right_after_the_group_commit_of_its_last_text(cluster, user, monkeypatch):
+    """Not a window later: the run does not wait for its last text's commit before it asks for
+    its completion, and the completion is asked for as soon as that commit is published."""
+    node, _ = cluster("node-a", register=False, agent_factory=TwoWords, sweep_interval=60, coalesce_ms=1000)
+    calls: list[tuple[str, list[str], float]] = []
+    real_append, real_complete = services.append_run_deltas, services.complete_runs
 
-    def recorded(writes, completions, lease_seconds):
-        calls.append(([w.text for w in writes], [c.run_id for c in completions]))
-        return real(writes, completions, lease_seconds)
+    def appended(writes, lease_seconds=None):
+        calls.append(("deltas", [w.text for w in writes], time.monotonic()))
+        return real_append(writes, lease_seconds)
 
-    monkeypatch.setattr(services, "append_and_complete", recorded)
+    def completed(completions):
+        calls.append(("completions", [c.run_id for c in completions], time.monotonic()))
+        return real_complete(completions)
+
+    monkeypatch.setattr(services, "append_run_deltas", appended)
+    monkeypatch.setattr(services, "complete_runs", completed)
 
     def conversation():
         cid = str(services.create_conversation(user.pk).pk)
@@ -171,12 +158,14 @@ async def test_an_answer_is_completed_in_the_same_group_commit_as_its_last_text(
     cid = await database_sync_to_async(conversation)()
     node.supervisor.kick(cid)
 
-    async def completed():
+    async def run_completed():
         return await database_sync_to_async(
             lambda: AgentRun.objects.filter(conversation_id=cid, status="completed").first())()
 
-    run = await eventually(completed, timeout=10, what="the run completed")
-    assert calls == [(["first "], []), (["last"], [str(run.pk)])]
+    run = await eventually(run_completed, timeout=10, what="the run completed")
+    assert [(kind, what) for kind, what, _ in calls] == [
+        ("deltas", ["first "]), ("deltas", ["last"]), ("completions", [str(run.pk)])]
+    assert calls[2][2] - calls[1][2] < 1.0  # within the 1 s window: right after the commit
     types = await database_sync_to_async(lambda: list(
         Event.objects.filter(conversation_id=cid).order_by("seq").values_list("type", flat=True)))()
     assert types == ["message.created", "agent.started", "agent.delta", "agent.delta", "agent.completed"]

@@ -16,8 +16,8 @@ from sessions_app.services import ClaimedRun
 pytestmark = pytest.mark.pure
 
 
-def _committed(writes, completions, lease_seconds):
-    return {w.run_id: [{"type": "agent.delta", "run_id": w.run_id, "text": w.text}] for w in writes}, {}
+def _committed(writes, lease_seconds):
+    return {w.run_id: [{"type": "agent.delta", "run_id": w.run_id, "text": w.text}] for w in writes}
 
 
 @pytest.fixture

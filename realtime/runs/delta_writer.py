@@ -10,14 +10,23 @@ History, because each step was measured (docs/benchmarks.md):
   per-token wake-ups of every run's pump were paid per event (issue 22's profile: pump, writer,
   database hop and publish were 60% of the node's CPU per event at 100 streams);
 - now one beat for the node: a run's text waits at most one window, as before, but every run's
-  text of a window goes into one batch. Adding text is a list append; nothing wakes per token.
+  text of a window goes into one batch. Adding text is a list append; nothing wakes per token;
+- a run's end (`finish`) is completed right after the batch of its last text, beside the beat:
+  the runs that end while a completion call is in flight go together in the next one, in the
+  shared database pool, while the beat goes on with everyone else's text.
+  Completing them in the batch (the fourth step) held that batch's deltas back until the
+  completions were written, and the next batch until they were done: when 500 answers end
+  within half a second, a few batches of 100-120 completions took 95-135 ms each (a completion
+  writes the whole answer three times: the message, its event and the run's row).
 
 Rules:
 - An event is published only after its commit (the log first, always).
 - A run has at most one write in flight, and its writes commit in the order it added the text,
-  so its `index` and the log's order follow the agent.
-- A write refused for one run (LeaseLost, RunCancelled) fails that run only; a batch that fails
-  as a whole (the database unreachable) fails every run in it, and they are taken up again later.
+  so its `index` and the log's order follow the agent. Its completion is asked for only once its
+  last text is committed and published, so `agent.completed` follows its last delta.
+- A write refused for one run (LeaseLost, RunCancelled) fails that run only, and a run whose
+  last text was refused is not completed; a batch that fails as a whole (the database
+  unreachable) fails every run in it, and they are taken up again later.
 """
 
 from __future__ import annotations
@@ -78,13 +87,10 @@ class RunText:
         await future
 
     async def finish(self, memory: dict | None) -> services.Committed:
-        """The agent is done: the run is completed (`complete_runs`) in the same group commit
-        as its last text, and published with it; returns the completion's events. Raises the
-        run's failure (a refused write, a lost lease) instead; nothing is added after this.
-
-        Why in the group commit (issue 22): completed apart, every answer's end waited for its
-        last text's batch, then for a call of its own on the commit thread, behind the next
-        batch of every other run."""
+        """The agent is done: its last text goes in the next batch, as any text, and the run is
+        completed (`complete_runs`) right after that batch, beside the beat (the module's
+        history says why); returns the completion's events. Raises the run's failure (a
+        refused write, a lost lease) instead; nothing is added after this."""
         if self.failure is not None:
             raise self.failure
         self.completion = services.Completion(self.conversation_id, self.run_id, self.fencing_token, memory)
@@ -160,8 +166,14 @@ class DeltaWriter:
         self.writes = 0
         self.busy_seconds = 0.0
         # How long a batch takes lately (moving average, seconds): the node's load, as the
-        # coalescing window sees it.
+        # coalescing window sees it. Completions are not part of it: they run beside the beat.
         self.recent_batch_seconds = 0.0
+        # Runs whose last text is committed and published, waiting for their completion: those
+        # that end while a completion call is in flight go together in the next one, in the
+        # shared database pool (not on the commit thread: the beat goes on meanwhile).
+        self._to_complete: list[RunText] = []
+        self._completer: asyncio.Task | None = None
+        self.completion_calls = 0
 
     def window(self) -> float:
         """Seconds between two batches: the base window, growing to twice the recent duration
@@ -219,51 +231,76 @@ class DeltaWriter:
         upto = {run.run_id: run.added for run in runs}
         writes = [w for w in (run.take() for run in runs) if w is not None]
         # A finishing run's text is all in this batch (it adds nothing after `finish`).
-        completions = [run.completion for run in runs if run.completion is not None]
-        started = loop.time()
-        try:
-            outcomes, completed = await db(services.append_and_complete, executor=commit_executor())(
-                writes, completions, self.lease_seconds)
-        except asyncio.CancelledError:
-            for run in runs:  # the node stops: its runs are cancelled too
-                run.close()
-            raise
-        except Exception as exc:  # noqa: BLE001 - every run of the batch sees the failure; warn_failed logs a bug's traceback
-            warn_failed(log, "a batch of deltas failed; its runs stop and are taken up again later", exc=exc)
-            for run in runs:
-                run.failed(exc)
-            return
+        finishing = [run for run in runs if run.completion is not None]
+        outcomes: dict[str, list[dict] | services.ServiceError] = {}
+        if writes:
+            started = loop.time()
+            try:
+                outcomes = await db(services.append_run_deltas, executor=commit_executor())(writes, self.lease_seconds)
+            except asyncio.CancelledError:
+                for run in runs:  # the node stops: its runs are cancelled too
+                    run.close()
+                raise
+            except Exception as exc:  # noqa: BLE001 - every run of the batch sees the failure; warn_failed logs a bug's traceback
+                warn_failed(log, "a batch of deltas failed; its runs stop and are taken up again later", exc=exc)
+                for run in runs:
+                    run.failed(exc)
+                return
+            self._measured(len(writes), loop.time() - started)
+            # Published before the runs hear back, so a run's next delta cannot be announced
+            # ahead of this one; one round trip for every conversation of the batch.
+            events: dict[str, list[dict]] = {}
+            for w in writes:
+                if not isinstance(outcomes[w.run_id], Exception):
+                    events.setdefault(w.conversation_id, []).extend(outcomes[w.run_id])
+            await publish_many(list(events.items()))
         now = loop.time()
-        took = now - started
-        self.batches += 1
-        self.writes += len(writes)
-        self.busy_seconds += took
-        self.recent_batch_seconds = 0.8 * self.recent_batch_seconds + 0.2 * took
-        metrics.delta_batch(len(writes), took)
-        if took > 0.1:
-            log.debug("slow delta batch: %d writes in %.0f ms", len(writes), took * 1000)
-        if self.batches % 200 == 0:
-            log.info("delta writer: %d batches, %.1f writes/batch, %.1f ms/batch", self.batches,
-                     self.writes / self.batches, 1000 * self.busy_seconds / self.batches)
-        # Published before the runs hear back, so a run's next delta cannot be announced ahead
-        # of this one; one round trip for every conversation of the batch, a run's completion
-        # after its last delta.
-        events: dict[str, list[dict]] = {}
-        for w in writes:
-            if not isinstance(outcomes[w.run_id], Exception):
-                events.setdefault(w.conversation_id, []).extend(outcomes[w.run_id])
-        for outcome in completed.values():
-            if not isinstance(outcome, Exception):
-                events.setdefault(outcome.conversation_id, []).extend(outcome.events)
-        await publish_many(list(events.items()))
         for run in runs:
             outcome = outcomes.get(run.run_id)
             if isinstance(outcome, Exception):
                 run.failed(outcome)
                 continue
-            run.written(upto[run.run_id], now)  # text added meanwhile made it due again (`add`)
-            if run.run_id in completed:
-                done = completed[run.run_id]
+            if outcome is not None:  # its text was in the batch
+                run.written(upto[run.run_id], now)  # text added meanwhile made it due again (`add`)
+        ending = [run for run in finishing if run.failure is None]  # a refused last text: not completed
+        if ending:
+            self._to_complete.extend(ending)
+            if self._completer is None or self._completer.done():
+                self._completer = loop.create_task(self._complete_waiting(), name="run-completions")
+
+    def _measured(self, writes: int, took: float) -> None:
+        self.batches += 1
+        self.writes += writes
+        self.busy_seconds += took
+        self.recent_batch_seconds = 0.8 * self.recent_batch_seconds + 0.2 * took
+        metrics.delta_batch(writes, took)
+        if took > 0.1:
+            log.debug("slow delta batch: %d writes in %.0f ms", writes, took * 1000)
+        if self.batches % 200 == 0:
+            log.info("delta writer: %d batches, %.1f writes/batch, %.1f ms/batch", self.batches,
+                     self.writes / self.batches, 1000 * self.busy_seconds / self.batches)
+
+    async def _complete_waiting(self) -> None:
+        """Completes the runs waiting for it, all in one call (`complete_runs`), then publishes
+        their `agent.completed` in one round trip; the runs that ended meanwhile go next."""
+        while self._to_complete:
+            runs, self._to_complete = self._to_complete[:MAX_BATCH], self._to_complete[MAX_BATCH:]
+            self.completion_calls += 1
+            try:
+                outcomes = await db(_complete_runs)([run.completion for run in runs])
+            except asyncio.CancelledError:
+                for run in runs:  # the node stops (a call already sent runs to its end in its thread)
+                    run.close()
+                raise
+            except Exception as exc:  # noqa: BLE001 - every run of the call sees the failure; warn_failed logs a bug's traceback
+                warn_failed(log, "completing %d runs failed; they stop and are taken up again later", len(runs),
+                            exc=exc)
+                for run in runs:
+                    run.failed(exc)
+                continue
+            await publish_many([(done.conversation_id, done.events) for done in outcomes
+                                if not isinstance(done, Exception)])
+            for run, done in zip(runs, outcomes, strict=True):
                 if isinstance(done, Exception):
                     run.failed(done)
                 else:
@@ -286,3 +323,21 @@ class DeltaWriter:
         for run in list(self._due.values()):
             run.close()
         self._due.clear()
+        # The completions: a call already sent runs to its end in its thread (the run is then
+        # completed, or taken up again once its lease lapses); nobody waits for it any more.
+        completer, self._completer = self._completer, None
+        if completer is not None:
+            completer.cancel()
+            pending = {completer}
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=STOP_RECANCEL_SECONDS)
+                for still in pending:
+                    still.cancel()
+        for run in self._to_complete:
+            run.close()
+        self._to_complete.clear()
+
+
+def _complete_runs(completions: list[services.Completion]) -> list[services.Committed | Exception]:
+    """`services.complete_runs`, looked up at each call (tests replace it), in the shared pool."""
+    return services.complete_runs(completions)

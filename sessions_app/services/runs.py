@@ -491,10 +491,10 @@ class Completion:
 
 def complete_runs(completions: list[Completion]) -> list[Committed | Exception]:
     """`complete_run` for each run, one outcome each, in order (a lost lease is that run's
-    `LeaseLost`): the runs of a node that end with one of its group commits
-    (`append_and_complete`, on the commit thread). On PostgreSQL one statement for all of
-    them: 500 answers ending together were 500 database calls, queued behind their sockets'
-    closes in the shared pool (issue 22)."""
+    `LeaseLost`): the runs of a node that end while one such call is in flight, right after
+    their last text's group commit (realtime/runs/delta_writer.py). On PostgreSQL one statement
+    for all of them: 500 answers ending together were 500 database calls, queued behind their
+    sockets' closes in the shared pool (issue 22)."""
     if not completions:
         return []
     if db_connection.vendor != "postgresql":
@@ -514,17 +514,6 @@ def complete_runs(completions: list[Completion]) -> list[Committed | Exception]:
         outcomes[order[ordinal - 1]] = outcome_of(_completed_from_row, completion.conversation_id, completion.run_id,
                                                   completion.fencing_token, message_id, row)
     return outcomes
-
-
-def append_and_complete(writes: list[DeltaWrite], completions: list[Completion],
-                        lease_seconds: float | None = None) -> tuple[DeltaOutcomes, dict[str, Committed | Exception]]:
-    """One group commit of a node: every run's text (`append_run_deltas`), then the runs that
-    end with it completed (`complete_runs`), in one call of the commit thread. A run whose text
-    was refused (a lost lease, a cancel) is not completed: its outcome says why. Returns the
-    deltas' outcomes by run and the completions' by run."""
-    outcomes = append_run_deltas(writes, lease_seconds) if writes else {}
-    ready = [c for c in completions if not isinstance(outcomes.get(c.run_id), Exception)]
-    return outcomes, {c.run_id: done for c, done in zip(ready, complete_runs(ready), strict=True)}
 
 
 # Every completion through `tether_complete_run`, in one transaction, sorted by conversation: the

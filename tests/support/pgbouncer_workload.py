@@ -39,10 +39,11 @@ def rounds(n: int) -> None:
             assert all(isinstance(p, services.PostedMessage) for p in posted), posted
             claims = services.claim_runs(ids, f"node-{n}", 30)
             assert all(isinstance(c, services.ClaimedRun) for c in claims), claims
-            outcomes, completed = services.append_and_complete(
-                [services.DeltaWrite(c.conversation_id, c.run_id, c.fencing_token, "ok") for c in claims],
-                [services.Completion(c.conversation_id, c.run_id, c.fencing_token, None) for c in claims], 30)
-            failures = [o for o in (*outcomes.values(), *completed.values()) if isinstance(o, Exception)]
+            outcomes = services.append_run_deltas(
+                [services.DeltaWrite(c.conversation_id, c.run_id, c.fencing_token, "ok") for c in claims], 30)
+            completed = services.complete_runs(
+                [services.Completion(c.conversation_id, c.run_id, c.fencing_token, None) for c in claims])
+            failures = [o for o in (*outcomes.values(), *completed) if isinstance(o, Exception)]
             assert not failures and len(completed) == 3, (outcomes, completed)
     except BaseException as exc:  # noqa: BLE001 - reported by the main thread
         errors.append(exc)
