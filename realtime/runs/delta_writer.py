@@ -173,7 +173,6 @@ class DeltaWriter:
         # shared database pool (not on the commit thread: the beat goes on meanwhile).
         self._to_complete: list[RunText] = []
         self._completer: asyncio.Task | None = None
-        self.completion_calls = 0
 
     def window(self) -> float:
         """Seconds between two batches: the base window, growing to twice the recent duration
@@ -285,7 +284,6 @@ class DeltaWriter:
         their `agent.completed` in one round trip; the runs that ended meanwhile go next."""
         while self._to_complete:
             runs, self._to_complete = self._to_complete[:MAX_BATCH], self._to_complete[MAX_BATCH:]
-            self.completion_calls += 1
             try:
                 outcomes = await db(_complete_runs)([run.completion for run in runs])
             except asyncio.CancelledError:
@@ -311,31 +309,30 @@ class DeltaWriter:
         task, self._task = self._task, None
         if self._wake is not None:
             self._wake.set()
-        if task is not None:
-            task.cancel()
-            pending = {task}
-            while pending:
-                # A cancellation a library swallowed is seen at the beat's next check;
-                # a beat still inside a call is cancelled again.
-                _, pending = await asyncio.wait(pending, timeout=STOP_RECANCEL_SECONDS)
-                for still in pending:
-                    still.cancel()
+        await _cancelled(task)
         for run in list(self._due.values()):
             run.close()
         self._due.clear()
         # The completions: a call already sent runs to its end in its thread (the run is then
         # completed, or taken up again once its lease lapses); nobody waits for it any more.
         completer, self._completer = self._completer, None
-        if completer is not None:
-            completer.cancel()
-            pending = {completer}
-            while pending:
-                _, pending = await asyncio.wait(pending, timeout=STOP_RECANCEL_SECONDS)
-                for still in pending:
-                    still.cancel()
+        await _cancelled(completer)
         for run in self._to_complete:
             run.close()
         self._to_complete.clear()
+
+
+async def _cancelled(task: asyncio.Task | None) -> None:
+    """Cancels `task` and returns once it has ended. A cancellation a library swallowed is seen
+    at the task's next check; a task still inside a call is cancelled again."""
+    if task is None:
+        return
+    task.cancel()
+    pending = {task}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=STOP_RECANCEL_SECONDS)
+        for still in pending:
+            still.cancel()
 
 
 def _complete_runs(completions: list[services.Completion]) -> list[services.Committed | Exception]:
