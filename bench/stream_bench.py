@@ -28,7 +28,10 @@ client, lost tokens, and CPU over the window:
   process) and rest (PostgreSQL and Redis for Tether; for the floor, which uses neither, about 0
   unless something else ran beside the benchmark: then no box figure of that row is worth much);
 - node ratio: Tether's node µs/event over the floor's node µs/frame for the same N (the
-  issue's target: at most 2.5x); box ratio: the same for the box figures.
+  issue's target: at most 2.5x); box ratio: the same for the box figures;
+- the client's own loop lag (p99 and max of how late a 5 ms sleep wakes in this process over
+  the window): one process reads every socket, and its own backlog would count as delay.
+  BENCH_DUMP_DELAYS=FILE writes every token's (creation, delay) and the lag samples in time.
 
 Printed: a JSON blob with everything; a table with one row per path and N; the CPU table with
 one row per N (and repetition): Tether tokens/s, p99, lost, node and box µs per event/frame of
@@ -293,6 +296,16 @@ async def one_stream(url: str, token: str, durable: bool, expected: int, line: S
             "created": created, "first_s": first_at - line.started_at, "end_s": time.monotonic() - line.started_at}
 
 
+async def loop_lag(samples: list[tuple[float, float]], period: float = 0.005) -> None:
+    """The benchmark client's own loop lag: how late a 5 ms sleep wakes, with the wall time. One
+    process reads every socket; a client behind its sockets counts its own backlog as delay."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(period)
+        samples.append((time.time(), loop.time() - before - period))
+
+
 async def run_phase(url: str, tokens: list[str], durable: bool, rate: float, seconds: float,
                     on_start: Callable[[], object] | None = None,
                     on_end: Callable[[], object] | None = None) -> dict:
@@ -302,8 +315,13 @@ async def run_phase(url: str, tokens: list[str], durable: bool, rate: float, sec
     expected = int(rate * seconds)
     t0 = time.monotonic()
     line = StartLine(len(tokens), t0 + 2.0, on_start, on_end)
-    results = await asyncio.wait_for(
-        asyncio.gather(*(one_stream(url, t, durable, expected, line) for t in tokens)), seconds + 120)
+    lag: list[tuple[float, float]] = []
+    lagging = asyncio.get_running_loop().create_task(loop_lag(lag))
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(one_stream(url, t, durable, expected, line) for t in tokens)), seconds + 120)
+    finally:
+        lagging.cancel()
     elapsed = line.ended_at - line.started_at
     delays = sorted(d for r in results for d in r["delays"])
     q = statistics.quantiles(delays, n=100)
@@ -312,13 +330,18 @@ async def run_phase(url: str, tokens: list[str], durable: bool, rate: float, sec
     if os.environ.get("BENCH_DUMP_DELAYS"):  # every token's (creation, delay), to look at the tail in time
         with open(os.environ["BENCH_DUMP_DELAYS"], "w") as dump:
             pairs = [(c, d) for r in results for c, d in zip(r["created"], r["delays"], strict=True)]
-            json.dump({"start": line.started_wall, "tokens": pairs}, dump)
+            json.dump({"start": line.started_wall, "tokens": pairs, "client_lag": lag}, dump)
     early = sorted(d for r in results for d, c in zip(r["delays"], r["created"], strict=True)
                    if c < line.started_wall + 1.0)
     late = sorted(d for r in results for d, c in zip(r["delays"], r["created"], strict=True)
                   if c >= line.started_wall + 1.0)
+    within = sorted(d for t, d in lag if line.started_wall <= t)
     return {
         "p99_ms_first_second": 1000 * early[int(0.99 * (len(early) - 1))] if early else None,
+        # The client's own loop lag over the window (p99, max): the part of every delay above
+        # that is the benchmark's, not the server's.
+        "client_lag_ms": {"p99": 1000 * within[int(0.99 * (len(within) - 1))] if within else None,
+                          "max": 1000 * within[-1] if within else None},
         "p99_ms_after_first_second": 1000 * late[int(0.99 * (len(late) - 1))] if late else None,
         "tokens_per_s": sum(r["tokens"] for r in results) / elapsed,
         "events_per_s": sum(r["events"] for r in results) / elapsed,
@@ -538,7 +561,8 @@ def main() -> None:
                       + "/".join(f"{r['first_delta_s'][k]:.2f}" for k in ("p50", "p90", "max")) + " s, end p50/max "
                       + "/".join(f"{r['end_s'][k]:.2f}" for k in ("p50", "max")) + " s, p99 ms of the tokens made "
                       + f"in the first second / after it {fmt(r, 'p99_ms_first_second', '.0f')} / "
-                      + f"{fmt(r, 'p99_ms_after_first_second', '.0f')}"),
+                      + f"{fmt(r, 'p99_ms_after_first_second', '.0f')}, the client's own loop lag p99/max "
+                      + f"{fmt(r['client_lag_ms'], 'p99', '.0f')} / {fmt(r['client_lag_ms'], 'max', '.0f')} ms"),
                       file=sys.stderr)
             runs.append({"repeat": repeat, "streams": count, "paths": paths, "ratios": ratios(paths)})
     from bench.machine_probe import probe

@@ -41,6 +41,9 @@ def test_tiny_stream_bench_measures_tether_and_the_floor_over_the_same_streams()
     # When the answers started and ended, from the start line: what makes the window longer.
     assert 0 < tether["first_delta_s"]["p50"] <= tether["first_delta_s"]["max"] < tether["end_s"]["max"]
     assert tether["end_s"]["max"] == pytest.approx(tether["elapsed_s"], abs=0.05)
+    # The client's own loop lag over the window: what of the delays is the benchmark's.
+    for path in (floor, tether):
+        assert 0 <= path["client_lag_ms"]["p99"] <= path["client_lag_ms"]["max"]
 
 
 def test_tiny_service_cost_bench_measures_both_paths_of_every_step():
