@@ -5,14 +5,13 @@ sends the messages that arrive while others are being stored in one call (issue 
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 
 import pytest
 
 from sessions_app import services
 from sessions_app.models import AgentRun, Conversation, Event, Message
+from tests.support.gates import FirstCallGate
 from tests.support.waiting import eventually
 from tests.support.ws import WSClient
 
@@ -85,29 +84,18 @@ async def test_messages_arriving_while_one_is_stored_share_the_next_statement(se
                                                                             monkeypatch):
     settings.REALTIME_DEMO_AGENT_DELAY_MS = 0
     node, app = cluster("node-a")
-    gate, entered = threading.Event(), threading.Event()
-    batches: list[int] = []
-    real = services.post_user_messages
-
-    def gated(messages):
-        batches.append(len(messages))
-        entered.set()
-        if len(batches) == 1:
-            assert gate.wait(5), "the test never opened the gate"
-        return real(messages)
-
-    monkeypatch.setattr(services, "post_user_messages", gated)
+    gate = FirstCallGate(monkeypatch, services, "post_user_messages")
     clients = [WSClient(app) for _ in range(6)]
     for client in clients:
         await client.connect(token)
     first = await clients[0].message("first")
-    await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
+    await gate.entered()
     others = [await client.message(f"m{i}") for i, client in enumerate(clients[1:])]
     await eventually(lambda: node.posts.waiting == 5, timeout=5, what="five messages waiting for the next call")
-    gate.set()
+    gate.open()
     for client, msg in zip(clients, [first, *others], strict=True):
         acks = await client.recv_until(lambda f, msg=msg: f["type"] == "message.ack" and f["client_msg_id"] == msg)
         assert acks[-1] == {"type": "message.ack", "client_msg_id": msg, "seq": 1, "duplicate": False}
-    assert batches[:2] == [1, 5], batches
+    assert gate.batches[:2] == [1, 5], gate.batches
     for client in clients:
         await client.drop()

@@ -99,7 +99,7 @@ class Frames:
         """A failed store is not reported: the ack is stored at the next flush, resync or close."""
         session = self.session
         try:
-            await db(services.record_ack)(session.connection_id, session.conversation_id, seq)
+            await self.socket.node.acks(services.AckWrite(session.connection_id, session.conversation_id, seq))
         except TRANSIENT_ERRORS as exc:
             warn_failed(log, "storing ack %s of %s failed; kept for later", seq, session.connection_id, exc=exc)
             self.socket.state.ack_flush_failed(seq)

@@ -88,12 +88,19 @@ class NodeRuntime:
         # conversation's messages go in one call, in their order.
         self.posts = GroupCall(self._post_messages, parallel=max(1, settings.REALTIME_DB_THREADS // 2),
                                key=lambda message: message.conversation_id)
+        # The acks its sockets store: those that come while others are being stored go in one
+        # call (services.record_acks says why).
+        self.acks = GroupCall(self._record_acks)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick_listener: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self._reaping: asyncio.Task | None = None
         self._resync: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+
+    @staticmethod
+    def _record_acks(acks: list[services.AckWrite]) -> list[None]:
+        return services.record_acks(acks)
 
     @staticmethod
     def _post_messages(messages: list[services.NewMessage]) -> list[services.PostedMessage | Exception]:

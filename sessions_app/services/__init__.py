@@ -18,12 +18,14 @@ This package re-exports the public functions, so callers write `services.open_se
 """
 
 from sessions_app.services.connections import (
+    AckWrite,
     OpenedSession,
     close_connection,
     disconnect_connections,
     open_session,
     reconcile_acks,
     record_ack,
+    record_acks,
     record_auth_refresh,
     touch_connections,
 )
@@ -101,6 +103,7 @@ from sessions_app.services.tools import (
 from sessions_app.tokens import revoke_sign_in, revoke_user_sessions
 
 __all__ = [
+    "AckWrite",
     "ApprovalAnswer", "CallRecord", "CallWritten", "Journal", "LocalContext", "ModelCallRecord",
     "approvals_waiting", "begin_call", "call_id_for", "expire_approvals", "finish_call", "give_up_unknown",
     "load_journal", "record_demo_effect", "record_model_call", "resolve_approval", "run_local_call", "start_call",
@@ -118,7 +121,7 @@ __all__ = [
     "get_owned_conversation", "load_run_context", "message_payload", "open_connection_nodes_not_in",
     "open_session", "post_user_message", "post_user_messages", "prune_connections_and_tokens", "prune_events",
     "reconcile_acks",
-    "record_ack", "record_auth_refresh",
+    "record_ack", "record_acks", "record_auth_refresh",
     "release_node", "release_run", "renew_run_lease", "request_cancel", "revoke_sign_in", "revoke_user_sessions",
     "touch_connections",
 ]

@@ -81,3 +81,29 @@ class Gate:
             return await call(*args, **kwargs)
 
         return held
+
+
+class FirstCallGate:
+    """A service that takes a list (a `GroupCall`'s function) replaced by one that records each
+    call's number of items and holds the first call at a `Gate` until `open()`: the callers that
+    arrive meanwhile gather for the next call."""
+
+    def __init__(self, monkeypatch: Any, owner: Any, name: str) -> None:
+        self.batches: list[int] = []
+        self.gate = Gate()
+        real = getattr(owner, name)
+
+        def gated(items: list) -> Any:
+            self.batches.append(len(items))
+            if len(self.batches) == 1:
+                self.gate.hold()
+            return real(items)
+
+        monkeypatch.setattr(owner, name, gated)
+
+    async def entered(self) -> None:
+        """Returns once the first call is being made (and held)."""
+        await self.gate.arrived()
+
+    def open(self) -> None:
+        self.gate.open()
