@@ -37,11 +37,21 @@ def _row(run_id: str) -> tuple[str, int, int]:
     return run.text, run.text_upto, run.next_index
 
 
+def _committed(run_id: str) -> str:
+    return services.committed_text(AgentRun.objects.get(pk=run_id))
+
+
+def _completed_text(claim: services.ClaimedRun) -> str:
+    """Completes the run; the text of its assistant message."""
+    done = services.complete_run(claim.conversation_id, claim.run_id, claim.fencing_token, None)
+    return done.events[0]["message"]["text"]
+
+
 def test_the_group_commit_appends_the_deltas_and_leaves_the_runs_text_alone(user, sql_or_orm):
     claim = _claimed(user)
     _append(claim, "one ", "two ", "three ")
     assert _row(claim.run_id) == ("", 0, 3)
-    assert services.committed_text(AgentRun.objects.get(pk=claim.run_id)) == "one two three "
+    assert _committed(claim.run_id) == "one two three "
 
 
 def test_a_takeover_continues_from_the_text_read_from_the_log(user, sql_or_orm):
@@ -57,8 +67,7 @@ def test_a_takeover_continues_from_the_text_read_from_the_log(user, sql_or_orm):
 def test_completion_writes_the_text_once_into_the_run_and_the_message(user, sql_or_orm):
     claim = _claimed(user)
     _append(claim, "one ", "two")
-    done = services.complete_run(claim.conversation_id, claim.run_id, claim.fencing_token, None)
-    assert done.events[0]["message"]["text"] == "one two"
+    assert _completed_text(claim) == "one two"
     assert _row(claim.run_id) == ("one two", 2, 2)
     assert Message.objects.get(conversation_id=claim.conversation_id, role="assistant").text == "one two"
 
@@ -81,12 +90,9 @@ def test_a_run_that_waits_for_a_person_is_folded_and_goes_on_from_there(user, sq
     services.resolve_approval(claim.conversation_id, begun.call.call_id, "deny", "tab-1")
     again = services.claim_runs([claim.conversation_id], "node-2", 30)[0]
     _append(again, "denied")
-    run = AgentRun.objects.get(pk=claim.run_id)
-    assert (run.text, run.text_upto, run.next_index) == ("asking ", 1, 2)
-    assert services.committed_text(run) == "asking denied"
+    assert (_row(claim.run_id), _committed(claim.run_id)) == (("asking ", 1, 2), "asking denied")
     assert services.load_journal(claim.run_id).text == "asking denied"
-    done = services.complete_run(again.conversation_id, again.run_id, again.fencing_token, None)
-    assert done.events[0]["message"]["text"] == "asking denied"
+    assert _completed_text(again) == "asking denied"
 
 
 def test_retention_keeps_the_deltas_an_unfinished_run_still_reads_its_text_from(user):
@@ -94,7 +100,7 @@ def test_retention_keeps_the_deltas_an_unfinished_run_still_reads_its_text_from(
     _append(claim, "one ", "two ")
     Event.objects.filter(conversation_id=claim.conversation_id).update(created_at=timezone.now() - timedelta(days=60))
     services.prune_events()
-    assert services.committed_text(AgentRun.objects.get(pk=claim.run_id)) == "one two "
+    assert _committed(claim.run_id) == "one two "
     services.complete_run(claim.conversation_id, claim.run_id, claim.fencing_token, None)
     Event.objects.filter(conversation_id=claim.conversation_id).update(created_at=timezone.now() - timedelta(days=60))
     services.prune_events()
@@ -109,7 +115,7 @@ def test_runs_written_before_the_migration_keep_their_whole_text(user):
     with connection.schema_editor() as editor:
         import_module("sessions_app.migrations.0011_run_text_from_log").forward(django_apps, editor)
     assert _row(claim.run_id) == ("one two ", 2, 2)
-    assert services.committed_text(AgentRun.objects.get(pk=claim.run_id)) == "one two "
+    assert _committed(claim.run_id) == "one two "
 
 
 @pytest.mark.postgres
@@ -123,12 +129,9 @@ def test_between_the_two_migrations_a_node_of_the_earlier_release_reads_the_whol
     try:
         claim = _claimed(user)
         _append(claim, "one ", "two ")
-        run = AgentRun.objects.get(pk=claim.run_id)
-        assert (run.text, run.text_upto, run.next_index) == ("one two ", 2, 2)
-        assert services.committed_text(run) == "one two "
+        assert (_row(claim.run_id), _committed(claim.run_id)) == (("one two ", 2, 2), "one two ")
         assert services.load_run_context(claim.run_id).partial_text == "one two "
-        done = services.complete_run(claim.conversation_id, claim.run_id, claim.fencing_token, None)
-        assert done.events[0]["message"]["text"] == "one two "
+        assert _completed_text(claim) == "one two "
     finally:
         with connection.cursor() as cursor:
             cursor.execute(expand.append_deltas_sql(rewrite_text=False))
