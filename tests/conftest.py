@@ -11,6 +11,7 @@ from django.core.asgi import get_asgi_application
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from realtime.infra import outage, transient
+from realtime.infra.db import HANDED
 from realtime.node.runtime import NodeRuntime
 from realtime.server.routing import build_application
 from tests.support.ws import close_all_clients
@@ -65,6 +66,21 @@ def _fresh_keyspace(request, _isolated_infrastructure):
         return
     _used_redis = True
     _delete_keyspace()
+
+
+# The longest a database call of a stopped node may still take: the deadline cuts one that waits
+# for the database (REALTIME_DB_TIMEOUT), and a test's gate holds one at most HOLD_LIMIT.
+CALLS_END_LIMIT = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _database_calls_ended():
+    """After each test (its nodes stopped, before pytest-django empties the database): no
+    database call of this process is left running. A call left running can deadlock the flush
+    (realtime.infra.db.HandedCalls says how), or write into the next test's database."""
+    yield
+    if not HANDED.wait_idle(CALLS_END_LIMIT):
+        pytest.fail(f"{HANDED.count} database calls still running {CALLS_END_LIMIT:g} s after the test")
 
 
 @pytest.fixture
