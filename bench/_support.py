@@ -32,11 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.stream_bench import free_port, prepare_database, wait_port  # noqa: E402
+from bench.stream_bench import cpu_seconds, free_port, prepare_database, wait_port  # noqa: E402
 
 __all__ = ["ROOT", "BenchRun", "Node", "free_port", "percentile", "prepare_database", "summary", "wait_port"]
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_PG = "postgres://postgres@127.0.0.1:5432/postgres"
 
 
@@ -123,10 +122,7 @@ class ProcessReadings:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the process (all its threads), in seconds."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return cpu_seconds(self.pid)
 
 
 class Node(ProcessReadings):

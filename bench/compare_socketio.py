@@ -58,6 +58,7 @@ from bench._support import (
     make_users,
     summary,
 )
+from bench.stream_bench import cpu_seconds
 
 SIO_DIR = ROOT / "bench" / "socketio"
 SYSTEMS = ("tether", "socketio")
@@ -71,11 +72,6 @@ def ensure_node_modules() -> None:
     if not stamp.exists() or stamp.stat().st_mtime < (SIO_DIR / "package-lock.json").stat().st_mtime:
         print("npm ci in bench/socketio", file=sys.stderr)
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=SIO_DIR, check=True, stdout=sys.stderr)
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class SocketIOServer:
@@ -189,9 +185,9 @@ def stream_level(system: str, servers: dict, tokens: list[str], streams: int, ta
     else:
         cfg["url"] = servers["socketio"].url
         pid = servers["socketio"].proc.pid
-    cpu = proc_cpu_seconds(pid)
+    cpu = cpu_seconds(pid)
     result = run_client("stream", cfg, args.seconds + 300)
-    cpu = proc_cpu_seconds(pid) - cpu
+    cpu = cpu_seconds(pid) - cpu
     delays = sorted(result["delays"])
     q = statistics.quantiles(delays, n=100) if len(delays) > 1 else [delays[0] if delays else float("nan")] * 99
     return {
