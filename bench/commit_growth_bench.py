@@ -6,11 +6,13 @@ of the commits, the median wall time of one commit and PostgreSQL's CPU for it
 
     .venv/bin/python bench/commit_growth_bench.py --runs 200 --deltas 200
     .venv/bin/python bench/commit_growth_bench.py --runs 200 --deltas 200 --rewrite-text   # before 0012
+    .venv/bin/python bench/commit_growth_bench.py --runs 433 --deltas 200 --compression pglz   # before 0013
 
 --rewrite-text puts back, in the scratch database only, the group commit as it was before
 migration 0012 (`tether_append_deltas` rewriting every run's whole text at every delta, as 0011
-and the migrations before it did), to compare both in one sitting. Needs PostgreSQL on this machine (a scratch database
-`tether_bench_growth` is recreated)."""
+and the migrations before it did), to compare both in one sitting. --compression pglz puts back
+the long texts' compression as it was before migration 0013 (lz4 since). Needs PostgreSQL on this
+machine (a scratch database `tether_bench_growth` is recreated)."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from bench.service_cost_bench import server_cpu  # noqa: E402
 from bench.stream_bench import django_on_scratch_database  # noqa: E402
 
 
-def measure(runs: int, deltas: int, rewrite_text: bool) -> dict:
+def measure(runs: int, deltas: int, rewrite_text: bool, compression: str | None = None) -> dict:
     from django.contrib.auth import get_user_model
     from django.db import connection
 
@@ -44,6 +46,8 @@ def measure(runs: int, deltas: int, rewrite_text: bool) -> dict:
         backend = cursor.fetchone()[0]
         if rewrite_text:
             cursor.execute(import_module("sessions_app.migrations.0011_run_text_from_log").append_deltas_sql(True))
+        for table, column in import_module("sessions_app.migrations.0013_long_text_lz4").COLUMNS if compression else ():
+            cursor.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" SET COMPRESSION {compression}')
     ids = [str(services.create_conversation(user.pk).pk) for _ in range(runs)]
     services.post_user_messages([services.NewMessage(c, str(uuid.uuid4()), "go") for c in ids])
     claims = services.claim_runs(ids, "bench", 30.0)
@@ -75,15 +79,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--deltas", type=int, default=200)
     parser.add_argument("--rewrite-text", action="store_true", help="the group commit as before migration 0012")
+    parser.add_argument("--compression", choices=["pglz", "lz4"],
+                        help="the long texts' compression (default: as migrated, lz4 since 0013)")
     parser.add_argument("--pg", default=DEFAULT_PG)
     args = parser.parse_args()
     django_on_scratch_database(args.pg, "tether_bench_growth")
-    result = measure(args.runs, args.deltas, args.rewrite_text)
+    result = measure(args.runs, args.deltas, args.rewrite_text, args.compression)
     from bench.machine_probe import probe
 
     machine = probe(args.pg, os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     print(json.dumps({"args": vars(args), **result, "machine": machine}, indent=2))
     label = "rewriting the text (before 0012)" if args.rewrite_text else "the text read from the log"
+    if args.compression:
+        label += f", long texts compressed with {args.compression}"
     print(f"\n{args.runs} runs, {label}\n\n| deltas so far | wall ms per commit | PostgreSQL ms per commit |")
     print("| --- | --- | --- |")
     for tenth in result["tenths"]:

@@ -79,11 +79,12 @@ def test_tiny_idle_bench_holds_sockets_on_tether_and_on_the_floor():
     assert "idle CPU % of one core per 1,000 sockets: Tether" in tables
 
 
-@pytest.mark.parametrize("before", [False, True], ids=["text-from-the-log", "rewrite-text"])
-def test_tiny_commit_growth_bench_measures_every_tenth_and_the_completion(before):
-    report, tables = run("bench/commit_growth_bench.py", "--runs", "3", "--deltas", "10",
-                         *(["--rewrite-text"] if before else []))
+@pytest.mark.parametrize("flags", [[], ["--rewrite-text"], ["--compression", "pglz"]],
+                         ids=["text-from-the-log", "rewrite-text", "pglz"])
+def test_tiny_commit_growth_bench_measures_every_tenth_and_the_completion(flags):
+    report, tables = run("bench/commit_growth_bench.py", "--runs", "3", "--deltas", "10", *flags)
     assert [t["from_delta"] for t in report["tenths"]] == list(range(10))
     assert all(t["wall_ms"] > 0 and t["server_ms"] > 0 for t in report["tenths"])
     assert report["completion_ms"] > 0
-    assert ("rewriting the text (before 0012)" in tables) == before
+    assert ("rewriting the text (before 0012)" in tables) == ("--rewrite-text" in flags)
+    assert ("long texts compressed with pglz" in tables) == ("--compression" in flags)
