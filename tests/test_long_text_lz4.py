@@ -35,8 +35,9 @@ def _stored_with(table: str, column: str, pk) -> str | None:
 
 
 class _Editor:
-    """A schema editor on this connection whose statements the server refuses as it would
-    without lz4 (feature_not_supported), after the transaction's first statement ran."""
+    """A schema editor on this connection whose every statement the server refuses, as a server
+    built without lz4 refuses `SET COMPRESSION lz4` (feature_not_supported): the transaction is
+    aborted on the server, as it would be."""
 
     def __init__(self) -> None:
         self.connection = connection
